@@ -1,0 +1,70 @@
+# tokenpolicy build.  `make` builds the C core for every Lua in LUA_VERSIONS;
+# `make test`, `make demo`, `make bench` and `make asan` install what is
+# missing first (see `deps`), so each works on a fresh Debian machine.
+
+LUA_VERSIONS := 5.4 5.3
+CC      ?= cc
+WARN    := -std=c99 -Wall -Wextra -pedantic -Wshadow -Wmissing-prototypes -Werror
+CFLAGS  ?= -O2 -g
+DEFS    := -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
+LIBS    := -lcjose -ljansson -lcurl -lcrypto
+SOURCES := $(wildcard csrc/*.c)
+HEADERS := $(wildcard csrc/*.h)
+
+# Debian packages the build, the specs and the demo need.
+DEB_PACKAGES := liblua5.4-dev liblua5.3-dev lua5.4 lua5.3 libcjose-dev \
+	libjansson-dev libcurl4-openssl-dev libssl-dev lua-busted openssl
+
+BUILD   ?= build
+MODULES := $(foreach v,$(LUA_VERSIONS),$(BUILD)/$(v)/tokenpolicy/core.so)
+
+.PHONY: all deps test asan bench demo clean check-c
+
+all: $(MODULES)
+
+# One rule per Lua version: the same sources, that version's headers.
+define module_rule
+$(BUILD)/$(1)/tokenpolicy/core.so: $(SOURCES) $(HEADERS) Makefile
+	@mkdir -p $$(dir $$@)
+	$(CC) $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) $(DEFS) -fPIC -shared -I/usr/include/lua$(1) \
+		-o $$@ $(SOURCES) $(LIBS) $(EXTRA_LDFLAGS)
+endef
+$(foreach v,$(LUA_VERSIONS),$(eval $(call module_rule,$(v))))
+
+# Installs only what is missing; as a non-root user it prints the command.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "missing packages; run: sudo apt-get install -y" $$missing; exit 1; \
+	fi; \
+	echo "installing:" $$missing; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
+
+test: deps all
+	@sh spec/run.sh $(BUILD) $(LUA_VERSIONS)
+
+# The whole suite with AddressSanitizer and UBSan; the runtime is preloaded
+# because the Lua interpreters themselves are not instrumented.
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS='-O1 -g -fno-omit-frame-pointer' \
+		EXTRA_CFLAGS='-fsanitize=address,undefined -fno-sanitize-recover=all' all
+	@LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+		ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		sh spec/run.sh build-asan $(LUA_VERSIONS)
+
+bench: deps all $(BUILD)/bench/raw_openssl
+	@LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/5.4/?.so;;' \
+		lua5.4 bench/run.lua $(BUILD)/bench/raw_openssl
+
+$(BUILD)/bench/raw_openssl: bench/raw_openssl.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) -O2 $(DEFS) -o $@ $< -lcrypto
+
+demo: deps all
+	@LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/5.4/?.so;;' lua5.4 examples/demo.lua
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,130 @@
+/* Shared declarations of the tokenpolicy C core.  Everything here is
+ * internal to core.so (hidden visibility); the only exported symbol is
+ * luaopen_tokenpolicy_core. */
+#ifndef TP_H
+#define TP_H
+
+#include <stddef.h>
+#include <jansson.h>
+#include <cjose/cjose.h>
+#include "compat.h"
+
+#define TP_VERSION "0.1.0"
+#define TP_INTERNAL __attribute__((visibility("hidden")))
+
+/* Class names (also the metatable names in the registry). */
+#define TP_KEYSET_CLASS "tokenpolicy.KeySet"
+#define TP_JWT_CLASS "tokenpolicy.JWT"
+#define TP_BOX_CLASS "tokenpolicy.Box"
+
+/* ---- errors (util.c) ---------------------------------------------------- */
+
+/* Pushes the fail triple nil, "code: message", "code" and returns 3.  It also
+ * clears the thread's OpenSSL error queue, which an embedding HAProxy shares,
+ * so no failure path can leave stale errors behind.  The format is Lua's
+ * (lua_pushfstring): %s %d %I %f %p %c %%. */
+TP_INTERNAL int tp_fail(lua_State *L, const char *code, const char *fmt, ...);
+
+/* Raises "bad argument #arg to 'fn' (unknown option 'key')" for the first
+ * key of the table at idx that is not in allowed (NULL-terminated). */
+TP_INTERNAL void tp_check_options(lua_State *L, int idx, const char *const allowed[]);
+
+/* Copies at most 32 printable ASCII bytes of s into out (size >= 40),
+ * replacing others with '?' and marking truncation with "...".  Used for
+ * attacker-controlled text (kid, alg, typ) that goes into messages. */
+TP_INTERNAL const char *tp_printable(char *out, const char *s, size_t len);
+
+/* ---- JSON <-> Lua (json.c) ---------------------------------------------- */
+
+#define TP_JSON_MAX_DEPTH 64
+
+/* The JSON null sentinel, tokenpolicy.null (a light userdata). */
+TP_INTERNAL void tp_push_null(lua_State *L);
+TP_INTERNAL int tp_is_null(lua_State *L, int idx);
+
+/* Pushes v as a Lua value.  Returns 0, or -1 when it is nested deeper than
+ * TP_JSON_MAX_DEPTH (the stack is then left as on entry). */
+TP_INTERNAL int tp_json_push(lua_State *L, json_t *v);
+
+/* Converts the Lua value at idx into a new JSON value (caller owns it).
+ * Returns NULL and writes why into err when the value cannot be encoded. */
+TP_INTERNAL json_t *tp_json_from_lua(lua_State *L, int idx, char *err, size_t errlen);
+
+/* Parses JSON text; NULL on error (errors described in err). */
+TP_INTERNAL json_t *tp_json_parse(const char *text, size_t len, json_error_t *err);
+
+/* A box is a userdata owning C resources for one call, so that a Lua error
+ * (out of memory while pushing results) can never leak them: its __gc frees
+ * whatever is still in it. */
+typedef struct tp_box {
+    json_t *json[3];
+    cjose_jws_t *jws;
+    uint8_t *bytes;     /* allocated by cjose */
+} tp_box;
+TP_INTERNAL tp_box *tp_box_new(lua_State *L);
+TP_INTERNAL void tp_box_clear(tp_box *box);
+
+/* ---- algorithms and keys (keys.c) --------------------------------------- */
+
+enum tp_kty { TP_KTY_NONE = 0, TP_KTY_RSA, TP_KTY_EC, TP_KTY_OCT };
+
+enum tp_alg {
+    TP_ALG_HS256, TP_ALG_HS384, TP_ALG_HS512,
+    TP_ALG_RS256, TP_ALG_RS384, TP_ALG_RS512,
+    TP_ALG_PS256, TP_ALG_PS384, TP_ALG_PS512,
+    TP_ALG_ES256, TP_ALG_ES384, TP_ALG_ES512,
+    TP_ALG_COUNT
+};
+
+typedef struct tp_alg_info {
+    const char *name;
+    enum tp_kty kty;
+    size_t hash_bytes;  /* SHA-2 output size: also the minimum HMAC key size */
+    size_t ec_coord;    /* ES: bytes of one coordinate (R and S each); else 0 */
+} tp_alg_info;
+
+TP_INTERNAL extern const tp_alg_info tp_algs[TP_ALG_COUNT];
+
+/* Every RSA, RSA-PSS and ECDSA algorithm: the default allow-list. */
+#define TP_ALGS_ASYMMETRIC (((1u << TP_ALG_COUNT) - 1) & ~7u)
+
+/* The index of the named algorithm, or -1. */
+TP_INTERNAL int tp_alg_lookup(const char *name, size_t len);
+
+typedef struct tp_key {
+    cjose_jwk_t *jwk;
+    char *kid;          /* NUL-terminated copy, or NULL when the key has none */
+    enum tp_kty kty;
+    int bits;           /* modulus bits, curve bits or secret bits */
+    unsigned algs;      /* bit set of tp_alg this key may be used with */
+    int has_private;    /* can sign */
+} tp_key;
+
+typedef struct tp_keyset {
+    size_t count;
+    size_t capacity;
+    tp_key key[1];      /* capacity entries (allocated past the struct) */
+} tp_keyset;
+
+TP_INTERNAL tp_keyset *tp_check_keyset(lua_State *L, int idx);
+
+/* ---- time (util.c) ------------------------------------------------------ */
+
+/* "2026-11-23 14:52:54 UTC" into buf (size >= 32). */
+TP_INTERNAL const char *tp_format_utc(char *buf, lua_Integer t);
+/* "1h30m", "45s", "3d4h", "-5m" into buf (size >= 32). */
+TP_INTERNAL const char *tp_format_span(char *buf, lua_Integer seconds);
+
+/* ---- base64url (util.c) ------------------------------------------------- */
+
+/* 1 when s is canonical unpadded base64url (see util.c), else 0. */
+TP_INTERNAL int tp_b64url_canonical(const char *s, size_t len);
+
+/* ---- registration of each area into the module table at -1 ------------- */
+
+TP_INTERNAL void tp_open_util(lua_State *L);
+TP_INTERNAL void tp_open_json(lua_State *L);
+TP_INTERNAL void tp_open_keys(lua_State *L);
+TP_INTERNAL void tp_open_jwt(lua_State *L);
+
+#endif

@@ -1,0 +1,203 @@
+/* Shared helpers: the fail triple, option checking, safe text for
+ * messages, time formatting, base64url validation and the base64url
+ * functions exposed to Lua (on cjose's codec). */
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+#include <openssl/err.h>
+#include "tp.h"
+
+int tp_fail(lua_State *L, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    ERR_clear_error();
+    lua_pushnil(L);
+    lua_pushstring(L, code);
+    lua_pushliteral(L, ": ");
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_concat(L, 3);
+    lua_pushstring(L, code);
+    return 3;
+}
+
+void tp_check_options(lua_State *L, int idx, const char *const allowed[])
+{
+    idx = lua_absindex(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        int known = 0;
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            const char *key = lua_tostring(L, -1);
+            for (int i = 0; allowed[i] && !known; i++)
+                known = strcmp(key, allowed[i]) == 0;
+            if (!known)
+                luaL_argerror(L, idx, lua_pushfstring(L, "unknown option '%s'", key));
+        } else {
+            luaL_argerror(L, idx, "option names must be strings");
+        }
+    }
+}
+
+const char *tp_printable(char *out, const char *s, size_t len)
+{
+    size_t n = len < 32 ? len : 32;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        out[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+    }
+    if (len > 32) {
+        memcpy(out + n, "...", 4);
+    } else {
+        out[n] = '\0';
+    }
+    return out;
+}
+
+const char *tp_format_utc(char *buf, lua_Integer t)
+{
+    struct tm tm;
+    time_t tt = (time_t)t;
+    if ((lua_Integer)tt != t || !gmtime_r(&tt, &tm) ||
+        strftime(buf, 32, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+        strcpy(buf, "(out of range)");
+    return buf;
+}
+
+/* The short human form: units largest first, zero units left out; exact
+ * under a day ("1h30m", "1h5s"), and days plus hours from a day on ("3d4h"),
+ * where minutes no longer help a reader. */
+const char *tp_format_span(char *buf, lua_Integer seconds)
+{
+    static const struct { unsigned long long size; char unit; } units[] = {
+        { 86400, 'd' }, { 3600, 'h' }, { 60, 'm' }, { 1, 's' }
+    };
+    unsigned long long left;
+    size_t used = 0;
+    if (seconds < 0) {
+        buf[used++] = '-';
+        left = (unsigned long long)(-(seconds + 1)) + 1;  /* no overflow on minint */
+    } else {
+        left = (unsigned long long)seconds;
+    }
+    if (left == 0) {
+        strcpy(buf, "0s");
+        return buf;
+    }
+    int long_span = left >= 86400;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        unsigned long long count = left / units[i].size;
+        if (long_span && units[i].size < 3600) break;
+        if (count == 0) continue;
+        used += (size_t)snprintf(buf + used, 32 - used, "%llu%c", count, units[i].unit);
+        left -= count * units[i].size;
+    }
+    buf[used] = '\0';
+    return buf;
+}
+
+/* Value of a base64url alphabet byte, or -1. */
+static int b64url_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '-') return 62;
+    if (c == '_') return 63;
+    return -1;
+}
+
+/* Canonical means: only the URL-safe alphabet, no '=' padding, a length
+ * that is not 1 modulo 4 (which no byte string encodes to), and zero bits in
+ * the unused low bits of the last character, so that every byte string has
+ * exactly one accepted encoding (no signature malleability through
+ * alternative spellings). */
+int tp_b64url_canonical(const char *s, size_t len)
+{
+    int last = 0;
+    for (size_t i = 0; i < len; i++) {
+        last = b64url_value((unsigned char)s[i]);
+        if (last < 0) return 0;
+    }
+    switch (len % 4) {
+    case 1: return 0;
+    case 2: return (last & 0x0f) == 0;
+    case 3: return (last & 0x03) == 0;
+    default: return 1;
+    }
+}
+
+/***
+ * Encodes bytes as unpadded base64url (RFC 4648 section 5).
+ * @function b64url_encode
+ * @tparam string bytes
+ * @treturn string
+ */
+static int tp_util_b64url_encode(lua_State *L)
+{
+    size_t len, outlen = 0;
+    const char *in = luaL_checklstring(L, 1, &len);
+    char *out = NULL;
+    cjose_err err;
+    if (len == 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    if (!cjose_base64url_encode((const uint8_t *)in, len, &out, &outlen, &err))
+        return luaL_error(L, "b64url_encode: %s", err.message);
+    lua_pushlstring(L, out, outlen);  /* a memory error here would leak out: */
+    cjose_get_dealloc()(out);         /* acceptable, it can only be OOM */
+    return 1;
+}
+
+/***
+ * Decodes canonical unpadded base64url.
+ * @function b64url_decode
+ * @tparam string text
+ * @treturn string bytes, or the fail triple with code `malformed`
+ */
+static int tp_util_b64url_decode(lua_State *L)
+{
+    size_t len, outlen = 0;
+    const char *in = luaL_checklstring(L, 1, &len);
+    uint8_t *out = NULL;
+    cjose_err err;
+    if (!tp_b64url_canonical(in, len))
+        return tp_fail(L, "malformed", "not canonical unpadded base64url");
+    if (len == 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    if (!cjose_base64url_decode(in, len, &out, &outlen, &err))
+        return tp_fail(L, "malformed", "not canonical unpadded base64url");
+    lua_pushlstring(L, (const char *)out, outlen);
+    cjose_get_dealloc()(out);
+    return 1;
+}
+
+/***
+ * Formats a number of seconds in the short human form ("1h30m", "45s",
+ * "3d4h"): at most two adjacent units, largest first.
+ * @function format_duration
+ * @tparam integer seconds
+ * @treturn string
+ */
+static int tp_util_format_duration(lua_State *L)
+{
+    char buf[32];
+    lua_pushstring(L, tp_format_span(buf, luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+void tp_open_util(lua_State *L)
+{
+    static const luaL_Reg functions[] = {
+        { "b64url_encode", tp_util_b64url_encode },
+        { "b64url_decode", tp_util_b64url_decode },
+        { "format_duration", tp_util_format_duration },
+        { NULL, NULL }
+    };
+    luaL_setfuncs(L, functions, 0);
+}
