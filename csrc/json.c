@@ -269,7 +269,7 @@ static int tp_json_encode(lua_State *L)
 static int tp_json_decode(lua_State *L)
 {
     size_t len;
-    const char *text = luaL_checklstring(L, 1, &len);
+    const char *text = tp_check_string(L, 1, &len);
     json_error_t jerr;
     tp_box *box = tp_box_new(L);
     box->json[0] = tp_json_parse(text, len, &jerr);

@@ -117,7 +117,7 @@ static int tp_jwt_decode(lua_State *L)
 {
     static const char *const options[] = { "max_size", NULL };
     size_t len;
-    const char *token = luaL_checklstring(L, 1, &len);
+    const char *token = tp_check_string(L, 1, &len);
     lua_Integer max_size = TP_DEFAULT_MAX_SIZE;
     const char *msg;
     compact c;
@@ -452,7 +452,7 @@ static int signature_length_ok(const tp_key *key, int alg, size_t siglen)
 static int tp_jwt_verify(lua_State *L)
 {
     size_t len, alglen, kidlen = 0;
-    const char *token = luaL_checklstring(L, 1, &len);
+    const char *token = tp_check_string(L, 1, &len);
     tp_keyset *set = tp_check_keyset(L, 2);
     verify_opts o;
     compact c;
@@ -549,6 +549,15 @@ static int tp_jwt_verify(lua_State *L)
 
 /* ---- sign --------------------------------------------------------------- */
 
+/* The string option at idx (NULL when nil); raises for other types. */
+static const char *opt_string(lua_State *L, int idx, const char *name)
+{
+    if (lua_isnil(L, idx)) return NULL;
+    if (lua_type(L, idx) != LUA_TSTRING)
+        luaL_argerror(L, 3, lua_pushfstring(L, "%s must be a string", name));
+    return lua_tostring(L, idx);
+}
+
 static int default_alg(const tp_key *key)
 {
     for (int a = 0; a < TP_ALG_COUNT; a++) {
@@ -591,9 +600,9 @@ static int tp_jwt_sign(lua_State *L)
         lua_getfield(L, 3, "kid");
         lua_getfield(L, 3, "typ");
         lua_getfield(L, 3, "header");
-        if (!lua_isnil(L, -4) && !(algname = lua_tostring(L, -4))) luaL_argerror(L, 3, "alg must be a string");
-        if (!lua_isnil(L, -3) && !(kid = lua_tostring(L, -3))) luaL_argerror(L, 3, "kid must be a string");
-        if (!lua_isnil(L, -2) && !(typ = lua_tostring(L, -2))) luaL_argerror(L, 3, "typ must be a string");
+        algname = opt_string(L, -4, "alg");
+        kid = opt_string(L, -3, "kid");
+        if (!lua_isnil(L, -2)) typ = opt_string(L, -2, "typ");
         if (!lua_isnil(L, -1) && !lua_istable(L, -1)) luaL_argerror(L, 3, "header must be a table");
         lua_pop(L, 4);  /* the strings stay alive in opts */
     }

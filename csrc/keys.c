@@ -469,9 +469,9 @@ static int tp_keys(lua_State *L)
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         tp_check_options(L, 2, options);
-        lua_getfield(L, 2, "kid");
-        kid = lua_tostring(L, -1);
-        if (!kid && !lua_isnil(L, -1))
+        if (lua_getfield(L, 2, "kid") == LUA_TSTRING)
+            kid = lua_tostring(L, -1);
+        else if (!lua_isnil(L, -1))
             return luaL_argerror(L, 2, "kid must be a string");
         lua_pop(L, 1);  /* still referenced by opts */
     }

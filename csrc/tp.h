@@ -25,6 +25,10 @@
  * (lua_pushfstring): %s %d %I %f %p %c %%. */
 TP_INTERNAL int tp_fail(lua_State *L, const char *code, const char *fmt, ...);
 
+/* Like luaL_checklstring, but a number is not accepted as a string:
+ * passing a number where a token or key is expected is a bug to report. */
+TP_INTERNAL const char *tp_check_string(lua_State *L, int idx, size_t *len);
+
 /* Raises "bad argument #arg to 'fn' (unknown option 'key')" for the first
  * key of the table at idx that is not in allowed (NULL-terminated). */
 TP_INTERNAL void tp_check_options(lua_State *L, int idx, const char *const allowed[]);

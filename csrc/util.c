@@ -22,6 +22,13 @@ int tp_fail(lua_State *L, const char *code, const char *fmt, ...)
     return 3;
 }
 
+const char *tp_check_string(lua_State *L, int idx, size_t *len)
+{
+    if (lua_type(L, idx) != LUA_TSTRING)
+        luaL_typeerror(L, idx, "string");
+    return lua_tolstring(L, idx, len);
+}
+
 void tp_check_options(lua_State *L, int idx, const char *const allowed[])
 {
     idx = lua_absindex(L, idx);
@@ -138,7 +145,7 @@ int tp_b64url_canonical(const char *s, size_t len)
 static int tp_util_b64url_encode(lua_State *L)
 {
     size_t len, outlen = 0;
-    const char *in = luaL_checklstring(L, 1, &len);
+    const char *in = tp_check_string(L, 1, &len);
     char *out = NULL;
     cjose_err err;
     if (len == 0) {
@@ -161,7 +168,7 @@ static int tp_util_b64url_encode(lua_State *L)
 static int tp_util_b64url_decode(lua_State *L)
 {
     size_t len, outlen = 0;
-    const char *in = luaL_checklstring(L, 1, &len);
+    const char *in = tp_check_string(L, 1, &len);
     uint8_t *out = NULL;
     cjose_err err;
     if (!tp_b64url_canonical(in, len))

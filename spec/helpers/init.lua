@@ -1,4 +1,2 @@
--- Loaded by busted before every spec file.  Collect garbage after each test
--- so that __gc bugs in the C core surface at the test that caused them.
-local busted = require "busted"
-busted.after_each(function() collectgarbage() collectgarbage() end)
+-- Loaded by busted before the spec files (see .busted).  Nothing global is
+-- set here: specs require "helpers.crypto" themselves.

@@ -1,0 +1,87 @@
+#!/usr/bin/env node
+// A second JOSE implementation for the interop spec, on Node's own crypto
+// module (no JOSE library involved), so that tokenpolicy is checked against
+// code that shares nothing with cjose.
+//
+//   node node_sign.js sign   ALG KEYFILE PAYLOAD_JSON [KID]
+//       prints the compact JWS of PAYLOAD_JSON (used byte for byte) with the
+//       header {"alg":ALG,"typ":"JWT"[,"kid":KID]}
+//   node node_sign.js verify ALG KEYFILE TOKEN
+//       checks TOKEN's signature; prints its payload and exits 0, or prints
+//       why not and exits 1
+//
+// KEYFILE is a PEM key (private to sign, public or private to verify) for
+// RS/PS/ES, and the raw secret bytes for HS.
+'use strict';
+
+const crypto = require('crypto');
+const fs = require('fs');
+
+// JWA (RFC 7518 section 3.1): the family and hash of each algorithm.
+function describe(alg) {
+  const m = /^(HS|RS|PS|ES)(256|384|512)$/.exec(alg);
+  if (!m) throw new Error('unsupported alg ' + alg);
+  const bits = Number(m[2]);
+  return { family: m[1], hash: 'sha' + bits, hashBytes: bits / 8 };
+}
+
+// Options for crypto.sign / crypto.verify: RSA-PSS with MGF1 and a salt as
+// long as the hash (RFC 7518 section 3.5), ECDSA as R || S (section 3.4).
+function keyOptions(key, d) {
+  if (d.family === 'PS') {
+    return { key, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: d.hashBytes };
+  }
+  if (d.family === 'ES') return { key, dsaEncoding: 'ieee-p1363' };
+  return { key };
+}
+
+function b64url(buf) {
+  return Buffer.from(buf).toString('base64url');
+}
+
+function sign(alg, keyFile, payload, kid) {
+  const d = describe(alg);
+  const header = { alg, typ: 'JWT' };
+  if (kid) header.kid = kid;
+  const input = b64url(JSON.stringify(header)) + '.' + b64url(Buffer.from(payload, 'utf8'));
+  const keyBytes = fs.readFileSync(keyFile);
+  let sig;
+  if (d.family === 'HS') {
+    sig = crypto.createHmac(d.hash, keyBytes).update(input).digest();
+  } else {
+    sig = crypto.sign(d.hash, Buffer.from(input), keyOptions(crypto.createPrivateKey(keyBytes), d));
+  }
+  return input + '.' + b64url(sig);
+}
+
+function verify(alg, keyFile, token) {
+  const d = describe(alg);
+  const parts = token.split('.');
+  if (parts.length !== 3) return [false, 'not three parts'];
+  const header = JSON.parse(Buffer.from(parts[0], 'base64url').toString('utf8'));
+  if (header.alg !== alg) return [false, 'header alg is ' + header.alg];
+  const input = Buffer.from(parts[0] + '.' + parts[1]);
+  const sig = Buffer.from(parts[2], 'base64url');
+  const keyBytes = fs.readFileSync(keyFile);
+  let ok;
+  if (d.family === 'HS') {
+    const mac = crypto.createHmac(d.hash, keyBytes).update(input).digest();
+    ok = mac.length === sig.length && crypto.timingSafeEqual(mac, sig);
+  } else {
+    ok = crypto.verify(d.hash, input, keyOptions(crypto.createPublicKey(keyBytes), d), sig);
+  }
+  if (!ok) return [false, 'signature does not verify'];
+  return [true, Buffer.from(parts[1], 'base64url').toString('utf8')];
+}
+
+const [mode, alg, keyFile, data, kid] = process.argv.slice(2);
+if (mode === 'sign') {
+  process.stdout.write(sign(alg, keyFile, data, kid));
+} else if (mode === 'verify') {
+  const [ok, text] = verify(alg, keyFile, data);
+  process.stdout.write(text);
+  process.exitCode = ok ? 0 : 1;
+} else {
+  process.stderr.write('usage: node_sign.js sign|verify ALG KEYFILE DATA [KID]\n');
+  process.exitCode = 2;
+}
