@@ -527,8 +527,8 @@ static int tp_jwt_verify(lua_State *L)
         if (tried)
             return tp_fail(L, "bad_signature", "the signature does not verify");
         if (pool)
-            return tp_fail(L, "alg_not_allowed", "no key%s%s fits alg %s", kid ? " with kid " : "",
-                           kid ? tp_printable(safe, kid, kidlen) : "", tp_algs[alg].name);
+            return tp_fail(L, "alg_not_allowed", "no key%s%s fits alg %s", kid_known ? " with kid " : "",
+                           kid_known ? tp_printable(safe, kid, kidlen) : "", tp_algs[alg].name);
         if (kid)
             return tp_fail(L, "unknown_key", "no key has kid %s", tp_printable(safe, kid, kidlen));
         return tp_fail(L, "unknown_key", "the key set has no key for alg %s", tp_algs[alg].name);

@@ -90,6 +90,16 @@ function crypto.hmac_jwk(secret, kid)
   return tp.json_encode({ kty = "oct", k = tp.b64url_encode(secret), kid = kid })
 end
 
+--- The public JWK (a Lua table) of an RSA private PEM, from its modulus.
+function crypto.rsa_public_jwk(private_pem, kid)
+  local tp = require "tokenpolicy"
+  local path = tmpfile(private_pem)
+  local text = run("openssl rsa -noout -modulus -in " .. path)
+  os.remove(path)
+  local n = text:match("Modulus=(%x+)"):gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+  return { kty = "RSA", n = tp.b64url_encode(n), e = "AQAB", kid = kid }
+end
+
 --- Signs data with the openssl CLI: returns the raw signature bytes.
 -- `digest` is sha256/sha384/sha512; `pss` selects RSA-PSS with salt = hash length.
 function crypto.openssl_sign(private_pem, data, digest, pss)
