@@ -277,6 +277,14 @@ static lua_Integer add_sat(lua_Integer a, lua_Integer b)
     return r;
 }
 
+static lua_Integer sub_sat(lua_Integer a, lua_Integer b)
+{
+    lua_Integer r;
+    if (__builtin_sub_overflow(a, b, &r))
+        return b < 0 ? LUA_MAXINTEGER : LUA_MININTEGER;
+    return r;
+}
+
 /* Reads a NumericDate claim.  Returns 0 when absent, 1 when set (in *out,
  * rounded toward the stricter side given by round_up), -1 when it is not
  * a number in range. */
@@ -338,22 +346,22 @@ static int check_claims(lua_State *L, int opts_idx, const verify_opts *o, json_t
     if (has < 0) return tp_fail(L, "malformed", "exp is not a number");
     if (has == 0 && o->require_exp) return tp_fail(L, "missing_claim", "exp is required");
     /* Valid while now < exp + leeway (RFC 7519 4.1.4: "on or after" expires). */
-    if (has && add_sat(o->now, -o->leeway) >= exp) {
+    if (has && sub_sat(o->now, o->leeway) >= exp) {
         char span[32];
-        return tp_fail(L, "expired", "expired %s ago", tp_format_span(span, add_sat(o->now, -exp)));
+        return tp_fail(L, "expired", "expired %s ago", tp_format_span(span, sub_sat(o->now, exp)));
     }
     has = numeric_date(claims, "nbf", 1, &nbf);
     if (has < 0) return tp_fail(L, "malformed", "nbf is not a number");
     /* Not yet valid while now + leeway < nbf (RFC 7519 4.1.5: valid "on or after"). */
     if (has && add_sat(o->now, o->leeway) < nbf) {
         char span[32];
-        return tp_fail(L, "not_yet_valid", "valid only in %s", tp_format_span(span, add_sat(nbf, -o->now)));
+        return tp_fail(L, "not_yet_valid", "valid only in %s", tp_format_span(span, sub_sat(nbf, o->now)));
     }
     has = numeric_date(claims, "iat", 0, &iat);
     if (has < 0) return tp_fail(L, "malformed", "iat is not a number");
     if (has && iat > add_sat(o->now, o->leeway)) {
         char span[32];
-        return tp_fail(L, "issued_in_future", "issued %s in the future", tp_format_span(span, add_sat(iat, -o->now)));
+        return tp_fail(L, "issued_in_future", "issued %s in the future", tp_format_span(span, sub_sat(iat, o->now)));
     }
 
     if (o->has_iss) {
@@ -745,8 +753,13 @@ static int tp_jwt__tostring(lua_State *L)
         lua_Integer t;
         lua_getfield(L, 3, times[i]);
         if (lua_isnil(L, -1)) { lua_pop(L, 1); continue; }
-        if (!lua_isnumber(L, -1)) { lua_pop(L, 1); continue; }
-        t = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_tonumber(L, -1);
+        if (lua_isinteger(L, -1)) {
+            t = lua_tointeger(L, -1);
+        } else {
+            double d = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : NAN;
+            if (!(d > -9.0e18 && d < 9.0e18)) { lua_pop(L, 1); continue; }  /* also NaN */
+            t = (lua_Integer)d;
+        }
         lua_pop(L, 1);
         luaL_addstring(&b, "\n  ");
         luaL_addstring(&b, times[i]);
@@ -756,7 +769,7 @@ static int tp_jwt__tostring(lua_State *L)
             luaL_addstring(&b, t > now ? " (expires in " : " (expired ");
         else
             luaL_addstring(&b, t > now ? " (in " : " (");
-        luaL_addstring(&b, tp_format_span(span, t > now ? add_sat(t, -now) : add_sat(now, -t)));
+        luaL_addstring(&b, tp_format_span(span, t > now ? sub_sat(t, now) : sub_sat(now, t)));
         luaL_addstring(&b, t > now ? ")" : " ago)");
     }
     luaL_pushresult(&b);
