@@ -288,15 +288,15 @@ int main(int argc, char **argv)
          * as a failure here, not as a slow or absent rate. */
         op_digest_verify(&state);
         op_pkey_verify(&state);
-        measure("evp_digestverify", "EVP_DigestVerify (fresh EVP_MD_CTX per op)", op_digest_verify, &state,
+        measure("evp_digestverify", "EVP_DigestVerify, fresh ctx per op", op_digest_verify, &state,
                 seconds);
-        measure("evp_pkey_verify", "EVP_PKEY_verify (prepared ctx)", op_pkey_verify, &state, seconds);
+        measure("evp_pkey_verify", "EVP_PKEY_verify, prepared ctx", op_pkey_verify, &state, seconds);
     } else if (strcmp(state.alg, "HS256") == 0) {
         prepare_hmac(&state, argv[2]);
         op_hmac_oneshot(&state);
         op_mac_prepared(&state);
-        measure("hmac_oneshot", "HMAC() one-shot + CRYPTO_memcmp", op_hmac_oneshot, &state, seconds);
-        measure("evp_mac_prepared", "EVP_MAC (keyed ctx, re-init per op) + CRYPTO_memcmp", op_mac_prepared,
+        measure("hmac_oneshot", "HMAC() one-shot", op_hmac_oneshot, &state, seconds);
+        measure("evp_mac_prepared", "EVP_MAC, keyed ctx", op_mac_prepared,
                 &state, seconds);
     } else {
         die("ALG must be RS256, ES256 or HS256");
