@@ -302,6 +302,21 @@ describe("tokens built with the openssl CLI", function()
     end
   end
 
+  it("a PS256 signature whose salt is not 32 bytes gives bad_signature (RFC 7518 section 3.5)", function()
+    -- JWA fixes the PSS salt at the hash length; `openssl dgst` uses the
+    -- longest salt that fits unless told `rsa_pss_saltlen:digest`.
+    local pem = rsa_key()
+    local input = token_for(ASYMMETRIC[4]):match("^[^.]+%.[^.]+")
+    local key, data, out = tmpfile(pem), tmpfile(input), tmpfile("")
+    crypto.run(("openssl dgst -sha256 -sign %s -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:max"
+      .. " -out %s %s && echo ok"):format(key, out, data))
+    local f = assert(io.open(out, "rb"))
+    local signature = f:read("a")
+    f:close()
+    local token = input .. "." .. tp.b64url_encode(signature)
+    assert_fails("bad_signature", tp.verify(token, tp.keys(crypto.public_of(pem)), { now = NOW }))
+  end)
+
   it("an ECDSA signature left in DER form gives bad_signature", function()
     local case = ASYMMETRIC[7]
     local _, der = build(case)
@@ -352,16 +367,20 @@ describe("tokens signed by tp.sign, verified by Node's crypto module", function(
   local CLAIMS = { iss = "https://tokenpolicy.example", sub = "carol", aud = "api",
                    exp = NOW + 3600, iat = NOW, name = "Ångström" }
 
-  local CASES = {
-    { alg = "RS256", private = rsa_key },
-    { alg = "PS256", private = rsa_key },
-    { alg = "ES256", private = function() return crypto.ec_private("P-256") end },
-    { alg = "HS256" },
-  }
+  -- Every algorithm, not only the common RS256, PS256, ES256 and HS256:
+  -- P-384 and P-521 (66-byte coordinates) are where R || S padding
+  -- mistakes would show.
+  local CASES = {}
+  for _, case in ipairs(ASYMMETRIC) do
+    CASES[#CASES + 1] = { alg = case.alg, private = case.key }
+  end
+  for _, alg in ipairs { "HS256", "HS384", "HS512" } do
+    CASES[#CASES + 1] = { alg = alg }
+  end
 
   -- The key set tp signs with, and the key file Node verifies with.
   local function keys_for(case)
-    if case.alg == "HS256" then
+    if case.alg:match("^HS") then
       return tp.keys(crypto.hmac_jwk(secret("reverse"), "tp-1")), tmpfile(secret("reverse"))
     end
     return tp.keys(case.private()), tmpfile(crypto.public_of(case.private()))
@@ -378,7 +397,7 @@ describe("tokens signed by tp.sign, verified by Node's crypto module", function(
   end
 
   it("Node refuses a tp.sign token whose payload was changed (the check is real)", function()
-    local signer, node_key = keys_for(CASES[3])
+    local signer, node_key = keys_for({ alg = "ES256", private = ASYMMETRIC[7].key })
     local token = assert(tp.sign(CLAIMS, signer, { alg = "ES256" }))
     local h, _, s = token:match("^([^.]+)%.([^.]+)%.([^.]+)$")
     local forged = h .. "." .. tp.b64url_encode(tp.json_encode { sub = "mallory", exp = NOW + 3600 }) .. "." .. s

@@ -1,0 +1,44 @@
+-- The rockspec installs the same modules the Makefile builds.
+local version = _VERSION:match("%d+%.%d+")
+
+local function sh(cmd)
+  local pipe = assert(io.popen(cmd .. " 2>&1"))
+  local out = pipe:read("a")
+  local ok = pipe:close()
+  return ok, out
+end
+
+describe("tokenpolicy-scm-1.rockspec", function()
+  it("lists every C source file", function()
+    local f = assert(io.open("tokenpolicy-scm-1.rockspec"))
+    local spec = f:read("a")
+    f:close()
+    local _, listing = sh("ls csrc/*.c")
+    local count = 0
+    for path in listing:gmatch("%S+") do
+      count = count + 1
+      assert.matches('"' .. path .. '"', spec, 1, true)
+    end
+    assert.is_true(count >= 5)
+  end)
+
+  it("installs a working module with luarocks make", function()
+    local _, tree = sh("mktemp -d")
+    tree = tree:gsub("%s+$", "")
+    local ok, out = sh(("luarocks --lua-version=%s make --tree %q tokenpolicy-scm-1.rockspec CURL_INCDIR=/usr/include/$(gcc -print-multiarch)")
+      :format(version, tree))
+    assert.is_true(ok, out)
+    local check = [[
+      local tp = require "tokenpolicy"
+      assert(package.searchpath("tokenpolicy.core", package.cpath):find(os.getenv("TREE"), 1, true))
+      local key = assert(tp.keys('{"kty":"oct","k":"' .. tp.b64url_encode(("k"):rep(32)) .. '"}'))
+      assert(tp.verify(tp.sign({ sub = "x", exp = 2 ^ 40 // 1 }, key), key, { algs = { "HS256" } }))
+      print(tp._VERSION)
+    ]]
+    ok, out = sh(("TREE=%q LUA_PATH='%s/share/lua/%s/?.lua;%s/share/lua/%s/?/init.lua' LUA_CPATH='%s/lib/lua/%s/?.so' lua%s -e %q")
+      :format(tree, tree, version, tree, version, tree, version, version, check))
+    sh("rm -rf " .. ("%q"):format(tree))
+    assert.is_true(ok, out)
+    assert.are.equal("tokenpolicy 0.1.0\n", out)
+  end)
+end)

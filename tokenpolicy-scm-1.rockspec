@@ -1,0 +1,39 @@
+rockspec_format = "3.0"
+package = "tokenpolicy"
+version = "scm-1"
+source = {
+  url = "git+file://.",  -- built from a checkout with `luarocks make`
+}
+description = {
+  summary = "Find, read, verify, judge and end bearer tokens",
+  detailed = [[
+tokenpolicy is a C core with Lua workflows for the whole life of a bearer
+token (OIDC JWT access tokens, Rucio and Arvados tokens): discovery, JWT
+decode and verify, lifetime policy, and revocation.]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.3, < 5.5",
+}
+external_dependencies = {
+  CJOSE = { header = "cjose/cjose.h", library = "cjose" },
+  JANSSON = { header = "jansson.h", library = "jansson" },
+  CURL = { header = "curl/curl.h", library = "curl" },
+  CRYPTO = { header = "openssl/evp.h", library = "crypto" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["tokenpolicy.core"] = {
+      sources = { "csrc/core.c", "csrc/json.c", "csrc/jwt.c", "csrc/keys.c", "csrc/util.c" },
+      defines = { "_POSIX_C_SOURCE=200809L", "_DEFAULT_SOURCE" },
+      incdirs = { "$(CJOSE_INCDIR)", "$(JANSSON_INCDIR)", "$(CURL_INCDIR)", "$(CRYPTO_INCDIR)" },
+      libdirs = { "$(CJOSE_LIBDIR)", "$(JANSSON_LIBDIR)", "$(CURL_LIBDIR)", "$(CRYPTO_LIBDIR)" },
+      libraries = { "cjose", "jansson", "curl", "crypto" },
+    },
+    ["tokenpolicy"] = "lua/tokenpolicy/init.lua",
+  },
+}
+test = {
+  type = "busted",
+}
