@@ -18,6 +18,7 @@ dependencies = {
 external_dependencies = {
   CJOSE = { header = "cjose/cjose.h", library = "cjose" },
   JANSSON = { header = "jansson.h", library = "jansson" },
+  YAJL = { header = "yajl/yajl_parse.h", library = "yajl" },
   CURL = { header = "curl/curl.h", library = "curl" },
   CRYPTO = { header = "openssl/evp.h", library = "crypto" },
 }
@@ -27,9 +28,9 @@ build = {
     ["tokenpolicy.core"] = {
       sources = { "csrc/core.c", "csrc/json.c", "csrc/jwt.c", "csrc/keys.c", "csrc/util.c" },
       defines = { "_POSIX_C_SOURCE=200809L", "_DEFAULT_SOURCE" },
-      incdirs = { "$(CJOSE_INCDIR)", "$(JANSSON_INCDIR)", "$(CURL_INCDIR)", "$(CRYPTO_INCDIR)" },
-      libdirs = { "$(CJOSE_LIBDIR)", "$(JANSSON_LIBDIR)", "$(CURL_LIBDIR)", "$(CRYPTO_LIBDIR)" },
-      libraries = { "cjose", "jansson", "curl", "crypto" },
+      incdirs = { "$(CJOSE_INCDIR)", "$(JANSSON_INCDIR)", "$(YAJL_INCDIR)", "$(CURL_INCDIR)", "$(CRYPTO_INCDIR)" },
+      libdirs = { "$(CJOSE_LIBDIR)", "$(JANSSON_LIBDIR)", "$(YAJL_LIBDIR)", "$(CURL_LIBDIR)", "$(CRYPTO_LIBDIR)" },
+      libraries = { "cjose", "jansson", "yajl", "curl", "crypto" },
     },
     ["tokenpolicy"] = "lua/tokenpolicy/init.lua",
   },

@@ -3,17 +3,19 @@
 --
 --   lua5.4 bench/run.lua PATH/TO/raw_openssl
 --
--- Environment: BENCH_ROUNDS (default 3) and BENCH_SECONDS (default 1.0, the
--- length of one measurement) trade run time for stability.
+-- Environment: BENCH_ROUNDS (default 3) and BENCH_SECONDS (default 1, the
+-- length of one measurement in whole seconds) trade run time for stability.
 --
 -- Every benchmark runs ROUNDS rounds; a round measures the baseline and then
--- ours, so slow phases of a shared machine (2 cores here) hit both sides
--- alike, and the best of the rounds is kept for each: the best rate is the
--- least disturbed one.  A benchmark reports, it does not test: a missed
--- target prints MISS and the exit status is still 0.
+-- ours, so slow phases of a shared machine (a 2-core CI runner, say) hit
+-- both sides alike, and the best of the rounds is kept for each: the best
+-- rate is the least disturbed one.  A benchmark reports, it does not test:
+-- a missed target prints MISS and the exit status is still 0.  Only a
+-- broken fixture (a token that does not verify) fails the run.
 --
 -- To add a benchmark, append a section to `sections` below: its `prepare`
--- gets the shared fixtures and returns a list of benchmarks, each
+-- gets the shared fixtures (keys, tokens, and `dir`, a private temporary
+-- directory removed at exit) and returns a list of benchmarks, each
 --   { name =, fn =, args = {...},          -- fn(table.unpack(args)) is one op
 --     check = function() end,              -- optional: asserts fn works
 --     baseline = function(seconds) end,    -- optional: returns {{name=, rate=, label=}, ...}
@@ -27,7 +29,8 @@ if not RAW_OPENSSL then
   os.exit(2)
 end
 local ROUNDS = math.tointeger(tonumber(os.getenv("BENCH_ROUNDS") or "")) or 3
-local SECONDS = tonumber(os.getenv("BENCH_SECONDS") or "") or 1.0
+local SECONDS = math.tointeger(tonumber(os.getenv("BENCH_SECONDS") or "")) or 1
+assert(ROUNDS >= 1 and SECONDS >= 1, "BENCH_ROUNDS and BENCH_SECONDS must be positive integers")
 
 -- A fixed clock inside the tokens' lifetime: verify takes `now`, so the
 -- tokens never expire however long ago they were signed.
@@ -82,41 +85,52 @@ end
 ---------------------------------------------------------------------------
 -- Measuring
 
--- Calls fn(...) for about `seconds` and returns calls per second.  Batches
--- grow until one takes a few milliseconds, so reading the clock costs
--- nothing measurable even for calls of a microsecond.
+-- Calls fn(...) for `seconds` whole seconds of wall-clock time and returns
+-- calls per second and the share of a CPU the calls got.
 --
--- The clock is os.clock(), this process's CPU time: plain Lua has no
--- monotonic wall clock.  raw_openssl uses CLOCK_MONOTONIC wall time.  On an
--- idle core the two agree; when another process takes our core, os.clock
--- does not count the stolen time while the wall clock does, which would
--- flatter us - keeping the best round of each side limits that.
-local function measure(seconds, fn, ...)
-  local ops, batch = 0, 1
-  local start = os.clock()
-  local elapsed = 0
-  while elapsed < seconds do
-    local batch_start = os.clock()
-    for _ = 1, batch do fn(...) end
-    local batch_end = os.clock()
-    ops = ops + batch
-    elapsed = batch_end - start
-    if batch_end - batch_start < 0.005 then batch = batch * 2 end
-  end
-  return ops / elapsed
-end
+-- Wall time, like raw_openssl's CLOCK_MONOTONIC, so that time another
+-- process takes from us counts against both sides alike (os.clock, the CPU
+-- time, would hide it and flatter us).  Plain Lua's only wall clock is
+-- os.time() in whole seconds, so the count starts the moment the second
+-- turns and stops the moment it has turned `seconds` more times.  The clock
+-- is read once per batch of calls lasting about BATCH_SECONDS, which bounds
+-- both the error at each end and the cost of reading it.
+local BATCH_SECONDS = 20e-6
 
--- Untimed calls before the first round: first-use costs (lazy OpenSSL
--- provider fetches, table growth, GC pacing) stay out of the rates.
-local WARMUP_SECONDS = 0.1
+local function measure(seconds, fn, ...)
+  -- Calibrate the batch on the CPU clock; these calls double as warm-up.
+  local calls, batch, started = 0, 1, os.clock()
+  local elapsed = 0
+  while elapsed < 0.01 do
+    for _ = 1, batch do fn(...) end
+    calls = calls + batch
+    batch = batch * 2
+    elapsed = os.clock() - started
+  end
+  batch = math.max(1, math.floor(calls / elapsed * BATCH_SECONDS))
+
+  local previous, first = os.time(), nil
+  repeat                        -- still warming up while the second turns
+    for _ = 1, batch do fn(...) end
+    first = os.time()
+  until first ~= previous
+  local stop, ops, cpu_started = first + seconds, 0, os.clock()
+  repeat
+    for _ = 1, batch do fn(...) end
+    ops = ops + batch
+  until os.time() >= stop
+  -- The share of a CPU we got: well under 1 means other processes took
+  -- our core, and absolute rates are then low (ratios much less so).
+  local cpu_share = (os.clock() - cpu_started) / seconds
+  return ops / seconds, cpu_share
+end
 
 local function run_benchmark(b)
   local args = b.args or {}
-  local best_ours = 0
+  local best_ours, cpu_share = 0, nil
   local baselines = {}          -- name -> best {name=, rate=, label=}
   local baseline_order = {}
   if b.check then b.check() end
-  measure(WARMUP_SECONDS, b.fn, table.unpack(args))
   for _ = 1, ROUNDS do
     if b.baseline then
       for _, r in ipairs(b.baseline(SECONDS)) do
@@ -125,11 +139,14 @@ local function run_benchmark(b)
       end
     end
     collectgarbage()            -- each round starts from the same heap state
-    best_ours = math.max(best_ours, measure(SECONDS, b.fn, table.unpack(args)))
+    local rate, share = measure(SECONDS, b.fn, table.unpack(args))
+    if rate > best_ours then best_ours, cpu_share = rate, share end
   end
-  if b.check then b.check() end -- inputs are fixed, so this also covers the loop
+  -- The inputs never change, so a call that works before and after the
+  -- rounds also worked in them: the rates are of the success path.
+  if b.check then b.check() end
 
-  local result = { name = b.name, ours = best_ours, target = b.target, baselines = {} }
+  local result = { name = b.name, ours = best_ours, cpu_share = cpu_share, target = b.target, baselines = {} }
   for _, name in ipairs(baseline_order) do
     local r = baselines[name]
     table.insert(result.baselines, r)
@@ -208,7 +225,7 @@ local function raw_openssl_baseline(alg, f)
   return function(seconds)
     local output = capture(table.concat({
       shell_quote(RAW_OPENSSL), alg, shell_quote(f.key_file), shell_quote(f.signing_input_file),
-      shell_quote(f.signature_file), string.format("%.3f", seconds) }, " "))
+      shell_quote(f.signature_file), tostring(seconds) }, " "))
     local rates = {}
     for name, rate, label in output:gmatch("(%S+) (%S+) ([^\n]*)\n") do
       table.insert(rates, { name = name, rate = assert(tonumber(rate)), label = label })
@@ -273,11 +290,16 @@ local sections = {
 -- Reporting
 
 local ROW = "  %-14s %12s %12s %7s  %s"
+-- Below this share of a CPU a round was disturbed enough to say so.
+local BUSY_CPU_SHARE = 0.9
 
 local function print_result(r)
   local raw = r.best_baseline
   print(string.format(ROW, r.name, thousands(r.ours), raw and thousands(raw.rate) or "-",
                       r.ratio and string.format("%.3f", r.ratio) or "-", raw and raw.label or ""))
+  if r.cpu_share < BUSY_CPU_SHARE then
+    print(string.format("  %-14s busy machine: our best round got %.0f%% of a CPU", "", 100 * r.cpu_share))
+  end
   if #r.baselines > 1 then
     for _, b in ipairs(r.baselines) do
       print(string.format(ROW, "", "", thousands(b.rate), "", "  " .. b.label))
@@ -298,10 +320,10 @@ local function judge(r)
     return string.format("%-14s %-4s %s %s, target >= %s", r.name, met and "PASS" or "MISS",
                          thousands(r.ours), t.unit or "ops/s", thousands(t.min_rate)), met
   elseif r.ratio then
-    return string.format("%-14s %-4s ratio %.3f to the faster raw baseline (%s); no target, reported only",
-                         r.name, "----", r.ratio, r.best_baseline.label), nil
+    return string.format("%-14s ---- ratio %.3f to the faster raw baseline (%s); no target, reported only",
+                         r.name, r.ratio, r.best_baseline.label), nil
   end
-  return string.format("%-14s %-4s %s ops/s; no target, reported only", r.name, "----", thousands(r.ours)), nil
+  return string.format("%-14s ---- %s ops/s; no target, reported only", r.name, thousands(r.ours)), nil
 end
 
 local function print_header(fixtures)
@@ -309,8 +331,8 @@ local function print_header(fixtures)
   print(string.format("tokenpolicy benchmarks: %s, %s, %s", tp._VERSION, _VERSION,
                       (capture("openssl version"):gsub("%s+$", ""))))
   print(string.format("host: %s, %s CPUs", cpu or "unknown CPU", (capture("nproc"):gsub("%s+$", ""))))
-  print(string.format("best of %d rounds of %.1f s; each round measures the baseline, then ours", ROUNDS, SECONDS))
-  print("ours: os.clock (process CPU time); raw_openssl: CLOCK_MONOTONIC")
+  print(string.format("best of %d rounds of %d s wall-clock time; a round measures the baseline, then ours",
+                      ROUNDS, SECONDS))
   print(string.format("token: %d bytes of claims JSON; RS256 %d, ES256 %d, HS256 %d bytes compact",
                       fixtures.claims_json_bytes, #fixtures.algs.RS256.token, #fixtures.algs.ES256.token,
                       #fixtures.algs.HS256.token))
@@ -325,7 +347,8 @@ local function main(dir)
   for _, section in ipairs(sections) do
     print()
     print("== " .. section.title)
-    print(string.format(ROW, "benchmark", "ours ops/s", "raw ops/s", "ratio", "raw baseline (ratio to the faster)"))
+    print(string.format(ROW, "benchmark", "ours ops/s", "raw ops/s", "ratio",
+                        "raw baseline (ratio to the faster)"))
     for _, b in ipairs(section.prepare(fixtures)) do
       local r = run_benchmark(b)
       print_result(r)

@@ -1,7 +1,10 @@
 /* JSON <-> Lua on jansson, the JSON null sentinel, json_encode and
  * json_decode for Lua code, and the resource box. */
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <yajl/yajl_parse.h>
 #include "tp.h"
 
 /* tokenpolicy.null is the NULL light userdata: unique, cheap to compare,
@@ -16,72 +19,244 @@ int tp_is_null(lua_State *L, int idx)
     return lua_islightuserdata(L, idx) && lua_touserdata(L, idx) == NULL;
 }
 
-/* Strict parsing: duplicate member names are refused (two readers could
- * otherwise see different claims), strings must be valid UTF-8 without
- * NUL, and any top-level value is accepted so callers can say precisely
- * what they expected. */
-json_t *tp_json_parse(const char *text, size_t len, json_error_t *err)
+/* ---- parsing: yajl events straight into Lua values ---------------------
+ *
+ * Tokens are parsed on every decode and verify, so parsing builds Lua
+ * tables directly from yajl's events instead of an intermediate tree.  The
+ * rules are strict: valid UTF-8 (yajl checks it), no NUL in strings or
+ * names (\u0000 would make C and Lua readers disagree), no duplicate member
+ * names (two readers could see different claims), no comments, nothing
+ * after the value, and nesting at most TP_JSON_MAX_DEPTH levels. */
+
+typedef struct sax_state {
+    lua_State *L;
+    int depth;
+    int top_is_object;
+    const char *why;    /* set when a callback stops the parse */
+    struct { int is_array; lua_Integer count; } level[TP_JSON_MAX_DEPTH + 1];
+} sax_state;
+
+/* Stores the value on top of the stack into its container (the table
+ * below it, and for objects the key between them). */
+static int sax_store(sax_state *s)
 {
-    return json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, err);
+    if (s->depth == 0) return 1;  /* the top-level value stays on the stack */
+    if (s->level[s->depth].is_array)
+        lua_rawseti(s->L, -2, ++s->level[s->depth].count);
+    else
+        lua_rawset(s->L, -3);
+    return 1;
 }
 
-static int push_value(lua_State *L, json_t *v, int depth)
+static int sax_null(void *ctx)
 {
-    if (depth > TP_JSON_MAX_DEPTH)
-        return -1;
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        const char *key;
-        json_t *member;
-        luaL_checkstack(L, 3, "JSON nesting");
-        lua_createtable(L, 0, (int)json_object_size(v));
-        json_object_foreach(v, key, member) {
-            if (push_value(L, member, depth + 1) < 0) {
-                lua_pop(L, 1);
-                return -1;
-            }
-            lua_setfield(L, -2, key);
-        }
-        return 0;
-    }
-    case JSON_ARRAY: {
-        size_t n = json_array_size(v);
-        luaL_checkstack(L, 3, "JSON nesting");
-        lua_createtable(L, (int)n, 0);
-        for (size_t i = 0; i < n; i++) {
-            if (push_value(L, json_array_get(v, i), depth + 1) < 0) {
-                lua_pop(L, 1);
-                return -1;
-            }
-            lua_rawseti(L, -2, (lua_Integer)i + 1);
-        }
-        return 0;
-    }
-    case JSON_STRING:
-        lua_pushlstring(L, json_string_value(v), json_string_length(v));
-        return 0;
-    case JSON_INTEGER:
-        lua_pushinteger(L, (lua_Integer)json_integer_value(v));
-        return 0;
-    case JSON_REAL:
-        lua_pushnumber(L, (lua_Number)json_real_value(v));
-        return 0;
-    case JSON_TRUE:
-        lua_pushboolean(L, 1);
-        return 0;
-    case JSON_FALSE:
-        lua_pushboolean(L, 0);
-        return 0;
-    case JSON_NULL:
-    default:
-        tp_push_null(L);
-        return 0;
-    }
+    sax_state *s = (sax_state *)ctx;
+    tp_push_null(s->L);
+    return sax_store(s);
 }
 
-int tp_json_push(lua_State *L, json_t *v)
+static int sax_boolean(void *ctx, int value)
 {
-    return push_value(L, v, 1);
+    sax_state *s = (sax_state *)ctx;
+    lua_pushboolean(s->L, value);
+    return sax_store(s);
+}
+
+/* Numbers arrive as text: integers within 64 bits become Lua integers
+ * (strtoll, so the smallest one works too), everything else a float;
+ * out-of-range values are refused rather than rounded. */
+static int sax_number(void *ctx, const char *text, size_t len)
+{
+    sax_state *s = (sax_state *)ctx;
+    char buf[64], *end;
+    if (len >= sizeof buf) {
+        s->why = "a number is too long";
+        return 0;
+    }
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    errno = 0;
+    if (!memchr(buf, '.', len) && !memchr(buf, 'e', len) && !memchr(buf, 'E', len)) {
+        long long value = strtoll(buf, &end, 10);
+        if (errno == ERANGE || *end) {
+            s->why = "an integer is out of the 64-bit range";
+            return 0;
+        }
+        lua_pushinteger(s->L, (lua_Integer)value);
+    } else {
+        double value = strtod(buf, &end);
+        if (errno == ERANGE || *end || !isfinite(value)) {
+            s->why = "a number is out of range";
+            return 0;
+        }
+        lua_pushnumber(s->L, (lua_Number)value);
+    }
+    return sax_store(s);
+}
+
+/* Strings must be well-formed UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF); yajl only checks the byte pattern. */
+static int utf8_valid(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        size_t n;
+        unsigned char lo = 0x80, hi = 0xbf;  /* range of the second byte */
+        if (c < 0x80) { i++; continue; }
+        if (c >= 0xc2 && c <= 0xdf) n = 1;
+        else if (c == 0xe0) { n = 2; lo = 0xa0; }
+        else if (c == 0xed) { n = 2; hi = 0x9f; }   /* surrogates */
+        else if (c >= 0xe1 && c <= 0xef) n = 2;
+        else if (c == 0xf0) { n = 3; lo = 0x90; }
+        else if (c >= 0xf1 && c <= 0xf3) n = 3;
+        else if (c == 0xf4) { n = 3; hi = 0x8f; }   /* up to U+10FFFF */
+        else return 0;
+        if (len - i <= n) return 0;  /* truncated */
+        if (s[i + 1] < lo || s[i + 1] > hi) return 0;
+        for (size_t k = 2; k <= n; k++)
+            if ((s[i + k] & 0xc0) != 0x80) return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
+static int sax_string(void *ctx, const unsigned char *text, size_t len)
+{
+    sax_state *s = (sax_state *)ctx;
+    if (memchr(text, 0, len)) {
+        s->why = "a string holds a NUL character";
+        return 0;
+    }
+    if (!utf8_valid(text, len)) {
+        s->why = "a string is not well-formed UTF-8";
+        return 0;
+    }
+    lua_pushlstring(s->L, (const char *)text, len);
+    return sax_store(s);
+}
+
+static int sax_key(void *ctx, const unsigned char *text, size_t len)
+{
+    sax_state *s = (sax_state *)ctx;
+    if (memchr(text, 0, len) || !utf8_valid(text, len)) {
+        s->why = "a member name holds a NUL character or is not well-formed UTF-8";
+        return 0;
+    }
+    lua_pushlstring(s->L, (const char *)text, len);
+    lua_pushvalue(s->L, -1);
+    if (lua_rawget(s->L, -3) != LUA_TNIL) {
+        lua_pop(s->L, 2);
+        s->why = "a member name appears twice";
+        return 0;
+    }
+    lua_pop(s->L, 1);
+    return 1;
+}
+
+static int sax_open(sax_state *s, int is_array)
+{
+    if (s->depth >= TP_JSON_MAX_DEPTH || !lua_checkstack(s->L, 4)) {
+        s->why = "nested deeper than 64 levels";
+        return 0;
+    }
+    lua_createtable(s->L, 0, 0);
+    if (s->depth == 0) s->top_is_object = !is_array;
+    s->depth++;
+    s->level[s->depth].is_array = is_array;
+    s->level[s->depth].count = 0;
+    return 1;
+}
+
+static int sax_start_map(void *ctx) { return sax_open((sax_state *)ctx, 0); }
+static int sax_start_array(void *ctx) { return sax_open((sax_state *)ctx, 1); }
+
+static int sax_close(void *ctx)
+{
+    sax_state *s = (sax_state *)ctx;
+    s->depth--;
+    return sax_store(s);
+}
+
+static const yajl_callbacks sax_callbacks = {
+    sax_null, sax_boolean, NULL, NULL, sax_number, sax_string,
+    sax_start_map, sax_key, sax_close, sax_start_array, sax_close
+};
+
+/* The code of the \uXXXX escape at p, or -1. */
+static long escape_code(const char *p, const char *end)
+{
+    long code = 0;
+    if (end - p < 6 || p[0] != '\\' || p[1] != 'u') return -1;
+    for (int k = 2; k < 6; k++) {
+        char h = p[k];
+        int v = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 :
+                h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+        if (v < 0) return -1;
+        code = code * 16 + v;
+    }
+    return code;
+}
+
+/* yajl turns an escaped lone surrogate (\ud800) into '?', which another
+ * parser would read differently: such escapes are refused before parsing.
+ * Returns 1 when every escaped surrogate is half of a proper pair. */
+static int surrogate_escapes_paired(const char *text, size_t len)
+{
+    const char *end = text + len;
+    const char *p = memchr(text, '\\', len);
+    while (p) {
+        long code = escape_code(p, end);
+        if (code >= 0xdc00 && code <= 0xdfff) return 0;       /* a lone low half */
+        if (code >= 0xd800 && code <= 0xdbff) {
+            long low = escape_code(p + 6, end);
+            if (low < 0xdc00 || low > 0xdfff) return 0;      /* a lone high half */
+            p += 12;
+        } else {
+            p += 2;  /* any other escape: skip the escaped character */
+        }
+        p = p < end ? memchr(p, '\\', (size_t)(end - p)) : NULL;
+    }
+    return 1;
+}
+
+int tp_json_parse_lua(lua_State *L, const char *text, size_t len, tp_box *box, int *is_object,
+                      const char **why)
+{
+    sax_state s;
+    int top = lua_gettop(L);
+    yajl_handle parser;
+    s.L = L;
+    s.depth = 0;
+    s.top_is_object = 0;
+    s.why = NULL;
+    if (memchr(text, '\\', len) && !surrogate_escapes_paired(text, len)) {
+        *why = "an escaped surrogate is not part of a pair";
+        return 0;
+    }
+    parser = yajl_alloc(&sax_callbacks, NULL, &s);
+    if (!parser) {
+        *why = "out of memory";
+        return 0;
+    }
+    box->yajl = parser;
+    if (yajl_parse(parser, (const unsigned char *)text, len) != yajl_status_ok ||
+        yajl_complete_parse(parser) != yajl_status_ok) {
+        *why = s.why ? s.why : "invalid JSON syntax or encoding";
+        yajl_free(parser);
+        box->yajl = NULL;
+        lua_settop(L, top);
+        return 0;
+    }
+    yajl_free(parser);
+    box->yajl = NULL;
+    if (lua_gettop(L) != top + 1) {  /* empty input: no value at all */
+        *why = "invalid JSON syntax or encoding";
+        lua_settop(L, top);
+        return 0;
+    }
+    if (is_object) *is_object = s.top_is_object;
+    return 1;
 }
 
 /* A table is a JSON array when its keys are exactly 1..n with n > 0;
@@ -210,9 +385,9 @@ void tp_box_clear(tp_box *box)
         cjose_jws_release(box->jws);
         box->jws = NULL;
     }
-    if (box->bytes) {
-        cjose_get_dealloc()(box->bytes);
-        box->bytes = NULL;
+    if (box->yajl) {
+        yajl_free((yajl_handle)box->yajl);
+        box->yajl = NULL;
     }
 }
 
@@ -259,8 +434,8 @@ static int tp_json_encode(lua_State *L)
 }
 
 /***
- * Decodes JSON text strictly (valid UTF-8, no duplicate member names,
- * nesting at most 64 levels).  Integers stay Lua integers; null is
+ * Decodes JSON text strictly (valid UTF-8, no NUL, no duplicate member
+ * names, no comments, nesting at most 64 levels).  Integers stay Lua integers; null is
  * `tokenpolicy.null`.
  * @function json_decode
  * @tparam string text
@@ -270,15 +445,10 @@ static int tp_json_decode(lua_State *L)
 {
     size_t len;
     const char *text = tp_check_string(L, 1, &len);
-    json_error_t jerr;
+    const char *why;
     tp_box *box = tp_box_new(L);
-    box->json[0] = tp_json_parse(text, len, &jerr);
-    if (!box->json[0])
-        return tp_fail(L, "malformed", "invalid JSON at line %d, column %d",
-                       jerr.line, jerr.column);
-    if (tp_json_push(L, box->json[0]) < 0)
-        return tp_fail(L, "malformed", "JSON nested deeper than %d levels", TP_JSON_MAX_DEPTH);
-    tp_box_clear(box);
+    if (!tp_json_parse_lua(L, text, len, box, NULL, &why))
+        return tp_fail(L, "malformed", "invalid JSON: %s", why);
     return 1;
 }
 

@@ -5,8 +5,14 @@
 #include <string.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <pthread.h>
 #include <openssl/x509.h>
 #include "tp.h"
 
@@ -69,6 +75,16 @@ static unsigned natural_algs(enum tp_kty kty, int bits)
     }
 }
 
+static void key_clear(tp_key *key)
+{
+    for (int a = 0; a < TP_ALG_COUNT; a++)
+        EVP_PKEY_CTX_free(key->verify_ctx[a]);
+    EVP_PKEY_free(key->pkey);
+    cjose_jwk_release(key->jwk);
+    free(key->kid);
+    memset(key, 0, sizeof *key);
+}
+
 tp_keyset *tp_check_keyset(lua_State *L, int idx)
 {
     return (tp_keyset *)luaL_checkudata(L, idx, TP_KEYSET_CLASS);
@@ -77,12 +93,8 @@ tp_keyset *tp_check_keyset(lua_State *L, int idx)
 static int tp_keyset__gc(lua_State *L)
 {
     tp_keyset *set = tp_check_keyset(L, 1);
-    for (size_t i = 0; i < set->count; i++) {
-        cjose_jwk_release(set->key[i].jwk);
-        free(set->key[i].kid);
-        set->key[i].jwk = NULL;
-        set->key[i].kid = NULL;
-    }
+    for (size_t i = 0; i < set->count; i++)
+        key_clear(&set->key[i]);
     set->count = 0;
     return 0;
 }
@@ -111,8 +123,10 @@ static void add_skipped(lua_State *L, int set_idx, int index, const char *kid, c
     ERR_clear_error();
 }
 
-/* Takes ownership of jwk: stores it in the set, or releases it. */
-static int add_key(tp_keyset *set, cjose_jwk_t *jwk, const char *kid, int has_private, unsigned alg_limit)
+/* Takes ownership of jwk and pkey: stores them in the set, or frees them.
+ * pkey may be NULL for oct keys. */
+static int add_key(tp_keyset *set, cjose_jwk_t *jwk, EVP_PKEY *pkey, const char *kid, int has_private,
+                   unsigned alg_limit)
 {
     cjose_err err;
     tp_key *key;
@@ -123,23 +137,191 @@ static int add_key(tp_keyset *set, cjose_jwk_t *jwk, const char *kid, int has_pr
     case CJOSE_JWK_KTY_OCT: kty = TP_KTY_OCT; break;
     default: kty = TP_KTY_NONE; break;
     }
-    if (set->count >= set->capacity || kty == TP_KTY_NONE) {
+    if (set->count >= set->capacity || kty == TP_KTY_NONE || (kty != TP_KTY_OCT && !pkey)) {
         cjose_jwk_release(jwk);
+        EVP_PKEY_free(pkey);
         return 0;
     }
     key = &set->key[set->count];
     memset(key, 0, sizeof *key);
+    key->jwk = jwk;
+    key->pkey = pkey;
     if (kid && !(key->kid = strdup(kid))) {
-        cjose_jwk_release(jwk);
+        key_clear(key);
         return 0;
     }
-    key->jwk = jwk;
     key->kty = kty;
     key->bits = (int)cjose_jwk_get_keysize(jwk, &err);
+    if (kty == TP_KTY_OCT) {
+        key->secret = (const unsigned char *)cjose_jwk_get_keydata(jwk, &err);
+        key->secret_len = (size_t)key->bits / 8;
+    }
     key->has_private = has_private;
     key->algs = natural_algs(kty, key->bits) & alg_limit;
     set->count++;
     return 1;
+}
+
+/* ---- verification ------------------------------------------------------- */
+
+/* Digests fetched once: an implicit fetch on every call (EVP_sha256()
+ * under OpenSSL 3) costs more than hashing a token. */
+static EVP_MD *digests[3];
+static pthread_once_t digests_once = PTHREAD_ONCE_INIT;
+
+static void fetch_digests(void)
+{
+    digests[0] = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+    digests[1] = EVP_MD_fetch(NULL, "SHA2-384", NULL);
+    digests[2] = EVP_MD_fetch(NULL, "SHA2-512", NULL);
+}
+
+/* Runs when the module is unloaded (lua_close dlcloses it): the digests
+ * are released so leak checkers see a clean exit. */
+__attribute__((destructor)) static void free_digests(void)
+{
+    for (int i = 0; i < 3; i++) {
+        EVP_MD_free(digests[i]);
+        digests[i] = NULL;
+    }
+}
+
+static const EVP_MD *digest_for(int alg)
+{
+    pthread_once(&digests_once, fetch_digests);
+    return digests[tp_algs[alg].hash_bytes == 32 ? 0 : tp_algs[alg].hash_bytes == 48 ? 1 : 2];
+}
+
+/* A verify context for key and alg, set up once and reused: preparing one
+ * costs about as much as the RSA verification itself. */
+static EVP_PKEY_CTX *verify_ctx(tp_key *key, int alg)
+{
+    EVP_PKEY_CTX *ctx = key->verify_ctx[alg];
+    if (ctx) return ctx;
+    ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
+    if (!ctx || EVP_PKEY_verify_init(ctx) <= 0 ||
+        EVP_PKEY_CTX_set_signature_md(ctx, digest_for(alg)) <= 0)
+        goto fail;
+    if (alg >= TP_ALG_RS256 && alg <= TP_ALG_RS512 &&
+        EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) <= 0)
+        goto fail;
+    /* RFC 7518 3.5: the salt is as long as the hash. */
+    if (alg >= TP_ALG_PS256 && alg <= TP_ALG_PS512 &&
+        (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
+         EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, RSA_PSS_SALTLEN_DIGEST) <= 0))
+        goto fail;
+    key->verify_ctx[alg] = ctx;
+    return ctx;
+fail:
+    EVP_PKEY_CTX_free(ctx);
+    return NULL;
+}
+
+/* JWS ECDSA signatures are R || S; OpenSSL wants DER. */
+static int ecdsa_to_der(const unsigned char *sig, size_t siglen, unsigned char *der, size_t dersize)
+{
+    size_t half = siglen / 2;
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(sig, (int)half, NULL), *s = BN_bin2bn(sig + half, (int)half, NULL);
+    int len = -1;
+    if (es && r && s && ECDSA_SIG_set0(es, r, s)) {
+        r = s = NULL;  /* owned by es now */
+        if (i2d_ECDSA_SIG(es, NULL) <= (int)dersize) {
+            unsigned char *p = der;
+            len = i2d_ECDSA_SIG(es, &p);
+        }
+    }
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(es);
+    return len;
+}
+
+int tp_key_verify(tp_key *key, int alg, const unsigned char *input, size_t inlen,
+                  const unsigned char *sig, size_t siglen)
+{
+    const EVP_MD *md = digest_for(alg);
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    EVP_PKEY_CTX *ctx;
+    int ok = 0;
+    if (!md) goto done;
+    if (key->kty == TP_KTY_OCT) {
+        unsigned char mac[EVP_MAX_MD_SIZE];
+        unsigned int mac_len = 0;
+        ok = HMAC(md, key->secret, (int)key->secret_len, input, inlen, mac, &mac_len) &&
+             mac_len == siglen && CRYPTO_memcmp(mac, sig, siglen) == 0;
+        goto done;
+    }
+    if (!EVP_Digest(input, inlen, digest, &digest_len, md, NULL) || !(ctx = verify_ctx(key, alg)))
+        goto done;
+    if (key->kty == TP_KTY_EC) {
+        unsigned char der[200];
+        int der_len = ecdsa_to_der(sig, siglen, der, sizeof der);
+        ok = der_len > 0 && EVP_PKEY_verify(ctx, der, (size_t)der_len, digest, digest_len) == 1;
+    } else {
+        ok = EVP_PKEY_verify(ctx, sig, siglen, digest, digest_len) == 1;
+    }
+done:
+    if (!ok) ERR_clear_error();
+    return ok;
+}
+
+/* A public EVP_PKEY from a JWK's members (cjose has already checked them). */
+static EVP_PKEY *pkey_from_jwk(json_t *jwk_json, const char *kty)
+{
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    EVP_PKEY *pkey = NULL;
+    BIGNUM *n = NULL, *e = NULL;
+    uint8_t *raw[3] = { NULL, NULL, NULL };
+    size_t raw_len[3] = { 0, 0, 0 };
+    unsigned char point[1 + 2 * 66];
+    cjose_err err;
+    int is_rsa = strcmp(kty, "RSA") == 0;
+    const char *names[2] = { is_rsa ? "n" : "x", is_rsa ? "e" : "y" };
+
+    for (int i = 0; i < 2; i++) {
+        const char *text = json_string_value(json_object_get(jwk_json, names[i]));
+        if (!text || !cjose_base64url_decode(text, strlen(text), &raw[i], &raw_len[i], &err))
+            goto done;
+    }
+    if (!bld) goto done;
+    if (is_rsa) {
+        n = BN_bin2bn(raw[0], (int)raw_len[0], NULL);
+        e = BN_bin2bn(raw[1], (int)raw_len[1], NULL);
+        if (!n || !e || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
+            !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e))
+            goto done;
+    } else {
+        const char *crv = json_string_value(json_object_get(jwk_json, "crv"));
+        size_t width = crv && strcmp(crv, "P-256") == 0 ? 32 : crv && strcmp(crv, "P-384") == 0 ? 48 :
+                       crv && strcmp(crv, "P-521") == 0 ? 66 : 0;
+        if (!width || raw_len[0] > width || raw_len[1] > width) goto done;
+        /* The uncompressed point 04 || X || Y, each coordinate left-padded. */
+        memset(point, 0, sizeof point);
+        point[0] = 0x04;
+        memcpy(point + 1 + width - raw_len[0], raw[0], raw_len[0]);
+        memcpy(point + 1 + 2 * width - raw_len[1], raw[1], raw_len[1]);
+        if (!OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, crv, 0) ||
+            !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, 1 + 2 * width))
+            goto done;
+    }
+    if (!(params = OSSL_PARAM_BLD_to_param(bld)) ||
+        !(ctx = EVP_PKEY_CTX_new_from_name(NULL, is_rsa ? "RSA" : "EC", NULL)) ||
+        EVP_PKEY_fromdata_init(ctx) <= 0 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+        pkey = NULL;
+done:
+    for (int i = 0; i < 2; i++) cjose_get_dealloc()(raw[i]);
+    BN_free(n);
+    BN_free(e);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    EVP_PKEY_CTX_free(ctx);
+    ERR_clear_error();
+    return pkey;
 }
 
 /* ---- JWK ---------------------------------------------------------------- */
@@ -157,6 +339,7 @@ static const char *import_jwk(lua_State *L, int set_idx, tp_keyset *set, json_t 
     const char *kty, *kid, *use, *alg;
     unsigned alg_limit = ~0u;
     cjose_jwk_t *jwk;
+    EVP_PKEY *pkey;
     int has_private, bits;
     json_t *kid_json = json_object_get(jwk_json, "kid");
 
@@ -201,7 +384,7 @@ static const char *import_jwk(lua_State *L, int set_idx, tp_keyset *set, json_t 
     has_private = strcmp(kty, "oct") == 0 || json_object_get(jwk_json, "d") != NULL;
     jwk = cjose_jwk_import_json((cjose_header_t *)jwk_json, &err);
     if (!jwk) {
-        add_skipped(L, set_idx, index, kid, "invalid %s key (%s)", kty, err.message);
+        add_skipped(L, set_idx, index, kid, "invalid %s key: its members do not form a valid key", kty);
         return "malformed";
     }
     bits = (int)cjose_jwk_get_keysize(jwk, &err);
@@ -211,15 +394,14 @@ static const char *import_jwk(lua_State *L, int set_idx, tp_keyset *set, json_t 
                     bits, TP_RSA_MIN_BITS);
         return "alg_not_allowed";
     }
-    if (!add_key(set, jwk, kid, has_private, alg_limit)) {
-        add_skipped(L, set_idx, index, kid, "out of memory");
+    pkey = strcmp(kty, "oct") == 0 ? NULL : pkey_from_jwk(jwk_json, kty);
+    if (!add_key(set, jwk, pkey, kid, has_private, alg_limit)) {
+        add_skipped(L, set_idx, index, kid, "invalid %s key", kty);
         return "malformed";
     }
     if (set->key[set->count - 1].algs == 0) {
         /* e.g. an HMAC secret shorter than 256 bits, or alg naming another type */
-        tp_key *key = &set->key[--set->count];
-        cjose_jwk_release(key->jwk);
-        free(key->kid);
+        key_clear(&set->key[--set->count]);
         add_skipped(L, set_idx, index, kid, "%s key of %d bits fits no allowed algorithm", kty, bits);
         return "alg_not_allowed";
     }
@@ -385,8 +567,8 @@ static const char *import_pem(lua_State *L, int set_idx, tp_keyset *set, const c
             const char *why = NULL;
             cjose_jwk_t *jwk = jwk_from_pkey(pkey, &has_private, &why);
             int bits = EVP_PKEY_get_bits(pkey);
-            EVP_PKEY_free(pkey);
             if (!jwk) {
+                EVP_PKEY_free(pkey);
                 if (strcmp(why, "small") == 0) {
                     add_skipped(L, set_idx, index, NULL, "RSA key of %d bits is below the %d-bit minimum",
                                 bits, TP_RSA_MIN_BITS);
@@ -395,7 +577,7 @@ static const char *import_pem(lua_State *L, int set_idx, tp_keyset *set, const c
                     add_skipped(L, set_idx, index, NULL, "%s: key type or curve not supported", name);
                     last_code = why[0] == 'i' ? "malformed" : "alg_not_allowed";
                 }
-            } else if (!add_key(set, jwk, kid, has_private, ~0u)) {
+            } else if (!add_key(set, jwk, pkey, kid, has_private, ~0u)) {
                 add_skipped(L, set_idx, index, NULL, "out of memory");
             }
         }
@@ -456,7 +638,6 @@ static int tp_keys(lua_State *L)
     static const char *const options[] = { "kid", NULL };
     size_t len = 0;
     const char *material = NULL, *kid = NULL;
-    json_error_t jerr;
     tp_box *box;
     json_t *root, *list;
     tp_keyset *set;
@@ -483,7 +664,10 @@ static int tp_keys(lua_State *L)
         size_t start = 0;
         while (start < len && strchr(" \t\r\n", material[start]) && material[start]) start++;
         if (start < len && material[start] == '{') {
-            box->json[0] = tp_json_parse(material, len, &jerr);
+            /* jansson, because cjose takes its keys as jansson values; the
+             * flags make it as strict as the token parser. */
+            json_error_t jerr;
+            box->json[0] = json_loadb(material, len, JSON_REJECT_DUPLICATES, &jerr);
             if (!box->json[0])
                 return tp_fail(L, "malformed", "key material is not valid JSON (line %d, column %d)",
                                jerr.line, jerr.column);

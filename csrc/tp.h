@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <cjose/cjose.h>
 #include "compat.h"
 
@@ -40,30 +41,33 @@ TP_INTERNAL const char *tp_printable(char *out, const char *s, size_t len);
 
 /* ---- JSON <-> Lua (json.c) ---------------------------------------------- */
 
+struct tp_box;
+
 #define TP_JSON_MAX_DEPTH 64
 
 /* The JSON null sentinel, tokenpolicy.null (a light userdata). */
 TP_INTERNAL void tp_push_null(lua_State *L);
 TP_INTERNAL int tp_is_null(lua_State *L, int idx);
 
-/* Pushes v as a Lua value.  Returns 0, or -1 when it is nested deeper than
- * TP_JSON_MAX_DEPTH (the stack is then left as on entry). */
-TP_INTERNAL int tp_json_push(lua_State *L, json_t *v);
+/* Parses JSON text strictly into a Lua value pushed on the stack (see
+ * json.c for the rules).  Returns 1 (and, when is_object is not NULL,
+ * whether the value is a JSON object), or 0 with *why set and the stack as
+ * on entry.  The parser handle lives in box while it runs, so that an error
+ * raised inside (out of memory) cannot leak it. */
+TP_INTERNAL int tp_json_parse_lua(lua_State *L, const char *text, size_t len, struct tp_box *box,
+                                  int *is_object, const char **why);
 
 /* Converts the Lua value at idx into a new JSON value (caller owns it).
  * Returns NULL and writes why into err when the value cannot be encoded. */
 TP_INTERNAL json_t *tp_json_from_lua(lua_State *L, int idx, char *err, size_t errlen);
 
-/* Parses JSON text; NULL on error (errors described in err). */
-TP_INTERNAL json_t *tp_json_parse(const char *text, size_t len, json_error_t *err);
-
 /* A box is a userdata owning C resources for one call, so that a Lua error
  * (out of memory while pushing results) can never leak them: its __gc frees
  * whatever is still in it. */
 typedef struct tp_box {
-    json_t *json[3];
+    json_t *json[2];
     cjose_jws_t *jws;
-    uint8_t *bytes;     /* allocated by cjose */
+    void *yajl;         /* yajl_handle of a parse in progress */
 } tp_box;
 TP_INTERNAL tp_box *tp_box_new(lua_State *L);
 TP_INTERNAL void tp_box_clear(tp_box *box);
@@ -96,7 +100,11 @@ TP_INTERNAL extern const tp_alg_info tp_algs[TP_ALG_COUNT];
 TP_INTERNAL int tp_alg_lookup(const char *name, size_t len);
 
 typedef struct tp_key {
-    cjose_jwk_t *jwk;
+    cjose_jwk_t *jwk;   /* for signing and key facts */
+    EVP_PKEY *pkey;     /* RSA and EC: the public key verification uses */
+    EVP_PKEY_CTX *verify_ctx[TP_ALG_COUNT];  /* prepared on first use */
+    const unsigned char *secret;  /* oct: the HMAC secret (cjose's copy) */
+    size_t secret_len;
     char *kid;          /* NUL-terminated copy, or NULL when the key has none */
     enum tp_kty kty;
     int bits;           /* modulus bits, curve bits or secret bits */
@@ -112,6 +120,11 @@ typedef struct tp_keyset {
 
 TP_INTERNAL tp_keyset *tp_check_keyset(lua_State *L, int idx);
 
+/* Checks sig over input with key for alg (which the key must fit, and sig
+ * must have the length alg and key produce).  1 when it verifies. */
+TP_INTERNAL int tp_key_verify(tp_key *key, int alg, const unsigned char *input, size_t inlen,
+                              const unsigned char *sig, size_t siglen);
+
 /* ---- time (util.c) ------------------------------------------------------ */
 
 /* "2026-11-23 14:52:54 UTC" into buf (size >= 32). */
@@ -123,6 +136,11 @@ TP_INTERNAL const char *tp_format_span(char *buf, lua_Integer seconds);
 
 /* 1 when s is canonical unpadded base64url (see util.c), else 0. */
 TP_INTERNAL int tp_b64url_canonical(const char *s, size_t len);
+/* Bytes that len characters of unpadded base64url decode to. */
+TP_INTERNAL size_t tp_b64url_decoded_len(size_t len);
+/* Decodes canonical base64url in into out (tp_b64url_decoded_len(len) + 2
+ * bytes), using scratch (len + 3 bytes).  Returns the length, -1 on error. */
+TP_INTERNAL int tp_b64url_decode(const char *in, size_t len, unsigned char *out, char *scratch);
 
 /* ---- registration of each area into the module table at -1 ------------- */
 

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include "tp.h"
 
 int tp_fail(lua_State *L, const char *code, const char *fmt, ...)
@@ -105,16 +106,25 @@ const char *tp_format_span(char *buf, lua_Integer seconds)
     return buf;
 }
 
-/* Value of a base64url alphabet byte, or -1. */
-static int b64url_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '-') return 62;
-    if (c == '_') return 63;
-    return -1;
-}
+/* Value of each byte in the base64url alphabet, -1 for bytes outside it. */
+static const signed char b64url_values[256] = {
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1,
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
+    -1,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14,
+    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, 63,
+    -1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+};
 
 /* Canonical means: only the URL-safe alphabet, no '=' padding, a length
  * that is not 1 modulo 4 (which no byte string encodes to), and zero bits in
@@ -123,17 +133,39 @@ static int b64url_value(unsigned char c)
  * alternative spellings). */
 int tp_b64url_canonical(const char *s, size_t len)
 {
-    int last = 0;
+    int last = 0, bad = 0;
     for (size_t i = 0; i < len; i++) {
-        last = b64url_value((unsigned char)s[i]);
-        if (last < 0) return 0;
+        last = b64url_values[(unsigned char)s[i]];
+        bad |= last;  /* any -1 sets the sign bit */
     }
+    if (bad < 0) return 0;
     switch (len % 4) {
     case 1: return 0;
     case 2: return (last & 0x0f) == 0;
     case 3: return (last & 0x03) == 0;
     default: return 1;
     }
+}
+
+size_t tp_b64url_decoded_len(size_t len)
+{
+    return len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
+}
+
+/* Decoding is OpenSSL's (EVP_DecodeBlock): the text is only rewritten into
+ * the standard alphabet with padding, in scratch, first. */
+int tp_b64url_decode(const char *in, size_t len, unsigned char *out, char *scratch)
+{
+    size_t padded = (len + 3) / 4 * 4;
+    int n;
+    for (size_t i = 0; i < len; i++)
+        scratch[i] = in[i] == '-' ? '+' : in[i] == '_' ? '/' : in[i];
+    for (size_t i = len; i < padded; i++)
+        scratch[i] = '=';
+    if (padded == 0) return 0;
+    n = EVP_DecodeBlock(out, (const unsigned char *)scratch, (int)padded);
+    if (n < 0) return -1;
+    return (int)tp_b64url_decoded_len(len);
 }
 
 /***
@@ -167,20 +199,19 @@ static int tp_util_b64url_encode(lua_State *L)
  */
 static int tp_util_b64url_decode(lua_State *L)
 {
-    size_t len, outlen = 0;
+    size_t len;
     const char *in = tp_check_string(L, 1, &len);
-    uint8_t *out = NULL;
-    cjose_err err;
+    size_t outlen = tp_b64url_decoded_len(len);
+    char *scratch;
+    int n;
     if (!tp_b64url_canonical(in, len))
         return tp_fail(L, "malformed", "not canonical unpadded base64url");
-    if (len == 0) {
-        lua_pushliteral(L, "");
-        return 1;
-    }
-    if (!cjose_base64url_decode(in, len, &out, &outlen, &err))
+    /* Lua owns the scratch memory: nothing to free on any path. */
+    scratch = (char *)lua_newuserdata(L, len + 3 + outlen + 2);
+    n = tp_b64url_decode(in, len, (unsigned char *)scratch + len + 3, scratch);
+    if (n < 0)
         return tp_fail(L, "malformed", "not canonical unpadded base64url");
-    lua_pushlstring(L, (const char *)out, outlen);
-    cjose_get_dealloc()(out);
+    lua_pushlstring(L, scratch + len + 3, (size_t)n);
     return 1;
 }
 

@@ -42,12 +42,34 @@ describe("json_decode", function()
     local v, msg, code = tp.json_decode('{"a": 1, "a": 2}')
     assert.is_nil(v)
     assert.are.equal("malformed", code)
-    assert.matches("^malformed: invalid JSON at line 1", msg)
+    assert.are.equal("malformed: invalid JSON: a member name appears twice", msg)
   end)
 
-  it("refuses invalid UTF-8 and NUL escapes", function()
-    assert.are.equal("malformed", select(3, tp.json_decode('"\xff"')))
-    assert.are.equal("malformed", select(3, tp.json_decode('"a\\u0000b"')))
+  for _, case in ipairs {
+    { "invalid UTF-8", '"\xff"', "invalid JSON syntax or encoding" },
+    { "an overlong UTF-8 form", '"\xc0\xaf"', "a string is not well-formed UTF-8" },
+    { "a UTF-8 encoded surrogate", '"\xed\xa0\x80"', "a string is not well-formed UTF-8" },
+    { "an escaped lone surrogate", '"\\ud800"', "an escaped surrogate is not part of a pair" },
+    { "an escaped lone low surrogate", '["\\udc00"]', "an escaped surrogate is not part of a pair" },
+    { "a NUL escape", '"a\\u0000b"', "a string holds a NUL character" },
+    { "an integer beyond 64 bits", "9223372036854775808", "an integer is out of the 64-bit range" },
+    { "a float beyond double range", "1e400", "a number is out of range" },
+    { "a comment", "[1] // no", "invalid JSON syntax or encoding" },
+    { "two values", "1 2", "invalid JSON syntax or encoding" },
+    { "nothing", "", "invalid JSON syntax or encoding" },
+  } do
+    it("refuses " .. case[1], function()
+      local v, msg, code = tp.json_decode(case[2])
+      assert.is_nil(v)
+      assert.are.equal("malformed", code)
+      assert.are.equal("malformed: invalid JSON: " .. case[3], msg)
+    end)
+  end
+
+  it("accepts escaped surrogate pairs and the extremes of the integer range", function()
+    assert.are.equal("\u{1F600}", tp.json_decode('"\\ud83d\\ude00"'))
+    assert.are.equal(math.mininteger, tp.json_decode("-9223372036854775808"))
+    assert.are.equal(math.maxinteger, tp.json_decode("9223372036854775807"))
   end)
 
   it("refuses nesting over 64 levels", function()
@@ -55,7 +77,7 @@ describe("json_decode", function()
     local v, msg, code = tp.json_decode(deep)
     assert.is_nil(v)
     assert.are.equal("malformed", code)
-    assert.are.equal("malformed: JSON nested deeper than 64 levels", msg)
+    assert.are.equal("malformed: invalid JSON: nested deeper than 64 levels", msg)
     assert.is_table(tp.json_decode(("["):rep(64) .. ("]"):rep(64)))
   end)
 

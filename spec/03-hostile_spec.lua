@@ -151,11 +151,17 @@ local function assert_no_leak(message, texts)
   end
 end
 
--- The parts of a token after the header (payload, signature, and any more).
+-- The parts of a token after the header (payload, signature, and any more)
+-- that are long enough to hold 16 characters, each once.
 local function secret_parts(token)
-  local parts = {}
-  for part in (token .. "."):gmatch("([^.]*)%.") do parts[#parts + 1] = part end
-  table.remove(parts, 1)
+  local parts, seen, index = {}, {}, 0
+  for part in (token .. "."):gmatch("([^.]*)%.") do
+    index = index + 1
+    if index > 1 and #part >= 16 and not seen[part] then
+      seen[part] = true
+      parts[#parts + 1] = part
+    end
+  end
   return parts
 end
 
@@ -223,8 +229,8 @@ end
 
 after_each(function() collectgarbage() end)
 
+-- The table-driven cases below are meant to stay many: at least 60.
 teardown(function()
-  -- The brief for this file asks for at least 60 hostile inputs.
   assert(count >= 60, "only " .. count .. " hostile cases")
 end)
 
@@ -329,6 +335,7 @@ describe("tp.decode refuses", function()
       return compact(HEADER, body('"name":"\xed\xa0\x80"')) end },
     { "an escaped lone surrogate", "malformed", function()
       return compact(HEADER, body('"name":"\\ud800"')) end },
+    -- Numbers beyond what the reader holds (RFC 8259 section 6 allows the limit).
     { "an integer beyond 64 bits (2^63)", "malformed", function()
       return compact(HEADER, body('"n":9223372036854775808')) end },
     { "a number beyond the double range (1e400)", "malformed", function()
@@ -344,6 +351,8 @@ describe("tp.decode refuses", function()
       return compact(HEADER, body('"deep":' .. nest(64))) end },
     { "a header nested 65 levels deep", "malformed", function()
       return compact('{"alg":"RS256","x":' .. nest(64) .. '}', body()) end },
+    { "a payload nested 2,000 levels deep (under the JSON parser's own limit)", "malformed", function()
+      return compact(HEADER, body('"deep":' .. nest(2000))) end },
   })
 
   decode_cases("tokens over the size limit, before looking at them", {
@@ -360,8 +369,6 @@ describe("tp.decode refuses", function()
 end)
 
 describe("tp.decode accepts", function()
-  after_each(function() collectgarbage() end)
-
   it("an empty signature (decode does not verify)", function()
     local jwt = assert(tp.decode(compact(HEADER, body())))
     assert.are.equal("", jwt.signature)
@@ -392,7 +399,7 @@ describe("tp.verify refuses", function()
       return compact(HEADER, body('"pad":"' .. ("A"):rep(MiB) .. '"')) end },
     { "a genuine token over the caller's max_size", "too_large", function()
       local token = signed()
-      return token, nil, { max_size = 1024 }
+      return token, nil, { max_size = #token - 1 }
     end },
     { "a genuine token whose signature has non-zero unused trailing bits", "malformed", function()
       local h, p, s = signed():match("^(.-)%.(.-)%.(.*)$")
@@ -416,6 +423,8 @@ describe("tp.verify refuses", function()
       return rs256(HEADER, body('"deep":' .. nest(10000))), nil, { max_size = MiB } end },
     { "a signed payload nested 65 levels deep", "malformed", function()
       return rs256(HEADER, body('"deep":' .. nest(64))) end },
+    { "a signed payload nested 2,000 levels deep", "malformed", function()
+      return rs256(HEADER, body('"deep":' .. nest(2000))) end },
   })
 
   verify_cases("headers whose alg or kid is not a string", {
@@ -427,6 +436,8 @@ describe("tp.verify refuses", function()
       return rs256('{"alg":null}', body()) end },
     { "alg a list", "malformed", function()
       return rs256('{"alg":["RS256"]}', body()) end },
+    { "alg none followed by a \\u0000 escape", "malformed", function()
+      return compact('{"alg":"none\\u0000RS256"}', body()) end },
     { "kid a number", "malformed", function()
       return rs256('{"alg":"RS256","kid":1}', body()), fx.rsa_kid_set end },
     { "kid null", "malformed", function()
@@ -444,6 +455,8 @@ describe("tp.verify refuses", function()
       return compact('{"alg":"NONE"}', body()) end },
     { "alg nOnE", "alg_not_allowed", function()
       return compact('{"alg":"nOnE"}', body()) end },
+    { "alg 'none ' with a trailing space", "alg_not_allowed", function()
+      return compact('{"alg":"none "}', body()) end },
     { "alg none with a signature attached", "alg_not_allowed", function()
       return compact('{"alg":"none"}', body(), crypto.random_bytes(256)) end },
     { "alg none even when the caller allows every algorithm", "alg_not_allowed", function()
@@ -531,6 +544,10 @@ describe("tp.verify refuses", function()
       return resigned(signed(nil, fx.ec_signer, { alg = "ES256" }), function() return ("\0"):rep(64) end),
         fx.ec_set
     end },
+    { "an ES256 signature with r = s = n, the order of P-256", "bad_signature", function()
+      local n = hex_bytes("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551")
+      return resigned(signed(nil, fx.ec_signer, { alg = "ES256" }), function() return n .. n end), fx.ec_set
+    end },
     { "an ES256 signature in DER form instead of R || S", "bad_signature", function()
       local input = b64('{"alg":"ES256"}') .. "." .. b64(body())
       return input .. "." .. b64(crypto.openssl_sign(fx.ec, input, "sha256")), fx.ec_set
@@ -583,6 +600,10 @@ describe("tp.verify refuses", function()
       return signed { iat = math.maxinteger } end },
   })
 
+  -- NumericDates are compared as 64-bit integers.  A time that is not a
+  -- number, or a number no 64-bit integer can hold (RFC 8259 section 6 lets
+  -- a reader limit the range of numbers), is malformed rather than silently
+  -- clamped into "never expires" or "always expired".
   verify_cases("times that are not numbers in the 64-bit range", {
     { "exp 1e300", "malformed", function()
       return rs256(HEADER, '{"sub":"alice","exp":1e300}') end },
@@ -625,14 +646,14 @@ describe("tp.verify refuses", function()
       return signed(nil, nil, { alg = "RS256", typ = "JWT" }), nil, { typ = "at+jwt" } end },
     { "no typ when one is required", "bad_type", function()
       return rs256('{"alg":"RS256"}', body()), nil, { typ = "at+jwt" } end },
+    { "a typ that is a number", "bad_type", function()
+      return rs256('{"alg":"RS256","typ":7}', body()), nil, { typ = "at+jwt" } end },
     { "a required claim that is absent", "missing_claim", function()
       return signed(), nil, { require = { "jti" } } end },
   })
 end)
 
 describe("tp.verify accepts hostile-looking but valid tokens", function()
-  after_each(function() collectgarbage() end)
-
   it("exp at the largest integer", function()
     local claims = assert(tp.verify(signed { exp = math.maxinteger }, fx.rsa_set, { now = NOW }))
     assert.are.equal(math.maxinteger, claims.exp)
@@ -681,6 +702,10 @@ describe("tp.keys refuses", function()
     { "a JWK Set whose keys is a number", "malformed", function() return '{"keys": 5}' end },
     { "a JWK Set whose keys is an object", "malformed", function()
       return '{"keys": {"kty":"oct","k":"AAAA"}}' end },
+    { "a Lua table JWK Set whose keys is a string", "malformed", function()
+      return { keys = "all of them" } end },
+    { "a Lua table JWK without kty", "malformed", function()
+      return { kid = "k1", k = b64(crypto.random_bytes(32)) } end },
   })
 
   keys_cases("keys that must not be used for signatures", {
@@ -690,6 +715,8 @@ describe("tp.keys refuses", function()
       return crypto.public_of(crypto.rsa_private(1024)) end },
     { "an Ed25519 JWK (kty OKP)", "alg_not_allowed", function()
       return '{"kty":"OKP","crv":"Ed25519","x":"' .. b64(crypto.random_bytes(32)) .. '"}' end },
+    { "an Ed25519 JWK given as a Lua table", "alg_not_allowed", function()
+      return { kty = "OKP", crv = "Ed25519", x = b64(crypto.random_bytes(32)) } end },
     { "an Ed25519 PEM", "alg_not_allowed", function()
       return crypto.run("openssl genpkey -algorithm ed25519") end },
     { "an EC PEM on secp256k1", "alg_not_allowed", function()
@@ -735,11 +762,9 @@ describe("tp.keys refuses", function()
 end)
 
 describe("tp.keys with a JWK Set", function()
-  after_each(function() collectgarbage() end)
-
   it("skips unusable keys, lists why, and keeps the usable ones", function()
     local good_rsa = rsa_jwk(fx.rsa, { kid = "rsa-good", use = "sig" })
-    local x, y = ec_point(fx.ec)
+    local _, y = ec_point(fx.ec)
     local material = tp.json_encode { keys = {
       good_rsa,                                                                  -- 1
       { kty = "OKP", crv = "Ed25519", x = b64(crypto.random_bytes(32)), kid = "ed" }, -- 2
@@ -752,7 +777,6 @@ describe("tp.keys with a JWK Set", function()
       ec_jwk(fx.ec, { kid = "off-curve", y = b64(y:sub(1, -2) .. string.char(y:byte(-1) ~ 1)) }), -- 9
       rsa_jwk(fx.rsa, { kid = "oaep", alg = "RSA-OAEP" }),                       -- 10
     } }
-    assert(x)
     local set = assert(tp.keys(material))
     assert.are.equal(2, #set)
     assert.are.same({ "rsa-good", "ec-good" }, set:kids())
@@ -790,8 +814,6 @@ end)
 -- ==== misuse =================================================================
 
 describe("misuse raises an error naming the argument", function()
-  after_each(function() collectgarbage() end)
-
   local function raises(pattern, f, ...)
     local ok, err = pcall(f, ...)
     assert.is_false(ok, "expected an error")

@@ -1,8 +1,11 @@
 -- The rockspec installs the same modules the Makefile builds.
 local version = _VERSION:match("%d+%.%d+")
 
+-- Runs a shell command without the sanitizer preload of `make asan`: the
+-- compiler and luarocks are not what that run checks.
 local function sh(cmd)
-  local pipe = assert(io.popen(cmd .. " 2>&1"))
+  local quoted = "'" .. cmd:gsub("'", "'\\''") .. "'"
+  local pipe = assert(io.popen("env -u LD_PRELOAD sh -c " .. quoted .. " 2>&1"))
   local out = pipe:read("a")
   local ok = pipe:close()
   return ok, out
@@ -25,8 +28,10 @@ describe("tokenpolicy-scm-1.rockspec", function()
   it("installs a working module with luarocks make", function()
     local _, tree = sh("mktemp -d")
     tree = tree:gsub("%s+$", "")
-    local ok, out = sh(("luarocks --lua-version=%s make --tree %q tokenpolicy-scm-1.rockspec CURL_INCDIR=/usr/include/$(gcc -print-multiarch)")
-      :format(version, tree))
+    -- Build in a copy: luarocks leaves objects next to the sources.
+    local ok, out = sh(("mkdir %q/src && cp -r csrc lua tokenpolicy-scm-1.rockspec %q/src && cd %q/src && "
+      .. "luarocks --lua-version=%s make --tree %q tokenpolicy-scm-1.rockspec CURL_INCDIR=/usr/include/$(gcc -print-multiarch)")
+      :format(tree, tree, tree, version, tree))
     assert.is_true(ok, out)
     local check = [[
       local tp = require "tokenpolicy"
