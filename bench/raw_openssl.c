@@ -277,6 +277,8 @@ int main(int argc, char **argv)
     }
     memset(&state, 0, sizeof state);
     state.alg = argv[1];
+    if (strcmp(state.alg, "RS256") != 0 && strcmp(state.alg, "ES256") != 0 && strcmp(state.alg, "HS256") != 0)
+        die("ALG must be RS256, ES256 or HS256");
     seconds = strtod(argv[5], &end);
     if (*end != '\0' || !(seconds > 0 && seconds <= 60)) die("SECONDS must be a number in (0, 60]");
     state.signing_input = read_file(argv[3]);
@@ -291,15 +293,12 @@ int main(int argc, char **argv)
         measure("evp_digestverify", "EVP_DigestVerify, fresh ctx per op", op_digest_verify, &state,
                 seconds);
         measure("evp_pkey_verify", "EVP_PKEY_verify, prepared ctx", op_pkey_verify, &state, seconds);
-    } else if (strcmp(state.alg, "HS256") == 0) {
+    } else {
         prepare_hmac(&state, argv[2]);
         op_hmac_oneshot(&state);
         op_mac_prepared(&state);
         measure("hmac_oneshot", "HMAC() one-shot", op_hmac_oneshot, &state, seconds);
-        measure("evp_mac_prepared", "EVP_MAC, keyed ctx", op_mac_prepared,
-                &state, seconds);
-    } else {
-        die("ALG must be RS256, ES256 or HS256");
+        measure("evp_mac_prepared", "EVP_MAC, keyed ctx", op_mac_prepared, &state, seconds);
     }
     return 0;
 }

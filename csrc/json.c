@@ -160,7 +160,9 @@ static int sax_open(sax_state *s, int is_array)
         s->why = "nested deeper than 64 levels";
         return 0;
     }
-    lua_createtable(s->L, 0, 0);
+    /* Room for the members of a typical token up front: growing a table
+     * one rehash at a time costs more than the slots. */
+    lua_createtable(s->L, 0, s->depth == 0 && !is_array ? 8 : 0);
     if (s->depth == 0) s->top_is_object = !is_array;
     s->depth++;
     s->level[s->depth].is_array = is_array;

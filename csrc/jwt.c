@@ -23,75 +23,74 @@ typedef struct compact {
     size_t len[3];
 } compact;
 
-/* Splits token at its dots.  Returns the number of parts (any number). */
-static int split_compact(const char *token, size_t len, compact *c)
-{
-    int parts = 1;
-    const char *start = token;
-    for (size_t i = 0; i < len; i++) {
-        if (token[i] != '.') continue;
-        if (parts <= 3) {
-            c->part[parts - 1] = start;
-            c->len[parts - 1] = (size_t)(token + i - start);
-        }
-        start = token + i + 1;
-        parts++;
-    }
-    if (parts <= 3) {
-        c->part[parts - 1] = start;
-        c->len[parts - 1] = (size_t)(token + len - start);
-    }
-    return parts;
-}
-
-/* Checks structure and encoding; returns a message for `malformed`, or NULL.
- * The signature may be empty only when allow_empty_signature is set. */
+/* Checks the structure (three parts, header and payload not empty);
+ * returns a message for `malformed`, or NULL.  The encoding of each part is
+ * checked when it is decoded. */
 static const char *check_compact(lua_State *L, const char *token, size_t len, compact *c)
 {
-    static const char *const names[3] = { "header", "payload", "signature" };
-    int parts = split_compact(token, len, c);
+    static const char *const names[2] = { "header", "payload" };
+    const char *end = token + len, *start = token, *dot;
+    int parts = 0;
+    while ((dot = memchr(start, '.', (size_t)(end - start)))) {
+        if (parts < 2) {
+            c->part[parts] = start;
+            c->len[parts] = (size_t)(dot - start);
+        }
+        parts++;
+        start = dot + 1;
+    }
+    if (parts < 3) {
+        c->part[parts] = start;
+        c->len[parts] = (size_t)(end - start);
+    }
+    parts++;
     if (parts == 5)
         return "an encrypted token (JWE) cannot be decoded or verified";
     if (parts != 3)
         return lua_pushfstring(L, "a JWS has 3 dot-separated parts, this has %d", parts);
-    for (int i = 0; i < 3; i++) {
-        if (c->len[i] == 0 && i < 2)
+    for (int i = 0; i < 2; i++)
+        if (c->len[i] == 0)
             return lua_pushfstring(L, "the %s is empty", names[i]);
-        if (!tp_b64url_canonical(c->part[i], c->len[i]))
+    return NULL;
+}
+
+/* Working memory for one call: base64url scratch and the three decoded
+ * parts.  A buffer on the C stack serves typical tokens; larger ones get
+ * Lua-owned memory, so no path needs to free anything. */
+#define TP_SMALL_WORK 4096
+
+typedef struct decoded {
+    unsigned char *part[3];
+    size_t len[3];
+} decoded;
+
+/* Decodes all three parts; returns NULL, or a message for `malformed`. */
+static const char *decode_parts(lua_State *L, const compact *c, char *small, decoded *d)
+{
+    static const char *const names[3] = { "header", "payload", "signature" };
+    size_t total = c->len[0] + c->len[1] + c->len[2];
+    size_t need = total + 3 + tp_b64url_decoded_len(total) + 3 * 2;
+    char *scratch = need <= TP_SMALL_WORK ? small : (char *)lua_newuserdata(L, need);
+    unsigned char *out = (unsigned char *)scratch + total + 3;
+    for (int i = 0; i < 3; i++) {
+        int n = tp_b64url_decode(c->part[i], c->len[i], out, scratch);
+        if (n < 0)
             return lua_pushfstring(L, "the %s is not canonical unpadded base64url", names[i]);
+        d->part[i] = out;
+        d->len[i] = (size_t)n;
+        out += n + 2;
     }
     return NULL;
 }
 
-/* Working memory for one call: base64url scratch and decoded bytes.  A
- * buffer on the C stack serves typical tokens; larger ones get Lua-owned
- * memory, so no path needs to free anything. */
-#define TP_SMALL_WORK 4096
-
-typedef struct work_area {
-    char *scratch;          /* len + 3 bytes */
-    unsigned char *bytes;   /* decoded part: decoded_len(len) + 2 bytes */
-} work_area;
-
-static void work_init(lua_State *L, work_area *w, char *small, size_t token_len)
-{
-    size_t need = token_len + 3 + tp_b64url_decoded_len(token_len) + 2;
-    char *base = need <= TP_SMALL_WORK ? small : (char *)lua_newuserdata(L, need);
-    w->scratch = base;
-    w->bytes = (unsigned char *)base + token_len + 3;
-}
-
-/* Decodes one (canonical) part and parses it into a Lua table pushed on the
- * stack; returns NULL, or a message for `malformed`. */
-static const char *parse_part(lua_State *L, const compact *c, int part, work_area *w, tp_box *box)
+/* Parses a decoded header or payload into a Lua table pushed on the stack;
+ * returns NULL, or a message for `malformed`. */
+static const char *parse_part(lua_State *L, const decoded *d, int part, tp_box *box)
 {
     static const char *const names[2] = { "header", "payload" };
     const char *why;
     int is_object = 0;
-    int n = tp_b64url_decode(c->part[part], c->len[part], w->bytes, w->scratch);
-    if (n < 0)
-        return lua_pushfstring(L, "the %s is not valid base64url", names[part]);
-    if (!tp_json_parse_lua(L, (const char *)w->bytes, (size_t)n, box, &is_object, &why))
+    if (!tp_json_parse_lua(L, (const char *)d->part[part], d->len[part], box, &is_object, &why))
         return lua_pushfstring(L, "the %s is not valid JSON (%s)", names[part], why);
     if (!is_object) {
         lua_pop(L, 1);
@@ -133,10 +132,9 @@ static int tp_jwt_decode(lua_State *L)
     lua_Integer max_size = TP_DEFAULT_MAX_SIZE;
     const char *msg;
     char small[TP_SMALL_WORK];
-    work_area w;
+    decoded d;
     compact c;
     tp_box *box;
-    int n;
 
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
@@ -146,22 +144,19 @@ static int tp_jwt_decode(lua_State *L)
     if ((lua_Integer)len > max_size)
         return tp_fail(L, "too_large", "token of %I bytes is over the %I-byte limit",
                        (lua_Integer)len, max_size);
-    if ((msg = check_compact(L, token, len, &c)))
+    if ((msg = check_compact(L, token, len, &c)) || (msg = decode_parts(L, &c, small, &d)))
         return tp_fail(L, "malformed", "%s", msg);
-    work_init(L, &w, small, len);
     box = tp_box_new(L);
     lua_createtable(L, 0, 4);
-    if ((msg = parse_part(L, &c, 0, &w, box)))
+    if ((msg = parse_part(L, &d, 0, box)))
         return tp_fail(L, "malformed", "%s", msg);
     lua_setfield(L, -2, "header");
-    if ((msg = parse_part(L, &c, 1, &w, box)))
+    if ((msg = parse_part(L, &d, 1, box)))
         return tp_fail(L, "malformed", "%s", msg);
     lua_setfield(L, -2, "claims");
     lua_pushlstring(L, token, c.len[0] + 1 + c.len[1]);
     lua_setfield(L, -2, "signing_input");
-    if ((n = tp_b64url_decode(c.part[2], c.len[2], w.bytes, w.scratch)) < 0)
-        return tp_fail(L, "malformed", "the signature is not valid base64url");
-    lua_pushlstring(L, (const char *)w.bytes, (size_t)n);
+    lua_pushlstring(L, (const char *)d.part[2], d.len[2]);
     lua_setfield(L, -2, "signature");
     luaL_setmetatable(L, TP_JWT_CLASS);
     return 1;
@@ -473,19 +468,18 @@ static int tp_jwt_verify(lua_State *L)
     compact c;
     const char *msg, *algname, *kid = NULL;
     char small[TP_SMALL_WORK], safe[40];
-    work_area w;
+    decoded d;
     tp_box *box;
-    int alg, hdr, cl, tried = 0, verified = 0, kid_known = 0, pool = 0, siglen;
+    int alg, hdr, cl, tried = 0, verified = 0, kid_known = 0, pool = 0;
 
     parse_verify_opts(L, 3, &o);
     lua_settop(L, 3);
     if ((lua_Integer)len > o.max_size)
         return tp_fail(L, "too_large", "token of %I bytes is over the %I-byte limit", (lua_Integer)len, o.max_size);
-    if ((msg = check_compact(L, token, len, &c)))
+    if ((msg = check_compact(L, token, len, &c)) || (msg = decode_parts(L, &c, small, &d)))
         return tp_fail(L, "malformed", "%s", msg);
-    work_init(L, &w, small, len);
     box = tp_box_new(L);
-    if ((msg = parse_part(L, &c, 0, &w, box)))
+    if ((msg = parse_part(L, &d, 0, box)))
         return tp_fail(L, "malformed", "%s", msg);
     hdr = lua_gettop(L);
 
@@ -520,8 +514,6 @@ static int tp_jwt_verify(lua_State *L)
     }
     lua_pop(L, 1);
 
-    if ((siglen = tp_b64url_decode(c.part[2], c.len[2], w.bytes, w.scratch)) < 0)
-        return tp_fail(L, "malformed", "the signature is not valid base64url");
     for (size_t i = 0; i < set->count && !verified; i++) {
         tp_key *key = &set->key[i];
         if (kid_known) {
@@ -532,9 +524,9 @@ static int tp_jwt_verify(lua_State *L)
         pool++;
         if (!key_fits(key, alg)) continue;
         tried++;
-        if (!signature_length_ok(key, alg, (size_t)siglen)) continue;
+        if (!signature_length_ok(key, alg, d.len[2])) continue;
         verified = tp_key_verify(key, alg, (const unsigned char *)token, c.len[0] + 1 + c.len[1],
-                                 w.bytes, (size_t)siglen);
+                                 d.part[2], d.len[2]);
     }
     if (!verified) {
         if (tried)
@@ -547,7 +539,7 @@ static int tp_jwt_verify(lua_State *L)
         return tp_fail(L, "unknown_key", "the key set has no key for alg %s", tp_algs[alg].name);
     }
 
-    if ((msg = parse_part(L, &c, 1, &w, box)))
+    if ((msg = parse_part(L, &d, 1, box)))
         return tp_fail(L, "malformed", "%s", msg);
     cl = lua_gettop(L);
     if (check_claims(L, 3, &o, hdr, cl))

@@ -134,12 +134,11 @@ TP_INTERNAL const char *tp_format_span(char *buf, lua_Integer seconds);
 
 /* ---- base64url (util.c) ------------------------------------------------- */
 
-/* 1 when s is canonical unpadded base64url (see util.c), else 0. */
-TP_INTERNAL int tp_b64url_canonical(const char *s, size_t len);
 /* Bytes that len characters of unpadded base64url decode to. */
 TP_INTERNAL size_t tp_b64url_decoded_len(size_t len);
-/* Decodes canonical base64url in into out (tp_b64url_decoded_len(len) + 2
- * bytes), using scratch (len + 3 bytes).  Returns the length, -1 on error. */
+/* Decodes base64url in into out (tp_b64url_decoded_len(len) + 2 bytes),
+ * using scratch (len + 3 bytes).  Returns the length, or -1 when the text
+ * is not canonical unpadded base64url (see util.c). */
 TP_INTERNAL int tp_b64url_decode(const char *in, size_t len, unsigned char *out, char *scratch);
 
 /* ---- registration of each area into the module table at -1 ------------- */

@@ -106,66 +106,62 @@ const char *tp_format_span(char *buf, lua_Integer seconds)
     return buf;
 }
 
-/* Value of each byte in the base64url alphabet, -1 for bytes outside it. */
-static const signed char b64url_values[256] = {
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1,
-    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
-    -1,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14,
-    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, 63,
-    -1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
-    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+/* Each byte of the base64url alphabet mapped to its counterpart in the
+ * standard alphabet, which OpenSSL decodes; 0 for bytes outside it. */
+static const unsigned char b64url_to_standard[256] = {
+      0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+      0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+      0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,  43,   0,   0,
+     48,  49,  50,  51,  52,  53,  54,  55,  56,  57,   0,   0,   0,   0,   0,   0,
+      0,  65,  66,  67,  68,  69,  70,  71,  72,  73,  74,  75,  76,  77,  78,  79,
+     80,  81,  82,  83,  84,  85,  86,  87,  88,  89,  90,   0,   0,   0,   0,  47,
+      0,  97,  98,  99, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111,
+    112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122,   0,   0,   0,   0,   0,
+      0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+      0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+      0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+      0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+      0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+      0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+      0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+      0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
 };
-
-/* Canonical means: only the URL-safe alphabet, no '=' padding, a length
- * that is not 1 modulo 4 (which no byte string encodes to), and zero bits in
- * the unused low bits of the last character, so that every byte string has
- * exactly one accepted encoding (no signature malleability through
- * alternative spellings). */
-int tp_b64url_canonical(const char *s, size_t len)
-{
-    int last = 0, bad = 0;
-    for (size_t i = 0; i < len; i++) {
-        last = b64url_values[(unsigned char)s[i]];
-        bad |= last;  /* any -1 sets the sign bit */
-    }
-    if (bad < 0) return 0;
-    switch (len % 4) {
-    case 1: return 0;
-    case 2: return (last & 0x0f) == 0;
-    case 3: return (last & 0x03) == 0;
-    default: return 1;
-    }
-}
 
 size_t tp_b64url_decoded_len(size_t len)
 {
     return len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
 }
 
-/* Decoding is OpenSSL's (EVP_DecodeBlock): the text is only rewritten into
- * the standard alphabet with padding, in scratch, first. */
+/* Canonical means: only the URL-safe alphabet, no '=' padding, a length
+ * that is not 1 modulo 4 (which no byte string encodes to), and zero bits in
+ * the unused low bits of the last character, so that every byte string has
+ * exactly one accepted encoding (no signature malleability through
+ * alternative spellings).  The text is checked while it is rewritten into
+ * the standard alphabet with padding; decoding itself is OpenSSL's
+ * (EVP_DecodeBlock), whose output must then show the unused bits as zero:
+ * the last decoded byte it adds for the padding. */
 int tp_b64url_decode(const char *in, size_t len, unsigned char *out, char *scratch)
 {
-    size_t padded = (len + 3) / 4 * 4;
-    int n;
-    for (size_t i = 0; i < len; i++)
-        scratch[i] = in[i] == '-' ? '+' : in[i] == '_' ? '/' : in[i];
+    size_t padded = (len + 3) / 4 * 4, n = tp_b64url_decoded_len(len);
+    unsigned char invalid = 0;
+    int decoded;
+    if (len % 4 == 1) return -1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = b64url_to_standard[(unsigned char)in[i]];
+        scratch[i] = (char)c;
+        invalid |= (unsigned char)(c == 0);
+    }
+    if (invalid) return -1;
+    if (padded == 0) return 0;
     for (size_t i = len; i < padded; i++)
         scratch[i] = '=';
-    if (padded == 0) return 0;
-    n = EVP_DecodeBlock(out, (const unsigned char *)scratch, (int)padded);
-    if (n < 0) return -1;
-    return (int)tp_b64url_decoded_len(len);
+    decoded = EVP_DecodeBlock(out, (const unsigned char *)scratch, (int)padded);
+    if (decoded < 0) return -1;
+    /* With padding, EVP_DecodeBlock writes the unused bits as extra bytes:
+     * they must all be zero for the text to be canonical. */
+    for (size_t i = n; i < (size_t)decoded; i++)
+        if (out[i] != 0) return -1;
+    return (int)n;
 }
 
 /***
@@ -204,8 +200,6 @@ static int tp_util_b64url_decode(lua_State *L)
     size_t outlen = tp_b64url_decoded_len(len);
     char *scratch;
     int n;
-    if (!tp_b64url_canonical(in, len))
-        return tp_fail(L, "malformed", "not canonical unpadded base64url");
     /* Lua owns the scratch memory: nothing to free on any path. */
     scratch = (char *)lua_newuserdata(L, len + 3 + outlen + 2);
     n = tp_b64url_decode(in, len, (unsigned char *)scratch + len + 3, scratch);
