@@ -222,41 +222,101 @@ static int surrogate_escapes_paired(const char *text, size_t len)
     return 1;
 }
 
-int tp_json_parse_lua(lua_State *L, const char *text, size_t len, tp_box *box, int *is_object,
-                      const char **why)
+/* yajl's memory for one parse: a bump arena on the C stack, and blocks that
+ * do not fit as Lua userdata anchored in a table at a fixed stack slot.
+ * Nothing is malloc'd, so a Lua error raised mid-parse (out of memory while
+ * building a value) leaks nothing and needs no finalizer. */
+#define TP_ARENA_SIZE 4096
+
+typedef struct block_header {
+    size_t size;
+    size_t pad;         /* keeps payloads 16-byte aligned */
+} block_header;
+
+typedef struct parse_arena {
+    lua_State *L;
+    int anchor;         /* stack index: nil, or the table of overflow blocks */
+    size_t used;
+    union { long double align; void *p; unsigned char bytes[TP_ARENA_SIZE]; } mem;
+} parse_arena;
+
+static int in_arena(const parse_arena *a, const void *ptr)
+{
+    const unsigned char *p = (const unsigned char *)ptr;
+    return p >= a->mem.bytes && p < a->mem.bytes + TP_ARENA_SIZE;
+}
+
+static void *arena_malloc(void *ctx, size_t size)
+{
+    parse_arena *a = (parse_arena *)ctx;
+    size_t need = (sizeof(block_header) + size + 15) & ~(size_t)15;
+    block_header *h;
+    if (need <= TP_ARENA_SIZE - a->used) {
+        h = (block_header *)(a->mem.bytes + a->used);
+        a->used += need;
+    } else {
+        if (lua_isnil(a->L, a->anchor)) {
+            lua_newtable(a->L);
+            lua_replace(a->L, a->anchor);
+        }
+        h = (block_header *)lua_newuserdata(a->L, sizeof(block_header) + size);
+        lua_rawsetp(a->L, a->anchor, h);  /* anchored under its own address */
+    }
+    h->size = size;
+    return h + 1;
+}
+
+static void arena_free(void *ctx, void *ptr)
+{
+    parse_arena *a = (parse_arena *)ctx;
+    if (!ptr || in_arena(a, ptr)) return;  /* the arena goes with the C frame */
+    lua_pushnil(a->L);
+    lua_rawsetp(a->L, a->anchor, (block_header *)ptr - 1);
+}
+
+static void *arena_realloc(void *ctx, void *ptr, size_t size)
+{
+    void *fresh;
+    size_t old;
+    if (!ptr) return arena_malloc(ctx, size);
+    old = ((block_header *)ptr - 1)->size;
+    if (size <= old) return ptr;
+    fresh = arena_malloc(ctx, size);
+    memcpy(fresh, ptr, old);
+    arena_free(ctx, ptr);
+    return fresh;
+}
+
+int tp_json_parse_lua(lua_State *L, const char *text, size_t len, int *is_object, const char **why)
 {
     sax_state s;
-    int top = lua_gettop(L);
+    parse_arena arena;
+    yajl_alloc_funcs alloc = { arena_malloc, arena_realloc, arena_free, &arena };
+    int top = lua_gettop(L), ok;
     yajl_handle parser;
-    s.L = L;
-    s.depth = 0;
-    s.top_is_object = 0;
-    s.why = NULL;
+
     if (memchr(text, '\\', len) && !surrogate_escapes_paired(text, len)) {
         *why = "an escaped surrogate is not part of a pair";
         return 0;
     }
-    parser = yajl_alloc(&sax_callbacks, NULL, &s);
-    if (!parser) {
-        *why = "out of memory";
-        return 0;
-    }
-    box->yajl = parser;
-    if (yajl_parse(parser, (const unsigned char *)text, len) != yajl_status_ok ||
-        yajl_complete_parse(parser) != yajl_status_ok) {
+    s.L = L;
+    s.depth = 0;
+    s.top_is_object = 0;
+    s.why = NULL;
+    arena.L = L;
+    arena.used = 0;
+    lua_pushnil(L);
+    arena.anchor = lua_gettop(L);
+    parser = yajl_alloc(&sax_callbacks, &alloc, &s);
+    ok = parser && yajl_parse(parser, (const unsigned char *)text, len) == yajl_status_ok &&
+         yajl_complete_parse(parser) == yajl_status_ok && lua_gettop(L) == arena.anchor + 1;
+    if (parser) yajl_free(parser);
+    if (!ok) {
         *why = s.why ? s.why : "invalid JSON syntax or encoding";
-        yajl_free(parser);
-        box->yajl = NULL;
         lua_settop(L, top);
         return 0;
     }
-    yajl_free(parser);
-    box->yajl = NULL;
-    if (lua_gettop(L) != top + 1) {  /* empty input: no value at all */
-        *why = "invalid JSON syntax or encoding";
-        lua_settop(L, top);
-        return 0;
-    }
+    lua_remove(L, arena.anchor);
     if (is_object) *is_object = s.top_is_object;
     return 1;
 }
@@ -387,10 +447,6 @@ void tp_box_clear(tp_box *box)
         cjose_jws_release(box->jws);
         box->jws = NULL;
     }
-    if (box->yajl) {
-        yajl_free((yajl_handle)box->yajl);
-        box->yajl = NULL;
-    }
 }
 
 static int tp_box__gc(lua_State *L)
@@ -448,8 +504,7 @@ static int tp_json_decode(lua_State *L)
     size_t len;
     const char *text = tp_check_string(L, 1, &len);
     const char *why;
-    tp_box *box = tp_box_new(L);
-    if (!tp_json_parse_lua(L, text, len, box, NULL, &why))
+    if (!tp_json_parse_lua(L, text, len, NULL, &why))
         return tp_fail(L, "malformed", "invalid JSON: %s", why);
     return 1;
 }

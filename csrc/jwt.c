@@ -85,12 +85,12 @@ static const char *decode_parts(lua_State *L, const compact *c, char *small, dec
 
 /* Parses a decoded header or payload into a Lua table pushed on the stack;
  * returns NULL, or a message for `malformed`. */
-static const char *parse_part(lua_State *L, const decoded *d, int part, tp_box *box)
+static const char *parse_part(lua_State *L, const decoded *d, int part)
 {
     static const char *const names[2] = { "header", "payload" };
     const char *why;
     int is_object = 0;
-    if (!tp_json_parse_lua(L, (const char *)d->part[part], d->len[part], box, &is_object, &why))
+    if (!tp_json_parse_lua(L, (const char *)d->part[part], d->len[part], &is_object, &why))
         return lua_pushfstring(L, "the %s is not valid JSON (%s)", names[part], why);
     if (!is_object) {
         lua_pop(L, 1);
@@ -134,7 +134,6 @@ static int tp_jwt_decode(lua_State *L)
     char small[TP_SMALL_WORK];
     decoded d;
     compact c;
-    tp_box *box;
 
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
@@ -146,12 +145,11 @@ static int tp_jwt_decode(lua_State *L)
                        (lua_Integer)len, max_size);
     if ((msg = check_compact(L, token, len, &c)) || (msg = decode_parts(L, &c, small, &d)))
         return tp_fail(L, "malformed", "%s", msg);
-    box = tp_box_new(L);
     lua_createtable(L, 0, 4);
-    if ((msg = parse_part(L, &d, 0, box)))
+    if ((msg = parse_part(L, &d, 0)))
         return tp_fail(L, "malformed", "%s", msg);
     lua_setfield(L, -2, "header");
-    if ((msg = parse_part(L, &d, 1, box)))
+    if ((msg = parse_part(L, &d, 1)))
         return tp_fail(L, "malformed", "%s", msg);
     lua_setfield(L, -2, "claims");
     lua_pushlstring(L, token, c.len[0] + 1 + c.len[1]);
@@ -469,7 +467,6 @@ static int tp_jwt_verify(lua_State *L)
     const char *msg, *algname, *kid = NULL;
     char small[TP_SMALL_WORK], safe[40];
     decoded d;
-    tp_box *box;
     int alg, hdr, cl, tried = 0, verified = 0, kid_known = 0, pool = 0;
 
     parse_verify_opts(L, 3, &o);
@@ -478,8 +475,7 @@ static int tp_jwt_verify(lua_State *L)
         return tp_fail(L, "too_large", "token of %I bytes is over the %I-byte limit", (lua_Integer)len, o.max_size);
     if ((msg = check_compact(L, token, len, &c)) || (msg = decode_parts(L, &c, small, &d)))
         return tp_fail(L, "malformed", "%s", msg);
-    box = tp_box_new(L);
-    if ((msg = parse_part(L, &d, 0, box)))
+    if ((msg = parse_part(L, &d, 0)))
         return tp_fail(L, "malformed", "%s", msg);
     hdr = lua_gettop(L);
 
@@ -525,7 +521,7 @@ static int tp_jwt_verify(lua_State *L)
         if (!key_fits(key, alg)) continue;
         tried++;
         if (!signature_length_ok(key, alg, d.len[2])) continue;
-        verified = tp_key_verify(key, alg, (const unsigned char *)token, c.len[0] + 1 + c.len[1],
+        verified = tp_key_verify(set, key, alg, (const unsigned char *)token, c.len[0] + 1 + c.len[1],
                                  d.part[2], d.len[2]);
     }
     if (!verified) {
@@ -539,7 +535,7 @@ static int tp_jwt_verify(lua_State *L)
         return tp_fail(L, "unknown_key", "the key set has no key for alg %s", tp_algs[alg].name);
     }
 
-    if ((msg = parse_part(L, &d, 1, box)))
+    if ((msg = parse_part(L, &d, 1)))
         return tp_fail(L, "malformed", "%s", msg);
     cl = lua_gettop(L);
     if (check_claims(L, 3, &o, hdr, cl))

@@ -41,7 +41,6 @@ TP_INTERNAL const char *tp_printable(char *out, const char *s, size_t len);
 
 /* ---- JSON <-> Lua (json.c) ---------------------------------------------- */
 
-struct tp_box;
 
 #define TP_JSON_MAX_DEPTH 64
 
@@ -52,10 +51,10 @@ TP_INTERNAL int tp_is_null(lua_State *L, int idx);
 /* Parses JSON text strictly into a Lua value pushed on the stack (see
  * json.c for the rules).  Returns 1 (and, when is_object is not NULL,
  * whether the value is a JSON object), or 0 with *why set and the stack as
- * on entry.  The parser handle lives in box while it runs, so that an error
- * raised inside (out of memory) cannot leak it. */
-TP_INTERNAL int tp_json_parse_lua(lua_State *L, const char *text, size_t len, struct tp_box *box,
-                                  int *is_object, const char **why);
+ * on entry.  It allocates no C memory, so a Lua error raised inside (out of
+ * memory) leaks nothing. */
+TP_INTERNAL int tp_json_parse_lua(lua_State *L, const char *text, size_t len, int *is_object,
+                                  const char **why);
 
 /* Converts the Lua value at idx into a new JSON value (caller owns it).
  * Returns NULL and writes why into err when the value cannot be encoded. */
@@ -67,7 +66,6 @@ TP_INTERNAL json_t *tp_json_from_lua(lua_State *L, int idx, char *err, size_t er
 typedef struct tp_box {
     json_t *json[2];
     cjose_jws_t *jws;
-    void *yajl;         /* yajl_handle of a parse in progress */
 } tp_box;
 TP_INTERNAL tp_box *tp_box_new(lua_State *L);
 TP_INTERNAL void tp_box_clear(tp_box *box);
@@ -103,6 +101,7 @@ typedef struct tp_key {
     cjose_jwk_t *jwk;   /* for signing and key facts */
     EVP_PKEY *pkey;     /* RSA and EC: the public key verification uses */
     EVP_PKEY_CTX *verify_ctx[TP_ALG_COUNT];  /* prepared on first use */
+    EVP_MAC_CTX *mac_ctx[3];                 /* oct: keyed HMAC per hash */
     const unsigned char *secret;  /* oct: the HMAC secret (cjose's copy) */
     size_t secret_len;
     char *kid;          /* NUL-terminated copy, or NULL when the key has none */
@@ -113,6 +112,7 @@ typedef struct tp_key {
 } tp_key;
 
 typedef struct tp_keyset {
+    EVP_MD_CTX *md_ctx; /* reused for every digest verify computes */
     size_t count;
     size_t capacity;
     tp_key key[1];      /* capacity entries (allocated past the struct) */
@@ -122,8 +122,8 @@ TP_INTERNAL tp_keyset *tp_check_keyset(lua_State *L, int idx);
 
 /* Checks sig over input with key for alg (which the key must fit, and sig
  * must have the length alg and key produce).  1 when it verifies. */
-TP_INTERNAL int tp_key_verify(tp_key *key, int alg, const unsigned char *input, size_t inlen,
-                              const unsigned char *sig, size_t siglen);
+TP_INTERNAL int tp_key_verify(tp_keyset *set, tp_key *key, int alg, const unsigned char *input,
+                              size_t inlen, const unsigned char *sig, size_t siglen);
 
 /* ---- time (util.c) ------------------------------------------------------ */
 

@@ -81,6 +81,13 @@ describe("json_decode", function()
     assert.is_table(tp.json_decode(("["):rep(64) .. ("]"):rep(64)))
   end)
 
+  it("parses escaped strings larger than its working memory", function()
+    local escaped = ("\\u00e9"):rep(3000)
+    local v = assert(tp.json_decode('["' .. escaped .. '", {"a": "' .. escaped .. '"}]'))
+    assert.are.equal(("\u{e9}"):rep(3000), v[1])
+    assert.are.equal(v[1], v[2].a)
+  end)
+
   it("raises on a non-string argument", function()
     assert.has_error(function() tp.json_decode(42) end)
   end)
