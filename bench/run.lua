@@ -3,7 +3,7 @@
 --
 --   lua5.4 bench/run.lua PATH/TO/raw_openssl
 --
--- Environment: BENCH_ROUNDS (default 3) and BENCH_SECONDS (default 1, the
+-- Environment: BENCH_ROUNDS (default 5) and BENCH_SECONDS (default 1, the
 -- length of one measurement in whole seconds) trade run time for stability.
 --
 -- Every benchmark runs ROUNDS rounds; a round measures the baseline and then
@@ -28,7 +28,7 @@ if not RAW_OPENSSL then
   io.stderr:write("usage: lua5.4 bench/run.lua PATH/TO/raw_openssl\n")
   os.exit(2)
 end
-local ROUNDS = math.tointeger(tonumber(os.getenv("BENCH_ROUNDS") or "")) or 3
+local ROUNDS = math.tointeger(tonumber(os.getenv("BENCH_ROUNDS") or "")) or 5
 local SECONDS = math.tointeger(tonumber(os.getenv("BENCH_SECONDS") or "")) or 1
 assert(ROUNDS >= 1 and SECONDS >= 1, "BENCH_ROUNDS and BENCH_SECONDS must be positive integers")
 

@@ -2,6 +2,7 @@
  * json_decode for Lua code, and the resource box. */
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yajl/yajl_parse.h>
@@ -30,6 +31,7 @@ int tp_is_null(lua_State *L, int idx)
 
 typedef struct sax_state {
     lua_State *L;
+    size_t text_len;
     int depth;
     int top_is_object;
     const char *why;    /* set when a callback stops the parse */
@@ -73,10 +75,14 @@ static int sax_number(void *ctx, const char *text, size_t len)
         s->why = "a number is too long";
         return 0;
     }
-    memcpy(buf, text, len);
+    int is_integer = 1;
+    for (size_t i = 0; i < len; i++) {
+        buf[i] = text[i];
+        is_integer &= text[i] != '.' && text[i] != 'e' && text[i] != 'E';
+    }
     buf[len] = '\0';
     errno = 0;
-    if (!memchr(buf, '.', len) && !memchr(buf, 'e', len) && !memchr(buf, 'E', len)) {
+    if (is_integer) {
         long long value = strtoll(buf, &end, 10);
         if (errno == ERANGE || *end) {
             s->why = "an integer is out of the 64-bit range";
@@ -95,15 +101,32 @@ static int sax_number(void *ctx, const char *text, size_t len)
 }
 
 /* Strings must be well-formed UTF-8 (RFC 3629: no overlong forms, no
- * surrogates, nothing above U+10FFFF); yajl only checks the byte pattern. */
-static int utf8_valid(const unsigned char *s, size_t len)
+ * surrogates, nothing above U+10FFFF) without NUL, which would make C and
+ * Lua readers disagree; yajl itself only checks the byte pattern. */
+static int utf8_valid_without_nul(const unsigned char *s, size_t len)
 {
     size_t i = 0;
     while (i < len) {
         unsigned char c = s[i];
         size_t n;
         unsigned char lo = 0x80, hi = 0xbf;  /* range of the second byte */
-        if (c < 0x80) { i++; continue; }
+        if (c < 0x80) {
+            /* ASCII, the common case: eight bytes at a time while no byte
+             * has its high bit set or is zero. */
+            while (len - i >= 8) {
+                uint64_t word;
+                memcpy(&word, s + i, 8);
+                if ((word & 0x8080808080808080ull) ||
+                    ((word - 0x0101010101010101ull) & ~word & 0x8080808080808080ull))
+                    break;
+                i += 8;
+            }
+            if (i < len && s[i] < 0x80) {
+                if (s[i] == 0) return 0;
+                i++;
+            }
+            continue;
+        }
         if (c >= 0xc2 && c <= 0xdf) n = 1;
         else if (c == 0xe0) { n = 2; lo = 0xa0; }
         else if (c == 0xed) { n = 2; hi = 0x9f; }   /* surrogates */
@@ -124,12 +147,8 @@ static int utf8_valid(const unsigned char *s, size_t len)
 static int sax_string(void *ctx, const unsigned char *text, size_t len)
 {
     sax_state *s = (sax_state *)ctx;
-    if (memchr(text, 0, len)) {
-        s->why = "a string holds a NUL character";
-        return 0;
-    }
-    if (!utf8_valid(text, len)) {
-        s->why = "a string is not well-formed UTF-8";
+    if (!utf8_valid_without_nul(text, len)) {
+        s->why = memchr(text, 0, len) ? "a string holds a NUL character" : "a string is not well-formed UTF-8";
         return 0;
     }
     lua_pushlstring(s->L, (const char *)text, len);
@@ -139,7 +158,7 @@ static int sax_string(void *ctx, const unsigned char *text, size_t len)
 static int sax_key(void *ctx, const unsigned char *text, size_t len)
 {
     sax_state *s = (sax_state *)ctx;
-    if (memchr(text, 0, len) || !utf8_valid(text, len)) {
+    if (!utf8_valid_without_nul(text, len)) {
         s->why = "a member name holds a NUL character or is not well-formed UTF-8";
         return 0;
     }
@@ -160,9 +179,10 @@ static int sax_open(sax_state *s, int is_array)
         s->why = "nested deeper than 64 levels";
         return 0;
     }
-    /* Room for the members of a typical token up front: growing a table
-     * one rehash at a time costs more than the slots. */
-    lua_createtable(s->L, 0, s->depth == 0 && !is_array ? 8 : 0);
+    /* Room up front for the members of the top-level object, guessed from
+     * the text length (a token member takes some 40 bytes): growing
+     * a table one rehash at a time costs more than a few spare slots. */
+    lua_createtable(s->L, 0, s->depth == 0 && !is_array ? (int)(s->text_len / 40 > 32 ? 32 : s->text_len / 40) : 0);
     if (s->depth == 0) s->top_is_object = !is_array;
     s->depth++;
     s->level[s->depth].is_array = is_array;
@@ -300,6 +320,7 @@ int tp_json_parse_lua(lua_State *L, const char *text, size_t len, int *is_object
         return 0;
     }
     s.L = L;
+    s.text_len = len;
     s.depth = 0;
     s.top_is_object = 0;
     s.why = NULL;
