@@ -182,7 +182,10 @@ static int sax_open(sax_state *s, int is_array)
     /* Room up front for the members of the top-level object, guessed from
      * the text length (a token member takes some 40 bytes): growing
      * a table one rehash at a time costs more than a few spare slots. */
-    lua_createtable(s->L, 0, s->depth == 0 && !is_array ? (int)(s->text_len / 40 > 32 ? 32 : s->text_len / 40) : 0);
+    int slots = 0;
+    if (s->depth == 0 && !is_array)
+        slots = s->text_len < 160 ? 4 : s->text_len > 1280 ? 32 : (int)(s->text_len / 40);
+    lua_createtable(s->L, 0, slots);
     if (s->depth == 0) s->top_is_object = !is_array;
     s->depth++;
     s->level[s->depth].is_array = is_array;
