@@ -64,38 +64,38 @@ static int sax_boolean(void *ctx, int value)
     return sax_store(s);
 }
 
-/* Numbers arrive as text: integers within 64 bits become Lua integers
- * (strtoll, so the smallest one works too), everything else a float;
- * out-of-range values are refused rather than rounded. */
+/* Numbers arrive as text (yajl has checked the JSON syntax) and are
+ * converted by Lua itself: integers that fit 64 bits become Lua integers,
+ * everything else a float.  An integer beyond 64 bits, which Lua would
+ * quietly turn into a float, and a float beyond double range are refused
+ * rather than rounded. */
 static int sax_number(void *ctx, const char *text, size_t len)
 {
     sax_state *s = (sax_state *)ctx;
-    char buf[64], *end;
+    char buf[64];
+    int is_integer = 1;
     if (len >= sizeof buf) {
         s->why = "a number is too long";
         return 0;
     }
-    int is_integer = 1;
     for (size_t i = 0; i < len; i++) {
         buf[i] = text[i];
         is_integer &= text[i] != '.' && text[i] != 'e' && text[i] != 'E';
     }
     buf[len] = '\0';
-    errno = 0;
-    if (is_integer) {
-        long long value = strtoll(buf, &end, 10);
-        if (errno == ERANGE || *end) {
-            s->why = "an integer is out of the 64-bit range";
-            return 0;
-        }
-        lua_pushinteger(s->L, (lua_Integer)value);
-    } else {
-        double value = strtod(buf, &end);
-        if (errno == ERANGE || *end || !isfinite(value)) {
-            s->why = "a number is out of range";
-            return 0;
-        }
-        lua_pushnumber(s->L, (lua_Number)value);
+    if (lua_stringtonumber(s->L, buf) != len + 1) {
+        s->why = "a number is out of range";
+        return 0;
+    }
+    if (is_integer && !lua_isinteger(s->L, -1)) {
+        lua_pop(s->L, 1);
+        s->why = "an integer is out of the 64-bit range";
+        return 0;
+    }
+    if (!is_integer && !isfinite((double)lua_tonumber(s->L, -1))) {
+        lua_pop(s->L, 1);
+        s->why = "a number is out of range";
+        return 0;
     }
     return sax_store(s);
 }
