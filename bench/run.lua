@@ -153,6 +153,10 @@ local function run_benchmark(b)
     if not result.best_baseline or r.rate > result.best_baseline.rate then result.best_baseline = r end
   end
   if result.best_baseline then result.ratio = best_ours / result.best_baseline.rate end
+  if b.target and b.target.against then
+    local reference = assert(baselines[b.target.against], "no baseline named " .. b.target.against)
+    result.reference, result.reference_ratio = reference, best_ours / reference.rate
+  end
   return result
 end
 
@@ -260,8 +264,11 @@ local sections = {
       .. "signing input and signature",
     prepare = function(fixtures)
       return {
-        verify_benchmark(fixtures, "RS256", { min_ratio = 0.85 }),
-        verify_benchmark(fixtures, "ES256", { min_ratio = 0.90 }),
+        -- The targets are ratios to the harness the issue describes (EVP
+        -- called directly on the signing input: EVP_DigestVerify); the ratio
+        -- to the fastest raw path, a prepared context, is printed beside.
+        verify_benchmark(fixtures, "RS256", { min_ratio = 0.85, against = "evp_digestverify" }),
+        verify_benchmark(fixtures, "ES256", { min_ratio = 0.90, against = "evp_digestverify" }),
         verify_benchmark(fixtures, "HS256", nil),
       }
     end,
@@ -312,9 +319,10 @@ end
 local function judge(r)
   local t = r.target
   if t and t.min_ratio then
-    local met = r.ratio >= t.min_ratio
-    return string.format("%-14s %-4s ratio %.3f to the faster raw baseline (%s), target >= %.2f",
-                         r.name, met and "PASS" or "MISS", r.ratio, r.best_baseline.label, t.min_ratio), met
+    local met = r.reference_ratio >= t.min_ratio
+    return string.format("%-14s %-4s ratio %.3f to %s, target >= %.2f (%.3f to the faster %s)",
+                         r.name, met and "PASS" or "MISS", r.reference_ratio, r.reference.label, t.min_ratio,
+                         r.ratio, r.best_baseline.label), met
   elseif t and t.min_rate then
     local met = r.ours >= t.min_rate
     return string.format("%-14s %-4s %s %s, target >= %s", r.name, met and "PASS" or "MISS",
@@ -357,7 +365,7 @@ local function main(dir)
   end
 
   print()
-  print("== targets (ratios are to the FASTER of the raw OpenSSL baselines)")
+  print("== targets")
   local met, total = 0, 0
   for _, r in ipairs(results) do
     local line, ok = judge(r)

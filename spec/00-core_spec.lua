@@ -46,7 +46,7 @@ describe("json_decode", function()
   end)
 
   for _, case in ipairs {
-    { "invalid UTF-8", '"\xff"', "invalid JSON syntax or encoding" },
+    { "invalid UTF-8", '"\xff"', "a string is not well-formed UTF-8" },
     { "an overlong UTF-8 form", '"\xc0\xaf"', "a string is not well-formed UTF-8" },
     { "a UTF-8 encoded surrogate", '"\xed\xa0\x80"', "a string is not well-formed UTF-8" },
     { "an escaped lone surrogate", '"\\ud800"', "an escaped surrogate is not part of a pair" },
