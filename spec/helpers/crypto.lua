@@ -43,34 +43,30 @@ function crypto.ec_private(curve)
   end)
 end
 
---- The SPKI PEM public key of a private PEM.
-function crypto.public_of(private_pem)
-  return cached("pub" .. private_pem, function()
+-- The output of an openssl command run on a private PEM (given as "%s"
+-- for the file holding it), cached.
+local function derived(what, command, private_pem)
+  return cached(what .. private_pem, function()
     local path = tmpfile(private_pem)
-    local out = run("openssl pkey -pubout -in " .. path)
+    local out = run(command:format(path))
     os.remove(path)
     return out
   end)
+end
+
+--- The SPKI PEM public key of a private PEM.
+function crypto.public_of(private_pem)
+  return derived("pub", "openssl pkey -pubout -in %s", private_pem)
 end
 
 --- A self-signed X.509 certificate PEM for a private PEM.
 function crypto.certificate_of(private_pem)
-  return cached("cert" .. private_pem, function()
-    local path = tmpfile(private_pem)
-    local out = run("openssl req -x509 -new -key " .. path .. " -subj /CN=tokenpolicy-test -days 1")
-    os.remove(path)
-    return out
-  end)
+  return derived("cert", "openssl req -x509 -new -key %s -subj /CN=tokenpolicy-test -days 1", private_pem)
 end
 
 --- The PKCS#1 ("RSA PRIVATE KEY") form of an RSA private PEM.
 function crypto.pkcs1_of(private_pem)
-  return cached("pkcs1" .. private_pem, function()
-    local path = tmpfile(private_pem)
-    local out = run("openssl pkey -traditional -in " .. path)
-    os.remove(path)
-    return out
-  end)
+  return derived("pkcs1", "openssl pkey -traditional -in %s", private_pem)
 end
 
 --- Random bytes from the openssl CLI.
