@@ -147,5 +147,6 @@ TP_INTERNAL void tp_open_util(lua_State *L);
 TP_INTERNAL void tp_open_json(lua_State *L);
 TP_INTERNAL void tp_open_keys(lua_State *L);
 TP_INTERNAL void tp_open_jwt(lua_State *L);
+TP_INTERNAL void tp_open_files(lua_State *L);
 
 #endif
