@@ -13,12 +13,12 @@ HEADERS := $(wildcard csrc/*.h)
 
 # Debian packages the build, the specs and the demo need.
 DEB_PACKAGES := liblua5.4-dev liblua5.3-dev lua5.4 lua5.3 libcjose-dev \
-	libjansson-dev libyajl-dev libcurl4-openssl-dev libssl-dev lua-busted luarocks openssl nodejs lua-yaml
+	libjansson-dev libyajl-dev libcurl4-openssl-dev libssl-dev lua-busted lua-check luarocks openssl nodejs lua-yaml
 
 BUILD   ?= build
 MODULES := $(foreach v,$(LUA_VERSIONS),$(BUILD)/$(v)/tokenpolicy/core.so)
 
-.PHONY: all deps test asan bench demo clean check-c
+.PHONY: all deps test lint asan bench demo clean
 
 all: $(MODULES)
 
@@ -43,8 +43,12 @@ deps:
 	echo "installing:" $$missing; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
-test: deps all
+test: deps all lint
 	@sh spec/run.sh $(BUILD) $(LUA_VERSIONS)
+
+# Every Lua file, luacheck clean (.luacheckrc).
+lint: deps
+	@luacheck -q lua bin spec bench examples
 
 # The whole suite with AddressSanitizer and UBSan; the runtime is preloaded
 # because the Lua interpreters themselves are not instrumented.

@@ -109,7 +109,8 @@ local function measure(seconds, fn, ...)
   end
   batch = math.max(1, math.floor(calls / elapsed * BATCH_SECONDS))
 
-  local previous, first = os.time(), nil
+  local previous = os.time()
+  local first
   repeat                        -- still warming up while the second turns
     for _ = 1, batch do fn(...) end
     first = os.time()

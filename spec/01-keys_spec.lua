@@ -184,7 +184,8 @@ describe("keys", function()
 
     it("raise on misuse", function()
       assert.has_error(function() tp.keys(42) end, "bad argument #1 to 'keys' (string or table expected, got number)")
-      assert.has_error(function() tp.keys("{}", { bogus = 1 }) end, "bad argument #2 to 'keys' (unknown option 'bogus')")
+      assert.has_error(function() tp.keys("{}", { bogus = 1 }) end,
+        "bad argument #2 to 'keys' (unknown option 'bogus')")
       assert.has_error(function() tp.keys("{}", { kid = 5 }) end, "bad argument #2 to 'keys' (kid must be a string)")
       assert.has_error(function() tp.keys({}).kids({}) end)
     end)

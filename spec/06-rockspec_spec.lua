@@ -30,8 +30,8 @@ describe("tokenpolicy-scm-1.rockspec", function()
     tree = tree:gsub("%s+$", "")
     -- Build in a copy: luarocks leaves objects next to the sources.
     local ok, out = sh(("mkdir %q/src && cp -r csrc lua tokenpolicy-scm-1.rockspec %q/src && cd %q/src && "
-      .. "luarocks --lua-version=%s make --tree %q tokenpolicy-scm-1.rockspec CURL_INCDIR=/usr/include/$(gcc -print-multiarch)")
-      :format(tree, tree, tree, version, tree))
+      .. "luarocks --lua-version=%s make --tree %q tokenpolicy-scm-1.rockspec "
+      .. "CURL_INCDIR=/usr/include/$(gcc -print-multiarch)"):format(tree, tree, tree, version, tree))
     assert.is_true(ok, out)
     local check = [[
       local tp = require "tokenpolicy"
@@ -40,8 +40,9 @@ describe("tokenpolicy-scm-1.rockspec", function()
       assert(tp.verify(tp.sign({ sub = "x", exp = 2 ^ 40 // 1 }, key), key, { algs = { "HS256" } }))
       print(tp._VERSION)
     ]]
-    ok, out = sh(("TREE=%q LUA_PATH='%s/share/lua/%s/?.lua;%s/share/lua/%s/?/init.lua' LUA_CPATH='%s/lib/lua/%s/?.so' lua%s -e %q")
-      :format(tree, tree, version, tree, version, tree, version, version, check))
+    local lua_dir, lib_dir = ("%s/share/lua/%s"):format(tree, version), ("%s/lib/lua/%s"):format(tree, version)
+    ok, out = sh(("TREE=%q LUA_PATH='%s/?.lua;%s/?/init.lua' LUA_CPATH='%s/?.so' lua%s -e %q")
+      :format(tree, lua_dir, lua_dir, lib_dir, version, check))
     sh("rm -rf " .. ("%q"):format(tree))
     assert.is_true(ok, out)
     assert.are.equal("tokenpolicy 0.1.0\n", out)
