@@ -48,7 +48,7 @@ test: deps all lint
 
 # Every Lua file, luacheck clean (.luacheckrc).
 lint: deps
-	@luacheck -q lua bin spec bench examples
+	@luacheck -q lua spec bench examples
 
 # The whole suite with AddressSanitizer and UBSan; the runtime is preloaded
 # because the Lua interpreters themselves are not instrumented.
