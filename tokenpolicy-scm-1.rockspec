@@ -33,6 +33,9 @@ build = {
       libraries = { "cjose", "jansson", "yajl", "curl", "crypto" },
     },
     ["tokenpolicy"] = "lua/tokenpolicy/init.lua",
+    ["tokenpolicy.classify"] = "lua/tokenpolicy/classify.lua",
+    ["tokenpolicy.discovery"] = "lua/tokenpolicy/discovery.lua",
+    ["tokenpolicy.ini"] = "lua/tokenpolicy/ini.lua",
   },
 }
 test = {
