@@ -1,10 +1,27 @@
 /* Files: the facts discovery needs about paths and users (lstat, the
- * password database), and the safe token file primitives. */
+ * password database), and the safe token file primitives.
+ *
+ * Token files live where other users can reach them (/tmp, shared
+ * directories), so the primitives that write or remove work relative to
+ * directory descriptors they opened themselves, one path component at a
+ * time, and never follow a symbolic link that someone other than root could
+ * have planted.  Every descriptor and buffer a call holds sits in a work
+ * userdata whose __gc releases it, so a Lua error (out of memory while a
+ * result is built) leaks nothing; on the normal paths the call releases
+ * them itself before returning. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pwd.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 #include "tp.h"
 
@@ -102,13 +119,1207 @@ static int tp_files_euid(lua_State *L)
     return 1;
 }
 
+/* ---- the work userdata -------------------------------------------------- */
+
+#define TP_FILES_WORK_CLASS "tokenpolicy.FileWork"
+#define TP_FILES_MAX_FDS 40        /* remove_tree keeps at most 34: parent, top, 32 levels */
+#define TP_FILES_MAX_LINKS 40      /* as the kernel's own limit */
+#define TP_FILES_MAX_DEPTH 32
+#define TP_FILES_DEFAULT_MAX_SIZE 65536
+#define TP_FILES_DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+
+typedef struct work {
+    int fd[TP_FILES_MAX_FDS];   /* -1 when free */
+    DIR *dir;                   /* remove_tree's listing */
+    char *buf;                  /* read_token's bytes: zeroed before free */
+    size_t cap;
+} work;
+
+static void work_clear(work *w)
+{
+    for (int i = 0; i < TP_FILES_MAX_FDS; i++) {
+        if (w->fd[i] >= 0) close(w->fd[i]);
+        w->fd[i] = -1;
+    }
+    if (w->dir) closedir(w->dir);
+    w->dir = NULL;
+    if (w->buf) {
+        explicit_bzero(w->buf, w->cap);
+        free(w->buf);
+    }
+    w->buf = NULL;
+    w->cap = 0;
+}
+
+static int tp_files_work__gc(lua_State *L)
+{
+    work_clear((work *)luaL_checkudata(L, 1, TP_FILES_WORK_CLASS));
+    return 0;
+}
+
+/* Pushes a new, empty work.  Call it before acquiring anything. */
+static work *work_new(lua_State *L)
+{
+    work *w = (work *)tp_newuserdata(L, sizeof *w);
+    for (int i = 0; i < TP_FILES_MAX_FDS; i++)
+        w->fd[i] = -1;
+    w->dir = NULL;
+    w->buf = NULL;
+    w->cap = 0;
+    luaL_setmetatable(L, TP_FILES_WORK_CLASS);
+    return w;
+}
+
+/* Hands fd (the result of an open) to w, to be called right after the open
+ * with no Lua call in between; returns fd, or -1 with errno as the open
+ * left it. */
+static int work_keep(work *w, int fd)
+{
+    if (fd < 0) return -1;
+    for (int i = 0; i < TP_FILES_MAX_FDS; i++) {
+        if (w->fd[i] < 0) {
+            w->fd[i] = fd;
+            return fd;
+        }
+    }
+    close(fd);
+    errno = EMFILE;
+    return -1;
+}
+
+/* Closes fd and forgets it; returns what close returned. */
+static int work_close(work *w, int fd)
+{
+    if (fd < 0) return 0;
+    for (int i = 0; i < TP_FILES_MAX_FDS; i++) {
+        if (w->fd[i] == fd) w->fd[i] = -1;
+    }
+    return close(fd);
+}
+
+/* Replaces w's buffer by one of cap bytes holding the first used bytes of
+ * the old one, which is zeroed: realloc would leave a copy of the token in
+ * freed memory. */
+static int work_grow(work *w, size_t cap, size_t used)
+{
+    char *p = (char *)malloc(cap);
+    if (!p) return 0;
+    if (w->buf) {
+        memcpy(p, w->buf, used);
+        explicit_bzero(w->buf, w->cap);
+        free(w->buf);
+    }
+    w->buf = p;
+    w->cap = cap;
+    return 1;
+}
+
+/* ---- arguments ---------------------------------------------------------- */
+
+typedef struct file_opts {
+    uid_t uid;
+    lua_Integer max_size;
+    int allow_insecure, newline, make_dirs;
+} file_opts;
+
+static int opt_boolean(lua_State *L, int idx, const char *name, int dflt)
+{
+    int value = dflt;
+    if (lua_getfield(L, idx, name) != LUA_TNIL) {
+        if (!lua_isboolean(L, -1))
+            luaL_argerror(L, idx, lua_pushfstring(L, "%s must be a boolean", name));
+        value = lua_toboolean(L, -1);
+    }
+    lua_pop(L, 1);
+    return value;
+}
+
+/* Reads the options table at idx (absent means every default); allowed
+ * names the keys this function takes. */
+static void check_file_opts(lua_State *L, int idx, const char *const allowed[], file_opts *o)
+{
+    o->uid = geteuid();
+    o->max_size = TP_FILES_DEFAULT_MAX_SIZE;
+    o->allow_insecure = 0;
+    o->newline = 0;
+    o->make_dirs = 1;
+    if (lua_isnoneornil(L, idx)) return;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    tp_check_options(L, idx, allowed);
+    if (lua_getfield(L, idx, "uid") != LUA_TNIL) {
+        /* (uid_t)-1 means "no change" to chown, so it cannot name an owner. */
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 ||
+            lua_tointeger(L, -1) >= (lua_Integer)(uid_t)-1)
+            luaL_argerror(L, idx, "uid must be a user id (a non-negative integer)");
+        o->uid = (uid_t)lua_tointeger(L, -1);
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, idx, "max_size") != LUA_TNIL) {
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) <= 0 ||
+            (uint64_t)lua_tointeger(L, -1) >= (uint64_t)(SIZE_MAX / 2))
+            luaL_argerror(L, idx, "max_size must be a positive integer");
+        o->max_size = lua_tointeger(L, -1);
+    }
+    lua_pop(L, 1);
+    o->allow_insecure = opt_boolean(L, idx, "allow_insecure", 0);
+    o->newline = opt_boolean(L, idx, "newline", 0);
+    o->make_dirs = opt_boolean(L, idx, "make_dirs", 1);
+}
+
+static const char *check_path(lua_State *L, int idx, size_t *len)
+{
+    const char *path = tp_check_string(L, idx, len);
+    if (strlen(path) != *len)
+        luaL_argerror(L, idx, "path contains a NUL byte");
+    if (*len == 0)
+        luaL_argerror(L, idx, "path is empty");
+    return path;
+}
+
+/* The last component of path, which must name an entry: not "/", not
+ * ending in "/", not "." or "..". */
+static const char *check_last_name(lua_State *L, int idx, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *name = slash ? slash + 1 : path;
+    if (*name == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        luaL_argerror(L, idx, "path must end in a name (not '/', '.' or '..')");
+    return name;
+}
+
+/* "0644": modes appear in messages the way chmod takes them. */
+static const char *octal(char *buf, mode_t mode)
+{
+    snprintf(buf, 8, "%04o", (unsigned)(mode & 07777));
+    return buf;
+}
+
+/* C isspace() in the C locale, whatever locale the host program set:
+ * the WLCG bearer token discovery rule for stripping a token. */
+static int is_c_space(unsigned char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+/* Group or others may write, and it is not root's sticky directory (like
+ * /tmp, where the sticky bit stops others from replacing what is not
+ * theirs). */
+static int others_can_replace(const struct stat *st)
+{
+    return (st->st_mode & 022) && !(st->st_uid == 0 && (st->st_mode & S_ISVTX));
+}
+
+/* ---- walking a path from "/" ------------------------------------------- */
+
+enum {
+    WALK_CHECK = 1,   /* refuse directories someone else controls */
+    WALK_CREATE = 2,  /* create missing directories, mode 0700 */
+    WALK_FIX = 4      /* remove group/other write from the caller's directories passed */
+};
+
+typedef struct walk {
+    lua_State *L;
+    work *w;
+    const char *what;  /* the public function, for messages */
+    const char *path;  /* the path walked, for messages */
+    int absolute;
+    uid_t uid, euid;
+    int flags;
+    int changes;       /* WALK_FIX: stack index of the list of changes */
+    int links;         /* symbolic links followed so far */
+    int fd;            /* the directory reached */
+    struct stat st;    /* and its status */
+    size_t shown;      /* length of the prefix of path being entered */
+    size_t here;       /* length of the prefix of path naming fd */
+} walk;
+
+static void walk_init(walk *k, lua_State *L, work *w, const char *what, const char *path,
+                      uid_t uid, int flags)
+{
+    memset(k, 0, sizeof *k);
+    k->L = L;
+    k->w = w;
+    k->what = what;
+    k->path = path;
+    k->absolute = path[0] == '/';
+    k->uid = uid;
+    k->euid = geteuid();
+    k->flags = flags;
+    k->fd = -1;
+}
+
+/* Pushes the first n bytes of the walked path ("/" or "." when n is 0). */
+static const char *push_prefix(const walk *k, size_t n)
+{
+    if (n == 0)
+        return lua_pushstring(k->L, k->absolute ? "/" : ".");
+    return lua_pushlstring(k->L, k->path, n);
+}
+
+/* Appends {path=, from=, to=} to the list at index list. */
+static void add_change(lua_State *L, int list, mode_t from, mode_t to)
+{
+    lua_createtable(L, 0, 3);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "path");  /* the path was at the top */
+    lua_pushinteger(L, (lua_Integer)(from & 07777));
+    lua_setfield(L, -2, "from");
+    lua_pushinteger(L, (lua_Integer)(to & 07777));
+    lua_setfield(L, -2, "to");
+    lua_rawseti(L, list, (lua_Integer)lua_rawlen(L, list) + 1);
+}
+
+/* The write_token rule for every directory on the path. */
+static int check_dir(walk *k, const struct stat *st)
+{
+    char mode[8];
+    if (st->st_uid != k->uid && st->st_uid != 0)
+        return tp_fail(k->L, "not_owner",
+                       "%s: the directory %s belongs to uid %I (neither uid %I nor root), who could swap the token",
+                       k->what, push_prefix(k, k->shown), (lua_Integer)st->st_uid, (lua_Integer)k->uid);
+    if (others_can_replace(st))
+        return tp_fail(k->L, "insecure_permissions",
+                       "%s: group or others can write the directory %s (mode %s) and it is not a root-owned "
+                       "sticky directory like /tmp, so they could swap the token: run chmod go-w on it",
+                       k->what, push_prefix(k, k->shown), octal(mode, st->st_mode));
+    return 0;
+}
+
+/* WALK_FIX, on leaving the directory reached: removes group and other
+ * write from it when it is the caller's (never from root's sticky /tmp). */
+static int fix_left_dir(walk *k)
+{
+    mode_t to = k->st.st_mode & 07755;
+    if (k->st.st_uid != k->uid || !others_can_replace(&k->st))
+        return 0;
+    if (fchmod(k->fd, to) != 0)
+        return tp_fail(k->L, "io", "%s: chmod %s: %s", k->what, push_prefix(k, k->here), strerror(errno));
+    push_prefix(k, k->here);
+    add_change(k->L, k->changes, k->st.st_mode, to);
+    return 0;
+}
+
+/* Makes fd (kept in the work) the directory reached, after the checks the
+ * flags ask for.  Returns 0, or 3 with the fail triple pushed. */
+static int walk_arrive(walk *k, int fd, int created)
+{
+    struct stat st;
+    int r;
+    if (fstat(fd, &st) != 0)
+        return tp_fail(k->L, "io", "%s: %s: %s", k->what, push_prefix(k, k->shown), strerror(errno));
+    if (created) {
+        /* Exactly 0700 whatever the umask, and the owner's when a
+         * privileged caller writes for another user. */
+        if (fchmod(fd, 0700) != 0 ||
+            (k->uid != k->euid && fchown(fd, k->uid, (gid_t)-1) != 0))
+            return tp_fail(k->L, "io", "%s: setting up the new directory %s: %s", k->what,
+                           push_prefix(k, k->shown), strerror(errno));
+        st.st_mode = (st.st_mode & ~(mode_t)07777) | 0700;
+        st.st_uid = k->uid;
+    }
+    if ((k->flags & WALK_CHECK) && (r = check_dir(k, &st)) != 0)
+        return r;
+    if (k->fd >= 0) {
+        if ((k->flags & WALK_FIX) && (r = fix_left_dir(k)) != 0)
+            return r;
+        work_close(k->w, k->fd);
+    }
+    k->fd = fd;
+    k->st = st;
+    k->here = k->shown;
+    return 0;
+}
+
+static int walk_components(walk *k, const char *text, size_t len, int depth, int top);
+
+/* The component name of the directory reached is a symbolic link: follow
+ * it only when root made it where only root can change it (system links
+ * like /var/run -> /run); anyone else's could redirect the token. */
+static int walk_link(walk *k, const char *name, const struct stat *lst, int depth)
+{
+    lua_State *L = k->L;
+    char *target;
+    ssize_t n;
+    int r;
+    if (++k->links > TP_FILES_MAX_LINKS)
+        return tp_fail(L, "symlink", "%s: too many symbolic links on the way to %s", k->what, k->path);
+    if (lst->st_uid != 0 || k->st.st_uid != 0 || (k->st.st_mode & 022))
+        return tp_fail(L, "symlink",
+                       "%s: %s is a symbolic link (owned by uid %I in a directory of uid %I); only root's links "
+                       "in directories only root can change are followed",
+                       k->what, push_prefix(k, k->shown), (lua_Integer)lst->st_uid, (lua_Integer)k->st.st_uid);
+    if (lst->st_size <= 0 || lst->st_size > PATH_MAX)
+        return tp_fail(L, "io", "%s: the symbolic link %s has an unusable target", k->what, push_prefix(k, k->shown));
+    luaL_checkstack(L, 8, "path too deep");
+    target = (char *)lua_newuserdata(L, (size_t)lst->st_size + 1);
+    n = readlinkat(k->fd, name, target, (size_t)lst->st_size + 1);
+    if (n <= 0 || n > lst->st_size)
+        return tp_fail(L, "io", "%s: the symbolic link %s changed while it was read", k->what, push_prefix(k, k->shown));
+    if (target[0] == '/') {
+        int fd = work_keep(k->w, open("/", TP_FILES_DIR_FLAGS));
+        if (fd < 0)
+            return tp_fail(L, "io", "%s: /: %s", k->what, strerror(errno));
+        if ((r = walk_arrive(k, fd, 0)) != 0)
+            return r;
+    }
+    if ((r = walk_components(k, target, (size_t)n, depth + 1, 0)) != 0)
+        return r;
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* Enters the directory name from the directory reached. */
+static int walk_enter(walk *k, const char *name, int depth)
+{
+    lua_State *L = k->L;
+    struct stat lst;
+    int fd, err, created = 0;
+    if (strcmp(name, ".") == 0)
+        return 0;
+    fd = work_keep(k->w, openat(k->fd, name, TP_FILES_DIR_FLAGS));
+    /* Never inside a link's target: that would build what the link
+     * points at, which only root decides. */
+    if (fd < 0 && errno == ENOENT && (k->flags & WALK_CREATE) && depth == 0) {
+        if (mkdirat(k->fd, name, 0700) == 0)
+            created = 1;
+        else if (errno != EEXIST)
+            return tp_fail(L, "io", "%s: cannot create the directory %s: %s", k->what,
+                           push_prefix(k, k->shown), strerror(errno));
+        fd = work_keep(k->w, openat(k->fd, name, TP_FILES_DIR_FLAGS));
+    }
+    if (fd >= 0)
+        return walk_arrive(k, fd, created);
+    err = errno;
+    if ((err == ELOOP || err == ENOTDIR) && fstatat(k->fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISLNK(lst.st_mode))
+        return walk_link(k, name, &lst, depth);
+    if (err == ENOENT)
+        return tp_fail(L, "not_found", "%s: the directory %s does not exist", k->what, push_prefix(k, k->shown));
+    if (err == ENOTDIR)
+        return tp_fail(L, "not_found", "%s: %s is not a directory", k->what, push_prefix(k, k->shown));
+    return tp_fail(L, "io", "%s: %s: %s", k->what, push_prefix(k, k->shown), strerror(err));
+}
+
+/* Enters every component of text in turn; top says text is the walked path
+ * itself (not a link's target), whose prefixes name what is entered. */
+static int walk_components(walk *k, const char *text, size_t len, int depth, int top)
+{
+    char name[NAME_MAX + 1];
+    size_t i = 0;
+    while (i < len) {
+        size_t start;
+        int r;
+        while (i < len && text[i] == '/') i++;
+        start = i;
+        while (i < len && text[i] != '/') i++;
+        if (i == start) break;
+        if (top) k->shown = i;
+        if (i - start > NAME_MAX)
+            return tp_fail(k->L, "io", "%s: %s: %s", k->what, push_prefix(k, k->shown), strerror(ENAMETOOLONG));
+        memcpy(name, text + start, i - start);
+        name[i - start] = '\0';
+        if ((r = walk_enter(k, name, depth)) != 0)
+            return r;
+    }
+    return 0;
+}
+
+/* Opens the directory that holds the last component of the walked path
+ * (k->fd, its status in k->st), from "/" (or from the working directory
+ * for a relative path, whose ancestors are then not looked at). */
+static int walk_to_parent(walk *k)
+{
+    const char *slash = strrchr(k->path, '/');
+    int fd = work_keep(k->w, open(k->absolute ? "/" : ".", TP_FILES_DIR_FLAGS));
+    int r;
+    if (fd < 0)
+        return tp_fail(k->L, "io", "%s: %s: %s", k->what, push_prefix(k, 0), strerror(errno));
+    if ((r = walk_arrive(k, fd, 0)) != 0)
+        return r;
+    return slash ? walk_components(k, k->path, (size_t)(slash - k->path), 0, 1) : 0;
+}
+
+/* ---- read_token --------------------------------------------------------- */
+
+static int read_token(lua_State *L, work *w, const char *path, const file_opts *o)
+{
+    size_t max = (size_t)o->max_size, used = 0, start, end;
+    struct stat st;
+    char mode[8];
+    int insecure;
+    /* O_NONBLOCK: a FIFO planted at the path must not hang the caller. */
+    int fd = work_keep(w, open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+    if (fd < 0 || fstat(fd, &st) != 0)
+        return fail_errno(L, errno, "read_token", path);
+    if (!S_ISREG(st.st_mode))
+        return tp_fail(L, "io", "read_token: %s is a %s, not a regular file", path, file_type(st.st_mode));
+    if (st.st_uid != o->uid)
+        return tp_fail(L, "not_owner", "read_token: %s belongs to uid %I, not uid %I", path,
+                       (lua_Integer)st.st_uid, (lua_Integer)o->uid);
+    insecure = (st.st_mode & 077) != 0;
+    if (insecure && !o->allow_insecure)
+        return tp_fail(L, "insecure_permissions",
+                       "read_token: group or others can access %s (mode %s): run chmod 600 on it",
+                       path, octal(mode, st.st_mode));
+    if (st.st_size < 0 || (uint64_t)st.st_size > (uint64_t)max)
+        return tp_fail(L, "too_large", "read_token: %s is %I bytes, over the limit of %I", path,
+                       (lua_Integer)st.st_size, o->max_size);
+    /* Sized from fstat, grown if the file grows, and never past max + 1
+     * bytes: enough to know it is too large. */
+    if (!work_grow(w, (size_t)st.st_size + 1, 0))
+        return luaL_error(L, "read_token: not enough memory");
+    for (;;) {
+        ssize_t n;
+        if (used == w->cap) {
+            if (w->cap > max) break;
+            if (!work_grow(w, w->cap > max / 2 ? max + 1 : w->cap * 2, used))
+                return luaL_error(L, "read_token: not enough memory");
+        }
+        n = read(fd, w->buf + used, w->cap - used);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return tp_fail(L, "io", "read_token: reading %s: %s", path, strerror(errno));
+        if (n == 0) break;
+        used += (size_t)n;
+    }
+    if (used > max)
+        return tp_fail(L, "too_large", "read_token: %s grew past the limit of %I bytes", path, o->max_size);
+    for (start = 0; start < used && is_c_space((unsigned char)w->buf[start]); start++) {}
+    for (end = used; end > start && is_c_space((unsigned char)w->buf[end - 1]); end--) {}
+    if (end == start)
+        return tp_fail(L, "malformed", "read_token: the token file %s is empty", path);
+    lua_pushlstring(L, w->buf + start, end - start);
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
+    lua_setfield(L, -2, "mode");
+    lua_pushinteger(L, (lua_Integer)st.st_uid);
+    lua_setfield(L, -2, "uid");
+    lua_pushinteger(L, (lua_Integer)st.st_size);
+    lua_setfield(L, -2, "size");
+    lua_pushinteger(L, (lua_Integer)st.st_mtime);
+    lua_setfield(L, -2, "mtime");
+    if (insecure) {
+        lua_pushfstring(L, "the token file %s is readable by others (mode %s); fix it with: chmod 600 %s",
+                        path, octal(mode, st.st_mode), path);
+        lua_setfield(L, -2, "warning");
+    }
+    return 2;
+}
+
+/***
+ * Reads a token file safely: never through a symbolic link, never from a
+ * FIFO or device, only from a file of the expected owner that nobody else
+ * can access, and at most `max_size` bytes.  Leading and trailing
+ * whitespace (C isspace) is stripped.
+ * @function read_token
+ * @tparam string path
+ * @tparam[opt] table opts `uid` (the expected owner, default the effective
+ *   uid), `max_size` (bytes, default 65536), `allow_insecure` (default false:
+ *   when true a file others can access is read, with `info.warning` set)
+ * @treturn string the token
+ * @treturn table info `{mode=, uid=, size=, mtime=}` (and `warning`), or the
+ *   fail triple (`not_found`, `symlink`, `io`, `not_owner`,
+ *   `insecure_permissions`, `too_large`, `malformed`)
+ */
+static int tp_files_read_token(lua_State *L)
+{
+    static const char *const options[] = { "uid", "max_size", "allow_insecure", NULL };
+    size_t len;
+    const char *path = check_path(L, 1, &len);
+    file_opts o;
+    work *w;
+    int n;
+    check_file_opts(L, 2, options, &o);
+    w = work_new(L);
+    n = read_token(L, w, path, &o);
+    work_clear(w);
+    return n;
+}
+
+/* ---- write_token -------------------------------------------------------- */
+
+/* ".tokenpolicy-" and 16 random hex digits.  Unpredictable names only spare
+ * the writer a denial of service (O_EXCL | O_NOFOLLOW already make a
+ * planted name harmless), so a clock-based fallback is enough. */
+static void temp_name(char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char r[8];
+    if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        struct timespec ts;
+        uint64_t x;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        x = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
+        for (size_t i = 0; i < sizeof r; i++)
+            r[i] = (unsigned char)(x >> (8 * i));
+    }
+    memcpy(out, ".tokenpolicy-", 13);
+    for (size_t i = 0; i < sizeof r; i++) {
+        out[13 + 2 * i] = hex[r[i] >> 4];
+        out[14 + 2 * i] = hex[r[i] & 15];
+    }
+    out[13 + 2 * sizeof r] = '\0';
+}
+
+static int write_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int write_token(lua_State *L, work *w, const char *path, const char *name,
+                       const char *token, size_t len, const file_opts *o)
+{
+    walk k;
+    struct stat old;
+    char tmp[32];
+    const char *step;
+    int fd = -1, r, err, tries = 0;
+    walk_init(&k, L, w, "write_token", path, o->uid, WALK_CHECK | (o->make_dirs ? WALK_CREATE : 0));
+    if ((r = walk_to_parent(&k)) != 0)
+        return r;
+    if (k.st.st_uid != o->uid && !(k.st.st_uid == 0 && (k.st.st_mode & S_ISVTX)))
+        return tp_fail(L, "not_owner",
+                       "write_token: the directory %s belongs to uid %I; tokens of uid %I go into a directory "
+                       "of theirs or a root-owned sticky directory like /tmp",
+                       push_prefix(&k, k.here), (lua_Integer)k.st.st_uid, (lua_Integer)o->uid);
+    if (fstatat(k.fd, name, &old, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (S_ISDIR(old.st_mode))
+            return tp_fail(L, "io", "write_token: %s is a directory", path);
+        /* In a shared (sticky) directory what others made there is theirs:
+         * replacing it is what the kernel refuses anyone but root. */
+        if ((k.st.st_mode & S_ISVTX) && old.st_uid != o->uid)
+            return tp_fail(L, "not_owner", "write_token: %s already exists and belongs to uid %I", path,
+                           (lua_Integer)old.st_uid);
+    } else if (errno != ENOENT) {
+        return tp_fail(L, "io", "write_token: %s: %s", path, strerror(errno));
+    }
+
+    /* From here to the rename no Lua function is called, so nothing can
+     * unwind past the temporary file: every failure removes it. */
+    do {
+        temp_name(tmp);
+        fd = work_keep(w, openat(k.fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    } while (fd < 0 && errno == EEXIST && ++tries < 16);
+    if (fd < 0) {
+        step = "creating a temporary file beside";
+        err = errno;
+        goto failed;
+    }
+    step = "writing";
+    if (fchmod(fd, 0600) != 0 ||
+        (o->uid != k.euid && fchown(fd, o->uid, (gid_t)-1) != 0) ||
+        write_all(fd, token, len) != 0 ||
+        (o->newline && write_all(fd, "\n", 1) != 0) ||
+        fsync(fd) != 0) {
+        err = errno;
+        goto cleanup;
+    }
+    r = work_close(w, fd);
+    err = errno;
+    fd = -1;
+    if (r != 0) goto cleanup;
+    if (renameat(k.fd, tmp, k.fd, name) != 0) {
+        err = errno;
+        unlinkat(k.fd, tmp, 0);
+        if (err == EPERM || err == EACCES)
+            return tp_fail(L, "not_owner", "write_token: cannot replace %s, which belongs to another user (%s)",
+                           path, strerror(err));
+        step = "renaming the temporary file onto";
+        goto failed;
+    }
+    /* The rename is durable only once the directory is; some file systems
+     * cannot sync a directory (EINVAL), which is no failure of ours. */
+    if (fsync(k.fd) != 0 && errno != EINVAL && errno != EROFS) {
+        err = errno;
+        step = "syncing the directory of";
+        goto failed;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+
+cleanup:
+    if (fd >= 0) work_close(w, fd);
+    unlinkat(k.fd, tmp, 0);
+failed:
+    return tp_fail(L, "io", "write_token: %s %s: %s", step, path, strerror(err));
+}
+
+/***
+ * Writes a token file atomically: a new file of mode 0600 in the target's
+ * directory, synced and renamed over the target, so a reader sees the old
+ * token or the new one and a link or file planted at the target is
+ * replaced, never written through.  Every directory on the path is opened
+ * from "/" without following links (root's own links in root's
+ * directories, like /var/run, excepted), missing ones are created with
+ * mode 0700, and a directory someone else controls is refused.
+ * @function write_token
+ * @tparam string path
+ * @tparam string token
+ * @tparam[opt] table opts `uid` (the owner, default the effective uid; a
+ *   privileged caller writing for another user gives the file and the new
+ *   directories to them), `newline` (default false: no trailing newline,
+ *   as Rucio writes), `make_dirs` (default true)
+ * @treturn boolean true, or the fail triple (`not_found`, `symlink`,
+ *   `not_owner`, `insecure_permissions`, `malformed`, `io`)
+ */
+static int tp_files_write_token(lua_State *L)
+{
+    static const char *const options[] = { "uid", "newline", "make_dirs", NULL };
+    size_t len, tlen;
+    const char *path = check_path(L, 1, &len);
+    const char *name = check_last_name(L, 1, path);
+    const char *token = tp_check_string(L, 2, &tlen);
+    file_opts o;
+    work *w;
+    int n;
+    check_file_opts(L, 3, options, &o);
+    if (tlen == 0)
+        return tp_fail(L, "malformed", "write_token: the token is empty");
+    w = work_new(L);
+    n = write_token(L, w, path, name, token, tlen, &o);
+    work_clear(w);
+    return n;
+}
+
+/* ---- remove_token ------------------------------------------------------- */
+
+static int remove_token(lua_State *L, work *w, const char *path, const char *name, uid_t uid)
+{
+    walk k;
+    struct stat st;
+    int r;
+    walk_init(&k, L, w, "remove_token", path, uid, 0);
+    if ((r = walk_to_parent(&k)) != 0)
+        return r;
+    if (fstatat(k.fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return fail_errno(L, errno, "remove_token", path);
+    if (st.st_uid != uid)
+        return tp_fail(L, "not_owner", "remove_token: %s belongs to uid %I, not uid %I", path,
+                       (lua_Integer)st.st_uid, (lua_Integer)uid);
+    if (S_ISDIR(st.st_mode))
+        return tp_fail(L, "io", "remove_token: %s is a directory (remove_tree removes directories)", path);
+    /* unlinkat never follows: a link is removed, never its target. */
+    if (unlinkat(k.fd, name, 0) != 0)
+        return fail_errno(L, errno, "remove_token", path);
+    lua_createtable(L, 0, 1);
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_setfield(L, -2, "removed");
+    return 1;
+}
+
+/***
+ * Removes a token file (or a symbolic link at its path, never the link's
+ * target) that belongs to the uid.  The directories on the path are walked
+ * as write_token walks them, without creating any.
+ * @function remove_token
+ * @tparam string path
+ * @tparam[opt] table opts `uid` (default the effective uid)
+ * @treturn table `{removed={path}}`, or the fail triple (`not_found`,
+ *   `symlink`, `not_owner`, `io`)
+ */
+static int tp_files_remove_token(lua_State *L)
+{
+    static const char *const options[] = { "uid", NULL };
+    size_t len;
+    const char *path = check_path(L, 1, &len);
+    const char *name = check_last_name(L, 1, path);
+    file_opts o;
+    work *w;
+    int n;
+    check_file_opts(L, 2, options, &o);
+    w = work_new(L);
+    n = remove_token(L, w, path, name, o.uid);
+    work_clear(w);
+    return n;
+}
+
+/* ---- remove_tree -------------------------------------------------------- */
+
+typedef struct tree {
+    lua_State *L;
+    work *w;
+    uid_t uid;
+    dev_t dev;     /* the top's file system: mount points are not crossed */
+    int removed;   /* stack indexes of the two result lists */
+    int skipped;
+} tree;
+
+static void tree_removed(tree *t, int path)
+{
+    lua_pushvalue(t->L, path);
+    lua_rawseti(t->L, t->removed, (lua_Integer)lua_rawlen(t->L, t->removed) + 1);
+}
+
+/* Lists path as skipped, with reason at the top of the stack (popped). */
+static void tree_skip(tree *t, int path)
+{
+    lua_State *L = t->L;
+    lua_createtable(L, 0, 2);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "reason");
+    lua_pushvalue(L, path);
+    lua_setfield(L, -2, "path");
+    lua_rawseti(L, t->skipped, (lua_Integer)lua_rawlen(L, t->skipped) + 1);
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Pushes the names in the directory fd (a table, which keeps the strings
+ * alive) and an array of pointers to them, sorted so that reports are the
+ * same on every run.  Returns the count, or -1 with errno. */
+static lua_Integer list_names(tree *t, int fd, const char ***names)
+{
+    lua_State *L = t->L;
+    lua_Integer count = 0;
+    struct dirent *e;
+    int copy, err;
+    lua_newtable(L);
+    *names = NULL;
+    copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);  /* closedir closes the copy, fd stays */
+    if (copy < 0) return -1;
+    if (!(t->w->dir = fdopendir(copy))) {
+        err = errno;
+        close(copy);
+        errno = err;
+        return -1;
+    }
+    for (;;) {
+        errno = 0;
+        if (!(e = readdir(t->w->dir))) break;
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        lua_pushstring(L, e->d_name);
+        lua_rawseti(L, -2, ++count);
+    }
+    err = errno;
+    closedir(t->w->dir);
+    t->w->dir = NULL;
+    if (err != 0) {
+        errno = err;
+        return -1;
+    }
+    *names = (const char **)lua_newuserdata(L, (size_t)count * sizeof **names + 1);
+    for (lua_Integer i = 0; i < count; i++) {
+        lua_rawgeti(L, -2, i + 1);
+        (*names)[i] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    qsort((void *)*names, (size_t)count, sizeof **names, compare_names);
+    return count;
+}
+
+/* Removes what belongs to the uid inside the directory fd, whose path is
+ * at index path, depth levels below the top.  Returns 1 when the directory
+ * is empty at the end. */
+static int tree_clear(tree *t, int fd, int path, int depth)
+{
+    lua_State *L = t->L;
+    const char **names;
+    lua_Integer count;
+    int top = lua_gettop(L), empty = 1;
+    luaL_checkstack(L, 12, "remove_tree");
+    count = list_names(t, fd, &names);
+    if (count < 0) {
+        lua_pushfstring(L, "cannot list it: %s", strerror(errno));
+        tree_skip(t, path);
+        lua_settop(L, top);
+        return 0;
+    }
+    for (lua_Integer i = 0; i < count; i++) {
+        const char *name = names[i];
+        struct stat st, again;
+        int child, sub;
+        lua_pushfstring(L, "%s/%s", lua_tostring(L, path), name);
+        child = lua_gettop(L);
+        if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno != ENOENT) {
+                lua_pushstring(L, strerror(errno));
+                tree_skip(t, child);
+                empty = 0;
+            }
+        } else if (st.st_uid != t->uid) {
+            lua_pushfstring(L, "it belongs to uid %I", (lua_Integer)st.st_uid);
+            tree_skip(t, child);
+            empty = 0;
+        } else if (!S_ISDIR(st.st_mode)) {
+            /* A symbolic link is an entry like any other: unlinkat removes
+             * the link itself. */
+            if (unlinkat(fd, name, 0) == 0) {
+                tree_removed(t, child);
+            } else if (errno != ENOENT) {
+                lua_pushstring(L, strerror(errno));
+                tree_skip(t, child);
+                empty = 0;
+            }
+        } else if (st.st_dev != t->dev) {
+            lua_pushliteral(L, "it is on another file system (a mount point)");
+            tree_skip(t, child);
+            empty = 0;
+        } else if (depth >= TP_FILES_MAX_DEPTH) {
+            lua_pushfstring(L, "it is more than %d levels below the top", TP_FILES_MAX_DEPTH);
+            tree_skip(t, child);
+            empty = 0;
+        } else if ((sub = work_keep(t->w, openat(fd, name, TP_FILES_DIR_FLAGS))) < 0 ||
+                   fstat(sub, &again) != 0 || again.st_dev != st.st_dev || again.st_ino != st.st_ino) {
+            /* Swapped for a link or another directory since fstatat. */
+            work_close(t->w, sub);
+            lua_pushliteral(L, "it changed while the tree was removed");
+            tree_skip(t, child);
+            empty = 0;
+        } else {
+            int cleared = tree_clear(t, sub, child, depth + 1);
+            work_close(t->w, sub);
+            if (!cleared) {
+                empty = 0;
+            } else if (unlinkat(fd, name, AT_REMOVEDIR) == 0) {
+                tree_removed(t, child);
+            } else {
+                lua_pushstring(L, strerror(errno));
+                tree_skip(t, child);
+                empty = 0;
+            }
+        }
+        lua_settop(L, child - 1);
+    }
+    lua_settop(L, top);
+    return empty;
+}
+
+static int remove_tree(lua_State *L, work *w, const char *path, const char *name, uid_t uid)
+{
+    walk k;
+    tree t;
+    struct stat st, lst;
+    int fd, r, err, result;
+    walk_init(&k, L, w, "remove_tree", path, uid, 0);
+    if ((r = walk_to_parent(&k)) != 0)
+        return r;
+    fd = work_keep(w, openat(k.fd, name, TP_FILES_DIR_FLAGS));
+    if (fd < 0) {
+        err = errno;
+        if (fstatat(k.fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(lst.st_mode))
+            return tp_fail(L, "symlink", "remove_tree: %s is a symbolic link; nothing was followed or removed", path);
+        if (err == ENOTDIR)
+            return tp_fail(L, "io", "remove_tree: %s is not a directory", path);
+        return fail_errno(L, err, "remove_tree", path);
+    }
+    if (fstat(fd, &st) != 0)
+        return fail_errno(L, errno, "remove_tree", path);
+    if (st.st_uid != uid)
+        return tp_fail(L, "not_owner", "remove_tree: %s belongs to uid %I, not uid %I", path,
+                       (lua_Integer)st.st_uid, (lua_Integer)uid);
+    t.L = L;
+    t.w = w;
+    t.uid = uid;
+    t.dev = st.st_dev;
+    lua_createtable(L, 0, 2);
+    result = lua_gettop(L);
+    lua_newtable(L);
+    t.removed = lua_gettop(L);
+    lua_newtable(L);
+    t.skipped = lua_gettop(L);
+    lua_pushstring(L, path);
+    if (tree_clear(&t, fd, result + 3, 0)) {
+        work_close(w, fd);
+        if (unlinkat(k.fd, name, AT_REMOVEDIR) == 0) {
+            tree_removed(&t, result + 3);
+        } else {
+            lua_pushstring(L, strerror(errno));
+            tree_skip(&t, result + 3);
+        }
+    }
+    lua_settop(L, t.skipped);
+    lua_setfield(L, result, "skipped");
+    lua_setfield(L, result, "removed");
+    return 1;
+}
+
+/***
+ * Removes a directory tree, but only what belongs to the uid: entries of
+ * others are listed as skipped (and the directories holding them kept).
+ * Symbolic links are never followed at any depth (a link is removed as an
+ * entry), every step is relative to a directory descriptor, mount points
+ * are not crossed, and directories more than 32 levels down are skipped.
+ * The directory itself goes when it is empty at the end.
+ * @function remove_tree
+ * @tparam string dir
+ * @tparam[opt] table opts `uid` (default the effective uid)
+ * @treturn table `{removed={path, ...}, skipped={{path=, reason=}, ...}}`,
+ *   or the fail triple (`not_found`, `symlink`, `not_owner`, `io`)
+ */
+static int tp_files_remove_tree(lua_State *L)
+{
+    static const char *const options[] = { "uid", NULL };
+    size_t len;
+    const char *path = check_path(L, 1, &len);
+    const char *name;
+    file_opts o;
+    work *w;
+    int n;
+    check_file_opts(L, 2, options, &o);
+    if (len > 1 && path[len - 1] == '/') {
+        /* A directory is often written with a trailing slash. */
+        while (len > 1 && path[len - 1] == '/') len--;
+        lua_pushlstring(L, path, len);
+        lua_replace(L, 1);
+        path = lua_tostring(L, 1);
+    }
+    name = check_last_name(L, 1, path);
+    w = work_new(L);
+    n = remove_tree(L, w, path, name, o.uid);
+    work_clear(w);
+    return n;
+}
+
+/* ---- audit -------------------------------------------------------------- */
+
+/* Appends {path=, code=, problem=} to the list at index list; the problem
+ * is at the top of the stack (popped). */
+static void add_finding(lua_State *L, int list, const char *path, const char *code)
+{
+    lua_createtable(L, 0, 3);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "problem");
+    lua_pushstring(L, path);
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, code);
+    lua_setfield(L, -2, "code");
+    lua_rawseti(L, list, (lua_Integer)lua_rawlen(L, list) + 1);
+}
+
+/* The findings for a directory on the path; parent is the directory
+ * holding it (NULL for "/" and "."). */
+static void audit_dir(lua_State *L, int list, uid_t uid, const char *dir, const char *parent)
+{
+    struct stat st, up;
+    char mode[8];
+    if (lstat(dir, &st) != 0) return;  /* the file was reached, so only a race */
+    if (S_ISLNK(st.st_mode)) {
+        /* The rule write_token follows. */
+        if (st.st_uid != 0 || !parent || stat(parent, &up) != 0 || up.st_uid != 0 || (up.st_mode & 022)) {
+            lua_pushfstring(L, "%s is a symbolic link owned by uid %I where others could have planted it; "
+                            "tokenpolicy does not write through it: use a path without the link",
+                            dir, (lua_Integer)st.st_uid);
+            add_finding(L, list, dir, "symlink");
+            return;
+        }
+        if (stat(dir, &st) != 0) return;
+    }
+    if (st.st_uid != uid && st.st_uid != 0) {
+        lua_pushfstring(L, "the directory %s belongs to uid %I, who can replace or remove the token: "
+                        "keep the token in a directory of your own", dir, (lua_Integer)st.st_uid);
+        add_finding(L, list, dir, "not_owner");
+    }
+    if (others_can_replace(&st)) {
+        if (st.st_mode & S_ISVTX)
+            lua_pushfstring(L, "group or others can write the directory %s (mode %s); the sticky bit protects "
+                            "only directories root owns: run chmod go-w %s", dir, octal(mode, st.st_mode), dir);
+        else
+            lua_pushfstring(L, "group or others can write the directory %s (mode %s), so they can replace the "
+                            "token: run chmod go-w %s", dir, octal(mode, st.st_mode), dir);
+        add_finding(L, list, dir, "insecure_permissions");
+    }
+}
+
+/* The findings for the entry at path itself. */
+static void audit_entry(lua_State *L, int list, uid_t uid, const char *path, const struct stat *st)
+{
+    char mode[8];
+    if (S_ISLNK(st->st_mode)) {
+        lua_pushfstring(L, "%s is a symbolic link; token files are read and written only as regular files: "
+                        "replace the link with the file", path);
+        add_finding(L, list, path, "symlink");
+        return;
+    }
+    if (S_ISDIR(st->st_mode)) {
+        audit_dir(L, list, uid, path, NULL);
+        return;
+    }
+    if (st->st_uid != uid && st->st_uid != 0) {
+        lua_pushfstring(L, "%s belongs to uid %I, who can read or change the token: remove it and write "
+                        "the token again", path, (lua_Integer)st->st_uid);
+        add_finding(L, list, path, "not_owner");
+    }
+    if (!S_ISREG(st->st_mode)) {
+        lua_pushfstring(L, "%s is a %s, not a regular file: remove it and write the token again",
+                        path, file_type(st->st_mode));
+        add_finding(L, list, path, "io");
+    } else if (st->st_mode & 077) {
+        lua_pushfstring(L, "group or others can access the token file %s (mode %s): run chmod 600 %s",
+                        path, octal(mode, st->st_mode), path);
+        add_finding(L, list, path, "insecure_permissions");
+    }
+}
+
+/***
+ * Looks at a token file and every directory above it, up to "/", and says
+ * what lets someone else read, replace or redirect the token.  Nothing is
+ * changed (see fix_permissions).
+ * @function audit
+ * @tparam string path
+ * @tparam[opt] table opts `uid` (whose token it is; default the effective uid)
+ * @treturn table a list of findings `{path=, code=, problem=}`, empty when
+ *   all is well; `code` is `not_owner`, `insecure_permissions`, `symlink`
+ *   (or `io` for a FIFO or other non-file at the path); or the fail
+ *   triple (`not_found`, `io`)
+ */
+static int tp_files_audit(lua_State *L)
+{
+    static const char *const options[] = { "uid", NULL };
+    size_t len, end;
+    const char *path = check_path(L, 1, &len);
+    struct stat st;
+    file_opts o;
+    int list, dirs;
+    lua_Integer count = 0;
+    check_file_opts(L, 2, options, &o);
+    if (lstat(path, &st) != 0)
+        return fail_errno(L, errno, "audit", path);
+    lua_newtable(L);
+    list = lua_gettop(L);
+    audit_entry(L, list, o.uid, path, &st);
+
+    /* The directories above, nearest first: each prefix of path that ends
+     * before a '/' (runs of '/' count as one). */
+    lua_newtable(L);
+    dirs = lua_gettop(L);
+    end = len;
+    while (end > 1 && path[end - 1] == '/') end--;
+    while (!(end == 1 && path[0] == '/')) {
+        while (end > 0 && path[end - 1] != '/') end--;
+        while (end > 1 && path[end - 1] == '/') end--;
+        if (end == 0 && strcmp(path, ".") == 0)
+            break;  /* the working directory was the entry itself */
+        if (end == 0)
+            lua_pushliteral(L, ".");
+        else
+            lua_pushlstring(L, path, end);
+        lua_rawseti(L, dirs, ++count);
+        if (end == 0) break;
+    }
+    for (lua_Integer i = 1; i <= count; i++) {
+        lua_rawgeti(L, dirs, i);
+        lua_rawgeti(L, dirs, i + 1);
+        audit_dir(L, list, o.uid, lua_tostring(L, -2), lua_tostring(L, -1));
+        lua_pop(L, 2);
+    }
+    lua_settop(L, list);
+    return 1;
+}
+
+/* ---- fix_permissions ---------------------------------------------------- */
+
+static int fix_permissions(lua_State *L, work *w, const char *path, const char *name, uid_t uid)
+{
+    walk k;
+    struct stat st;
+    int r, fd, list;
+    mode_t to;
+    /* A first walk that changes nothing: a missing or linked file fails
+     * before any directory is touched. */
+    walk_init(&k, L, w, "fix_permissions", path, uid, 0);
+    if ((r = walk_to_parent(&k)) != 0)
+        return r;
+    if (fstatat(k.fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return fail_errno(L, errno, "fix_permissions", path);
+    if (S_ISLNK(st.st_mode))
+        return tp_fail(L, "symlink", "fix_permissions: %s is a symbolic link, which is never followed: "
+                       "replace it with the token file", path);
+    if (!S_ISREG(st.st_mode))
+        return tp_fail(L, "io", "fix_permissions: %s is a %s, not a regular file", path, file_type(st.st_mode));
+    work_clear(w);
+
+    lua_newtable(L);
+    list = lua_gettop(L);
+    walk_init(&k, L, w, "fix_permissions", path, uid, WALK_FIX);
+    k.changes = list;
+    if ((r = walk_to_parent(&k)) != 0)
+        return r;
+    /* The token's own directory: 0700 when it is the caller's.  Root's
+     * directories may be system ones that others must pass through, so
+     * for root only group and other write go (and root's sticky /tmp
+     * stays as it is). */
+    if (k.st.st_uid == uid) {
+        to = uid != 0 ? 0700 : (others_can_replace(&k.st) ? k.st.st_mode & 07755 : k.st.st_mode);
+        if ((to & 07777) != (k.st.st_mode & 07777)) {
+            if (fchmod(k.fd, to) != 0)
+                return tp_fail(L, "io", "fix_permissions: chmod %s: %s", push_prefix(&k, k.here), strerror(errno));
+            push_prefix(&k, k.here);
+            add_change(L, list, k.st.st_mode, to);
+        }
+    }
+    fd = work_keep(w, openat(k.fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    if (fd < 0 || fstat(fd, &st) != 0)
+        return fail_errno(L, errno, "fix_permissions", path);
+    if (!S_ISREG(st.st_mode))
+        return tp_fail(L, "io", "fix_permissions: %s is a %s, not a regular file", path, file_type(st.st_mode));
+    if (st.st_uid == uid && (st.st_mode & 077)) {
+        if (fchmod(fd, 0600) != 0)
+            return tp_fail(L, "io", "fix_permissions: chmod %s: %s", path, strerror(errno));
+        lua_pushstring(L, path);
+        add_change(L, list, st.st_mode, 0600);
+    }
+    lua_settop(L, list);
+    return 1;
+}
+
+/***
+ * Repairs the permissions audit complains about, on what the uid owns:
+ * the token file becomes 0600 when group or others can access it, its
+ * directory 0700 (for root only group and other write are removed, and
+ * root's sticky /tmp is left alone), and group and other write are removed
+ * from the uid's other directories on the path.  Ownership and symbolic
+ * links are not changed.
+ * @function fix_permissions
+ * @tparam string path
+ * @tparam[opt] table opts `uid` (default the effective uid)
+ * @treturn table the changes made, `{{path=, from=, to=}, ...}` (modes as
+ *   integers), or the fail triple (`not_found`, `symlink`, `io`)
+ */
+static int tp_files_fix_permissions(lua_State *L)
+{
+    static const char *const options[] = { "uid", NULL };
+    size_t len;
+    const char *path = check_path(L, 1, &len);
+    const char *name = check_last_name(L, 1, path);
+    file_opts o;
+    work *w;
+    int n;
+    check_file_opts(L, 2, options, &o);
+    w = work_new(L);
+    n = fix_permissions(L, w, path, name, o.uid);
+    work_clear(w);
+    return n;
+}
+
 void tp_open_files(lua_State *L)
 {
     static const luaL_Reg functions[] = {
         { "stat", tp_files_stat },
         { "user", tp_files_user },
         { "euid", tp_files_euid },
+        { "read_token", tp_files_read_token },
+        { "write_token", tp_files_write_token },
+        { "remove_token", tp_files_remove_token },
+        { "remove_tree", tp_files_remove_tree },
+        { "audit", tp_files_audit },
+        { "fix_permissions", tp_files_fix_permissions },
         { NULL, NULL }
     };
+    if (luaL_newmetatable(L, TP_FILES_WORK_CLASS)) {
+        lua_pushcfunction(L, tp_files_work__gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
     luaL_setfuncs(L, functions, 0);
 }
