@@ -48,7 +48,7 @@ static const char *file_type(mode_t mode)
 /* Pushes {type=, mode=, uid=, gid=, size=, mtime=} for st. */
 static void push_stat(lua_State *L, const struct stat *st)
 {
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 9);
     lua_pushstring(L, file_type(st->st_mode));
     lua_setfield(L, -2, "type");
     lua_pushinteger(L, (lua_Integer)(st->st_mode & 07777));
@@ -61,13 +61,22 @@ static void push_stat(lua_State *L, const struct stat *st)
     lua_setfield(L, -2, "size");
     lua_pushinteger(L, (lua_Integer)st->st_mtime);
     lua_setfield(L, -2, "mtime");
+    /* Enough to tell that a file changed since it was last read (a cached
+     * config, say): device, inode and the modification time to the
+     * nanosecond. */
+    lua_pushinteger(L, (lua_Integer)st->st_mtim.tv_nsec);
+    lua_setfield(L, -2, "mtime_ns");
+    lua_pushinteger(L, (lua_Integer)st->st_ino);
+    lua_setfield(L, -2, "ino");
+    lua_pushinteger(L, (lua_Integer)st->st_dev);
+    lua_setfield(L, -2, "dev");
 }
 
 /***
  * What is at a path, without following a symbolic link there (lstat).
  * @function stat
  * @tparam string path
- * @treturn table `{type=, mode=, uid=, gid=, size=, mtime=}`, `type` one of
+ * @treturn table `{type=, mode=, uid=, gid=, size=, mtime=, mtime_ns=, ino=, dev=}`, `type` one of
  *   "file", "directory", "symlink", "fifo", "socket", "other"; or the fail
  *   triple (`not_found`, `io`)
  */
@@ -575,11 +584,13 @@ static int read_token(lua_State *L, work *w, const char *path, const file_opts *
             if (!work_grow(w, w->cap > max / 2 ? max + 1 : w->cap * 2, used))
                 return luaL_error(L, "read_token: not enough memory");
         }
-        n = read(fd, w->buf + used, w->cap - used);
+        size_t want = w->cap - used;
+        n = read(fd, w->buf + used, want);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return tp_fail(L, "io", "read_token: reading %s: %s", path, strerror(errno));
         if (n == 0) break;
         used += (size_t)n;
+        if ((size_t)n < want) break;  /* a regular file reads short only at its end */
     }
     if (used > max)
         return tp_fail(L, "too_large", "read_token: %s grew past the limit of %I bytes", path, o->max_size);

@@ -297,6 +297,16 @@ describe("rucio", function()
       home, venv, conda = dir .. "/home", dir .. "/venv", dir .. "/conda"
     end)
 
+    it("is read again as soon as it changes, even within the same second and at the same size", function()
+      local cfg = dir .. "/cached.cfg"
+      local e = { RUCIO_CONFIG = cfg, LOGNAME = "alice", TMPDIR = dir }
+      write(cfg, "[client]\naccount = alice\n")
+      assert.are.equal("alice", run({ env = e }, "rucio")[1].account)
+      assert.are.equal("alice", run({ env = e }, "rucio")[1].account)   -- from the cache
+      write(cfg, "[client]\naccount = bobby\n")                       -- same size, same second
+      assert.are.equal("bobby", run({ env = e }, "rucio")[1].account)
+    end)
+
     it("is RUCIO_CONFIG alone, even when it does not exist", function()
       write(home .. "/etc/rucio.cfg", "[client]\naccount = fromhome\n")
       local e = { RUCIO_CONFIG = dir .. "/missing.cfg", RUCIO_HOME = home, LOGNAME = "alice" }

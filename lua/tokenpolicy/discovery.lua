@@ -107,7 +107,14 @@ end
 
 -- Whether a file holds anything but whitespace. Reads only as far as the
 -- first non-space character, and keeps nothing.
-local function holds_token(path)
+local function holds_token(path, st)
+  if st.type == "file" then
+    -- The C reader is several times faster than io.open; it is asked for
+    -- nothing but whether a token is there, whoever owns the file.
+    local token, _, code = core.read_token(path, { allow_insecure = true, uid = st.uid })
+    if token or code == "too_large" then return true end
+    if code == "malformed" then return false end  -- only whitespace
+  end
   local f = io.open(path, "rb")
   if not f then
     return false
@@ -195,13 +202,35 @@ local function rucio_os_user(ctx)
     .. "password database"):format(ctx.uid()))
 end
 
+-- Parsed configs, kept while the file is unchanged (same device, inode,
+-- size and modification time to the nanosecond): status and discovery run
+-- often, the config rarely changes.
+local config_cache = setmetatable({}, { __mode = "v" })
+
+local function read_config(path)
+  local st = core.stat(path)
+  if not st then
+    return ini.read(path)         -- its own not_found or io message
+  end
+  local signature = ("%d:%d:%d:%d:%d"):format(st.dev, st.ino, st.size, st.mtime, st.mtime_ns)
+  local cached = config_cache[path]
+  if cached and cached.signature == signature then
+    return cached.config
+  end
+  local cfg, msg, code = ini.read(path)
+  if cfg then
+    config_cache[path] = { signature = signature, config = cfg }
+  end
+  return cfg, msg, code
+end
+
 local function rucio(ctx, out)
   local opts, getenv = ctx.opts, ctx.getenv
   local cfg
   local cfg_path = rucio_config(ctx)
   if cfg_path then
     local msg, code
-    cfg, msg, code = ini.read(cfg_path)
+    cfg, msg, code = read_config(cfg_path)
     if not cfg and code ~= "not_found" then
       return nil, msg, code
     end
@@ -293,8 +322,9 @@ local function wlcg(ctx, out)
     out[#out + 1] = c
   end
   local function file(source, variable, path)
-    local present = exists(path)
-    local yields = present and holds_token(path)
+    local st = core.stat(path)
+    local present = st ~= nil
+    local yields = present and holds_token(path, st)
     add({ source = source, variable = variable, path = path, exists = present,
           empty = (present and not yields) or nil }, yields)
   end
