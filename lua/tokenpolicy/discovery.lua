@@ -68,23 +68,24 @@ local function check_opts(opts, fname)
       bad(("option 'scheme' must be one of %s"):format(table.concat(SCHEMES, ", ")))
     end
   end
-  if opts.env then
-    for k, v in pairs(opts.env) do
-      if type(k) ~= "string" or type(v) ~= "string" then
-        bad("option 'env' must map strings to strings")
-      end
-    end
-  end
   return opts
 end
 
 -- One call's view of the world. With opts.env the process environment is
 -- not consulted at all, so a caller can ask "what would happen if".
-local function context(opts)
+local function context(opts, fname)
   local env = opts.env
   local ctx = { opts = opts }
   if env then
-    ctx.getenv = function(name) return env[name] end
+    -- Values are checked as they are read: discovery reads a dozen names,
+    -- a copied environment may hold a hundred.
+    ctx.getenv = function(name)
+      local v = env[name]
+      if v ~= nil and type(v) ~= "string" then
+        error(("bad argument #1 to '%s' (option 'env' must map strings to strings)"):format(fname), 0)
+      end
+      return v
+    end
   else
     ctx.getenv = function(name) return os.getenv(name) end
   end
@@ -133,7 +134,9 @@ end
 -- no "." or "..", no repeated or trailing "/". POSIX lets "//" alone mean
 -- something else, so Python keeps exactly two leading slashes.
 local function normpath(path)
-  if path:sub(1, 1) ~= "/" then
+  -- Most paths are already normal: no "//", no "." or ".." segment, no
+  -- trailing "/".
+  if path:sub(1, 1) ~= "/" or not (path:find("//", 1, true) or path:find("/%.%.?/") or path:find("/%.?%.?$")) then
     return path
   end
   local parts = {}
@@ -205,7 +208,9 @@ end
 -- Parsed configs, kept while the file is unchanged (same device, inode,
 -- size and modification time to the nanosecond): status and discovery run
 -- often, the config rarely changes.
-local config_cache = setmetatable({}, { __mode = "v" })
+-- A process reads few configs, so the cache is small; it is emptied should
+-- it ever hold many.
+local config_cache, config_cache_size = {}, 0
 
 local function read_config(path)
   local st = core.stat(path)
@@ -219,6 +224,12 @@ local function read_config(path)
   end
   local cfg, msg, code = ini.read(path)
   if cfg then
+    if not config_cache[path] then
+      config_cache_size = config_cache_size + 1
+      if config_cache_size > 32 then
+        config_cache, config_cache_size = {}, 1
+      end
+    end
     config_cache[path] = { signature = signature, config = cfg }
   end
   return cfg, msg, code
@@ -436,7 +447,7 @@ local DISCOVER = { rucio = rucio, wlcg = wlcg, arvados = arvados }
 -- settings.conf, `not_found` when Rucio's user name cannot be found
 function M.discover(opts)
   opts = check_opts(opts, "discover")
-  local ctx = context(opts)
+  local ctx = context(opts, "discover")
   local out = {}
   for _, scheme in ipairs(SCHEMES) do
     if opts.scheme == nil or opts.scheme == scheme then
@@ -459,7 +470,7 @@ end
 -- @return or the fail triple `not_found`
 function M.rucio_config(opts)
   opts = check_opts(opts, "rucio_config")
-  return rucio_config(context(opts))
+  return rucio_config(context(opts, "rucio_config"))
 end
 
 return M

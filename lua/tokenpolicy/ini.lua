@@ -306,6 +306,9 @@ function Config:get(section, option)
   if raw == nil then
     return nil
   end
+  if not raw:find("%", 1, true) then
+    return raw                  -- nothing to interpolate: the common case
+  end
   local out = {}
   local label = (self._name and (self._name .. ": ") or "") .. ("[%s] %s"):format(section, option)
   local ok, msg, code = interpolate(self, sect, label, raw, 1, out)
