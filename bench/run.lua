@@ -294,6 +294,56 @@ local sections = {
   },
 }
 
+-- Token files and discovery: a sandbox with a Rucio config, a Rucio token
+-- and a WLCG token file, described by an explicit environment table.
+local function files_fixture(fixtures)
+  local dir = fixtures.dir
+  run("mkdir -p " .. shell_quote(dir .. "/run") .. " " .. shell_quote(dir .. "/home"))
+  write_file(dir .. "/rucio.cfg", "[client]\naccount = alice\nauth_type = oidc\n")
+  local env = {
+    RUCIO_CONFIG = dir .. "/rucio.cfg", TMPDIR = dir, LOGNAME = "alice", HOME = dir .. "/home",
+    XDG_RUNTIME_DIR = dir .. "/run", BEARER_TOKEN_FILE = dir .. "/bt",
+  }
+  local token = fixtures.algs.RS256.token
+  assert(tp.write_token(dir .. "/bt", token))
+  return env, dir .. "/bt", token
+end
+
+sections[#sections + 1] = {
+  title = "Token files: discover (Rucio + WLCG + Arvados rules) and read_token on a warm cache",
+  prepare = function(fixtures)
+    local env, path, token = files_fixture(fixtures)
+    local function plain_read()   -- the baseline: a read with no checks at all
+      local f = io.open(path, "rb")
+      local text = f:read("a")
+      f:close()
+      return text
+    end
+    return {
+      {
+        name = "discover",
+        fn = tp.discover,
+        args = { { env = env } },
+        check = function()
+          local found = assert(tp.discover { env = env })
+          assert(#found >= 4, "discover found too few candidates")
+        end,
+        target = { min_rate = 20000, unit = "calls/s" },
+      },
+      {
+        name = "read_token",
+        fn = tp.read_token,
+        args = { path },
+        check = function() assert(assert(tp.read_token(path)) == token) end,
+        baseline = function(seconds)
+          local rate = measure(seconds, plain_read)
+          return { { name = "io_read", rate = rate, label = "io.open + read, no checks" } }
+        end,
+      },
+    }
+  end,
+}
+
 ---------------------------------------------------------------------------
 -- Reporting
 
