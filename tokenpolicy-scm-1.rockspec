@@ -14,6 +14,8 @@ decode and verify, lifetime policy, and revocation.]],
 }
 dependencies = {
   "lua >= 5.3, < 5.5",
+  -- lyaml (Debian: lua-yaml) is needed only by policy_from_arvados given
+  -- a config file path.
 }
 external_dependencies = {
   CJOSE = { header = "cjose/cjose.h", library = "cjose" },
@@ -33,6 +35,7 @@ build = {
       libraries = { "cjose", "jansson", "yajl", "curl", "crypto" },
     },
     ["tokenpolicy"] = "lua/tokenpolicy/init.lua",
+    ["tokenpolicy.arvados_config"] = "lua/tokenpolicy/arvados_config.lua",
     ["tokenpolicy.classify"] = "lua/tokenpolicy/classify.lua",
     ["tokenpolicy.discovery"] = "lua/tokenpolicy/discovery.lua",
     ["tokenpolicy.ini"] = "lua/tokenpolicy/ini.lua",

@@ -344,6 +344,42 @@ sections[#sections + 1] = {
   end,
 }
 
+-- Policy evaluation: an Arvados token record and a decoded JWT, against
+-- the Arvados documentation's example policy (5m idle, 12h login, 24h max).
+sections[#sections + 1] = {
+  title = "Policy: policy:evaluate on Arvados token records and on decoded JWTs (absolute target)",
+  prepare = function(fixtures)
+    local policy = assert(tp.policy { idle_timeout = "5m", login_token_lifetime = "12h",
+                                      max_token_lifetime = "24h" })
+    local record = { uuid = "zzzzz-gj3su-0123456789abcde", created_at = NOW - 3600, expires_at = NOW + 7200,
+                     last_used_at = NOW - 60, kind = "api", owner_uuid = "zzzzz-tpzed-0123456789abcde",
+                     owner_is_admin = false, scopes = { "all" } }
+    local jwt = assert(tp.decode(fixtures.algs.RS256.token))
+    return {
+      {
+        name = "evaluate",
+        fn = policy.evaluate,
+        args = { policy, record, NOW },
+        check = function() assert(policy:evaluate(record, NOW).state == "valid") end,
+        target = { min_rate = 1000000, unit = "evaluations/s" },
+      },
+      {
+        -- bulk migrations pass one verdict table to fill again and again
+        name = "evaluate reused",
+        fn = policy.evaluate,
+        args = { policy, record, NOW, {} },
+        target = { min_rate = 1000000, unit = "evaluations/s" },
+      },
+      {
+        name = "evaluate JWT",
+        fn = policy.evaluate,
+        args = { policy, jwt, NOW },
+        check = function() assert(policy:evaluate(jwt, NOW).state) end,
+      },
+    }
+  end,
+}
+
 ---------------------------------------------------------------------------
 -- Reporting
 

@@ -196,7 +196,7 @@ static lua_Integer check_opt_integer(lua_State *L, int opts_idx, const char *nam
 static unsigned parse_algs(lua_State *L, int opts_idx)
 {
     unsigned algs = 0;
-    lua_Integer n;
+    lua_Integer n = 0;
     if (!lua_istable(L, -1) || (n = (lua_Integer)lua_rawlen(L, -1)) == 0)
         luaL_argerror(L, opts_idx, "algs must be a non-empty list of algorithm names");
     for (lua_Integer i = 1; i <= n; i++) {
@@ -269,24 +269,6 @@ static void parse_verify_opts(lua_State *L, int idx, verify_opts *o)
     }
 }
 
-/* Saturating a + b, so that hostile times near the integer limits cannot
- * overflow (which would be undefined behaviour and could flip a check). */
-static lua_Integer add_sat(lua_Integer a, lua_Integer b)
-{
-    lua_Integer r;
-    if (__builtin_add_overflow(a, b, &r))
-        return b > 0 ? LUA_MAXINTEGER : LUA_MININTEGER;
-    return r;
-}
-
-static lua_Integer sub_sat(lua_Integer a, lua_Integer b)
-{
-    lua_Integer r;
-    if (__builtin_sub_overflow(a, b, &r))
-        return b < 0 ? LUA_MAXINTEGER : LUA_MININTEGER;
-    return r;
-}
-
 /* Reads a NumericDate claim from the claims table at idx.  Returns 0 when
  * absent, 1 when set (in *out, rounded toward the stricter side given by
  * round_up), -1 when it is not a number in range. */
@@ -355,17 +337,17 @@ static int check_claims(lua_State *L, int opts_idx, const verify_opts *o, int hd
     if (has < 0) return tp_fail(L, "malformed", "exp is not a number");
     if (has == 0 && o->require_exp) return tp_fail(L, "missing_claim", "exp is required");
     /* Valid while now < exp + leeway (RFC 7519 4.1.4: "on or after" expires). */
-    if (has && sub_sat(o->now, o->leeway) >= exp)
-        return tp_fail(L, "expired", "expired %s ago", tp_format_span(span, sub_sat(o->now, exp)));
+    if (has && tp_sub_sat(o->now, o->leeway) >= exp)
+        return tp_fail(L, "expired", "expired %s ago", tp_format_span(span, tp_sub_sat(o->now, exp)));
     has = numeric_date(L, cl, "nbf", 1, &nbf);
     if (has < 0) return tp_fail(L, "malformed", "nbf is not a number");
     /* Not yet valid while now + leeway < nbf (RFC 7519 4.1.5: valid "on or after"). */
-    if (has && add_sat(o->now, o->leeway) < nbf)
-        return tp_fail(L, "not_yet_valid", "valid only in %s", tp_format_span(span, sub_sat(nbf, o->now)));
+    if (has && tp_add_sat(o->now, o->leeway) < nbf)
+        return tp_fail(L, "not_yet_valid", "valid only in %s", tp_format_span(span, tp_sub_sat(nbf, o->now)));
     has = numeric_date(L, cl, "iat", 0, &iat);
     if (has < 0) return tp_fail(L, "malformed", "iat is not a number");
-    if (has && iat > add_sat(o->now, o->leeway))
-        return tp_fail(L, "issued_in_future", "issued %s in the future", tp_format_span(span, sub_sat(iat, o->now)));
+    if (has && iat > tp_add_sat(o->now, o->leeway))
+        return tp_fail(L, "issued_in_future", "issued %s in the future", tp_format_span(span, tp_sub_sat(iat, o->now)));
 
     if (o->has_iss) {
         int ok;
@@ -758,7 +740,7 @@ static int tp_jwt__tostring(lua_State *L)
             luaL_addstring(&b, t > now ? " (expires in " : " (expired ");
         else
             luaL_addstring(&b, t > now ? " (in " : " (");
-        luaL_addstring(&b, tp_format_span(span, t > now ? sub_sat(t, now) : sub_sat(now, t)));
+        luaL_addstring(&b, tp_format_span(span, t > now ? tp_sub_sat(t, now) : tp_sub_sat(now, t)));
         luaL_addstring(&b, t > now ? ")" : " ago)");
     }
     luaL_pushresult(&b);

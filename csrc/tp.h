@@ -127,6 +127,25 @@ TP_INTERNAL int tp_key_verify(tp_keyset *set, tp_key *key, int alg, const unsign
 
 /* ---- time (util.c) ------------------------------------------------------ */
 
+/* Saturating a + b and a - b: times and durations come from tokens, records
+ * and configs, so sums near the integer limits must saturate instead of
+ * overflowing (undefined behaviour, able to flip a comparison). */
+static inline lua_Integer tp_add_sat(lua_Integer a, lua_Integer b)
+{
+    lua_Integer r;
+    if (__builtin_add_overflow(a, b, &r))
+        return b > 0 ? LUA_MAXINTEGER : LUA_MININTEGER;
+    return r;
+}
+
+static inline lua_Integer tp_sub_sat(lua_Integer a, lua_Integer b)
+{
+    lua_Integer r;
+    if (__builtin_sub_overflow(a, b, &r))
+        return b < 0 ? LUA_MAXINTEGER : LUA_MININTEGER;
+    return r;
+}
+
 /* "2026-11-23 14:52:54 UTC" into buf (size >= 32). */
 TP_INTERNAL const char *tp_format_utc(char *buf, lua_Integer t);
 /* "1h30m", "45s", "3d4h", "-5m" into buf (size >= 32). */
