@@ -168,5 +168,7 @@ TP_INTERNAL void tp_open_keys(lua_State *L);
 TP_INTERNAL void tp_open_jwt(lua_State *L);
 TP_INTERNAL void tp_open_files(lua_State *L);
 TP_INTERNAL void tp_open_policy(lua_State *L);
+TP_INTERNAL void tp_open_denylist(lua_State *L);
+TP_INTERNAL void tp_open_http(lua_State *L);
 
 #endif
