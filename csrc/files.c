@@ -826,6 +826,24 @@ static int remove_token(lua_State *L, work *w, const char *path, const char *nam
     return 1;
 }
 
+/* The functions that act on one path for one uid share their entry: check
+ * the arguments, run op with a work area, release it. */
+typedef int (*path_op)(lua_State *L, work *w, const char *path, const char *name, uid_t uid);
+
+static int run_path_op(lua_State *L, const char *path, path_op op)
+{
+    static const char *const options[] = { "uid", NULL };
+    const char *name = check_last_name(L, 1, path);
+    file_opts o;
+    work *w;
+    int n;
+    check_file_opts(L, 2, options, &o);
+    w = work_new(L);
+    n = op(L, w, path, name, o.uid);
+    work_clear(w);
+    return n;
+}
+
 /***
  * Removes a token file (or a symbolic link at its path, never the link's
  * target) that belongs to the uid.  The directories on the path are walked
@@ -838,18 +856,8 @@ static int remove_token(lua_State *L, work *w, const char *path, const char *nam
  */
 static int tp_files_remove_token(lua_State *L)
 {
-    static const char *const options[] = { "uid", NULL };
     size_t len;
-    const char *path = check_path(L, 1, &len);
-    const char *name = check_last_name(L, 1, path);
-    file_opts o;
-    work *w;
-    int n;
-    check_file_opts(L, 2, options, &o);
-    w = work_new(L);
-    n = remove_token(L, w, path, name, o.uid);
-    work_clear(w);
-    return n;
+    return run_path_op(L, check_path(L, 1, &len), remove_token);
 }
 
 /* ---- remove_tree -------------------------------------------------------- */
@@ -1070,14 +1078,8 @@ static int remove_tree(lua_State *L, work *w, const char *path, const char *name
  */
 static int tp_files_remove_tree(lua_State *L)
 {
-    static const char *const options[] = { "uid", NULL };
     size_t len;
     const char *path = check_path(L, 1, &len);
-    const char *name;
-    file_opts o;
-    work *w;
-    int n;
-    check_file_opts(L, 2, options, &o);
     if (len > 1 && path[len - 1] == '/') {
         /* A directory is often written with a trailing slash. */
         while (len > 1 && path[len - 1] == '/') len--;
@@ -1085,11 +1087,7 @@ static int tp_files_remove_tree(lua_State *L)
         lua_replace(L, 1);
         path = lua_tostring(L, 1);
     }
-    name = check_last_name(L, 1, path);
-    w = work_new(L);
-    n = remove_tree(L, w, path, name, o.uid);
-    work_clear(w);
-    return n;
+    return run_path_op(L, path, remove_tree);
 }
 
 /* ---- audit -------------------------------------------------------------- */
@@ -1299,18 +1297,8 @@ static int fix_permissions(lua_State *L, work *w, const char *path, const char *
  */
 static int tp_files_fix_permissions(lua_State *L)
 {
-    static const char *const options[] = { "uid", NULL };
     size_t len;
-    const char *path = check_path(L, 1, &len);
-    const char *name = check_last_name(L, 1, path);
-    file_opts o;
-    work *w;
-    int n;
-    check_file_opts(L, 2, options, &o);
-    w = work_new(L);
-    n = fix_permissions(L, w, path, name, o.uid);
-    work_clear(w);
-    return n;
+    return run_path_op(L, check_path(L, 1, &len), fix_permissions);
 }
 
 void tp_open_files(lua_State *L)
