@@ -48,3 +48,44 @@ local forged = token:sub(1, at - 1) .. (token:sub(at, at) == "A" and "B" or "A")
 show("with one claim byte changed:", tp.verify(forged, key))
 show("unsigned (alg none):", tp.verify(tp.b64url_encode('{"alg":"none"}') .. "."
   .. tp.b64url_encode('{"sub":"mallory"}') .. ".", key))
+
+-- Where tokens live: a sandbox stands in for a shared machine, and an
+-- explicit environment for the user's, so nothing real is read or touched.
+section("where is my token? (discover, in a sandbox)")
+local sandbox = assert(io.popen("mktemp -d")):read("l")
+local env = { TMPDIR = sandbox, LOGNAME = "alice", RUCIO_ACCOUNT = "alice",
+              RUCIO_CONFIG = sandbox .. "/rucio.cfg", HOME = sandbox .. "/home" }
+local rucio_path
+for _, c in ipairs(assert(tp.discover { env = env, scheme = "rucio" })) do
+  if c.active then rucio_path = c.path end
+end
+assert(tp.write_token(rucio_path, token))   -- as the Rucio client does: 0700 dir, 0600 file
+for _, c in ipairs(assert(tp.discover { env = env })) do
+  print(("%-8s %-8s %-6s %s%s"):format(c.scheme, c.source, c.exists and "exists" or "-",
+    (c.path or c.variable):gsub("^" .. sandbox:gsub("%p", "%%%0"), "<sandbox>"), c.active and "   <- in use" or ""))
+end
+local stored, info = assert(tp.read_token(rucio_path))
+print(("read back %d bytes, mode %o, kind %s"):format(#stored, info.mode, tp.classify(stored).kind))
+local removed = assert(tp.remove_tree(sandbox .. "/alice"))
+print(("logged out: removed %d entries, touched nothing that was not alice's"):format(#removed.removed))
+os.execute("rm -rf '" .. sandbox .. "'")
+
+-- Lifetime policy: the Arvados admin guide's example cluster.
+section("lifetime policy (examples/sample/arvados-config.yml)")
+local here = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "examples"
+local policy = assert(tp.policy_from_arvados(here .. "/sample/arvados-config.yml"))
+print(policy)
+local records = {
+  { name = "a fresh API token", created_at = now - 3600, expires_at = now + 6 * 3600, kind = "api",
+    owner_uuid = "zzzzz-tpzed-000000000000001" },
+  { name = "a token that never expires", created_at = now - 40 * 86400, expires_at = tp.null, kind = "api",
+    owner_uuid = "zzzzz-tpzed-000000000000002" },
+  { name = "an idle Workbench login", created_at = now - 600, expires_at = now + 11 * 3600,
+    last_used_at = now - 400, kind = "login", owner_uuid = "zzzzz-tpzed-000000000000003" },
+}
+for _, record in ipairs(records) do
+  local verdict = policy:evaluate(record, now)
+  print(("%-28s %-12s long-lived: %s"):format(record.name .. ":", verdict.state,
+    tostring((policy:long_lived(record, now)))))
+end
+print(policy:evaluate(tp.decode(token), now))
