@@ -1,7 +1,737 @@
-/* A persistent jti denylist: a file of "jti exp" lines shared by processes. */
+/* A persistent jti denylist: a file of "jti exp" lines shared by processes.
+ *
+ * The entries live in a Lua table (jti -> exp) kept in the object's user
+ * value, so contains() is one hash lookup and Lua owns all that memory.
+ * Readers never lock: writers replace the file by renaming a complete,
+ * synced temporary file over it, so a reader sees the old list or the new
+ * one.  Writers serialise on an flock of a separate lock file and, under
+ * it, reload what is on disk before merging, so no writer's entry is lost.
+ *
+ * Every descriptor and buffer a call holds sits in a work userdata whose
+ * __gc releases it (and removes a temporary file not yet renamed), so a Lua
+ * error in the middle of a call leaks nothing. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 #include "tp.h"
+
+#define TP_DENYLIST_CLASS "tokenpolicy.Denylist"
+#define TP_DENYLIST_WORK_CLASS "tokenpolicy.DenylistWork"
+#define TP_DENYLIST_MAX_JTI 256
+#define TP_DENYLIST_MAX_SIZE ((lua_Integer)64 * 1024 * 1024)
+
+/* Slots of the user value table. */
+enum { UV_PATH = 1, UV_ENTRIES, UV_DIR, UV_BASE };
+
+typedef struct denylist {
+    int open;
+    int known;          /* the identity below describes what entries hold */
+    int exists;         /* the file existed at the last load */
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+    lua_Integer count;
+    lua_Integer max_size;
+} denylist;
+
+/* ---- the work userdata -------------------------------------------------- */
+
+typedef struct dwork {
+    int fd, dirfd, lockfd, tmpfd;
+    int tmp_made;       /* tmp exists in dirfd and is not renamed yet */
+    char tmp[48];
+    char *buf;
+    size_t cap, used;
+} dwork;
+
+static void dwork_clear(dwork *w)
+{
+    if (w->fd >= 0) close(w->fd);
+    if (w->tmpfd >= 0) close(w->tmpfd);
+    if (w->tmp_made && w->dirfd >= 0) unlinkat(w->dirfd, w->tmp, 0);
+    if (w->dirfd >= 0) close(w->dirfd);
+    if (w->lockfd >= 0) close(w->lockfd);  /* releases the flock */
+    w->fd = w->dirfd = w->lockfd = w->tmpfd = -1;
+    w->tmp_made = 0;
+    free(w->buf);
+    w->buf = NULL;
+    w->cap = w->used = 0;
+}
+
+static int tp_denylist_work__gc(lua_State *L)
+{
+    dwork_clear((dwork *)luaL_checkudata(L, 1, TP_DENYLIST_WORK_CLASS));
+    return 0;
+}
+
+/* Pushes a new, empty work.  Call it before acquiring anything. */
+static dwork *dwork_new(lua_State *L)
+{
+    dwork *w = (dwork *)tp_newuserdata(L, sizeof *w);
+    memset(w, 0, sizeof *w);
+    w->fd = w->dirfd = w->lockfd = w->tmpfd = -1;
+    luaL_setmetatable(L, TP_DENYLIST_WORK_CLASS);
+    return w;
+}
+
+/* Makes room for extra more bytes in w's buffer. */
+static int dwork_reserve(dwork *w, size_t extra)
+{
+    size_t cap;
+    char *p;
+    if (w->cap - w->used >= extra) return 1;
+    cap = w->cap ? w->cap : 4096;
+    while (cap - w->used < extra) cap *= 2;
+    p = (char *)realloc(w->buf, cap);
+    if (!p) return 0;
+    w->buf = p;
+    w->cap = cap;
+    return 1;
+}
+
+/* ---- the object --------------------------------------------------------- */
+
+static denylist *check_denylist(lua_State *L, int idx)
+{
+    denylist *d = (denylist *)luaL_checkudata(L, idx, TP_DENYLIST_CLASS);
+    if (!d->open)
+        luaL_error(L, "attempt to use a closed denylist");
+    return d;
+}
+
+/* Pushes slot of the user value of the denylist at idx. */
+static int push_slot(lua_State *L, int idx, int slot)
+{
+    tp_getuservalue(L, idx);
+    lua_rawgeti(L, -1, slot);
+    lua_remove(L, -2);
+    return lua_gettop(L);
+}
+
+/* A jti may be written to the file: 1 to 256 printable ASCII bytes, no
+ * space (the field separator). */
+static int valid_jti(const char *s, size_t len)
+{
+    if (len == 0 || len > TP_DENYLIST_MAX_JTI) return 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f) return 0;
+    return 1;
+}
+
+static const char *check_jti(lua_State *L, int idx, size_t *len)
+{
+    const char *jti = tp_check_string(L, idx, len);
+    if (!valid_jti(jti, *len))
+        luaL_argerror(L, idx, "jti must be 1 to 256 printable ASCII characters without spaces");
+    return jti;
+}
+
+static lua_Integer check_integer(lua_State *L, int idx, const char *name)
+{
+    if (!lua_isinteger(L, idx))
+        luaL_argerror(L, idx, lua_pushfstring(L, "%s must be an integer (epoch seconds), got %s", name,
+                                              lua_type(L, idx) == LUA_TNUMBER ? "a float" : luaL_typename(L, idx)));
+    return lua_tointeger(L, idx);
+}
+
+static lua_Integer opt_now(lua_State *L, int idx)
+{
+    if (lua_isnoneornil(L, idx)) return (lua_Integer)time(NULL);
+    return check_integer(L, idx, "now");
+}
+
+/* Parses an optionally signed decimal integer that must fill [p, end). */
+static int parse_integer(const char *p, const char *end, lua_Integer *out)
+{
+    int neg = 0;
+    uint64_t v = 0, limit;
+    if (p < end && *p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p == end) return 0;
+    limit = neg ? (uint64_t)LUA_MAXINTEGER + 1 : (uint64_t)LUA_MAXINTEGER;
+    for (; p < end; p++) {
+        unsigned digit = (unsigned)(unsigned char)*p - '0';
+        if (digit > 9 || v > (limit - digit) / 10) return 0;
+        v = v * 10 + digit;
+    }
+    *out = neg ? (lua_Integer)(0 - v) : (lua_Integer)v;
+    return 1;
+}
+
+static int same_file(const denylist *d, const struct stat *st)
+{
+    return d->known && d->exists && d->dev == st->st_dev && d->ino == st->st_ino && d->size == st->st_size &&
+           d->mtime.tv_sec == st->st_mtim.tv_sec && d->mtime.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+static void remember(denylist *d, const struct stat *st)
+{
+    d->known = 1;
+    d->exists = 1;
+    d->dev = st->st_dev;
+    d->ino = st->st_ino;
+    d->size = st->st_size;
+    d->mtime = st->st_mtim;
+}
+
+/* Parses w's buffer into a new table of entries, pushed on success (with
+ * *count set); returns 0 then, or 3 with the fail triple pushed.  Messages
+ * name the line, never its text: it may hold a token id. */
+static int parse(lua_State *L, dwork *w, const char *path, lua_Integer *count)
+{
+    const char *p = w->buf, *end = w->buf + w->used;
+    lua_Integer line = 0, n = 0, exp;
+    int lines = 0, t;
+    for (const char *q = p; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++)
+        if (lines < INT32_MAX) lines++;
+    lua_createtable(L, 0, lines);
+    t = lua_gettop(L);
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *sp;
+        if (!eol) eol = end;  /* a last line without a newline */
+        line++;
+        sp = memchr(p, ' ', (size_t)(eol - p));
+        if (!sp || !valid_jti(p, (size_t)(sp - p)))
+            return tp_fail(L, "malformed", "denylist %s line %I: expected a jti (1 to 256 printable "
+                           "characters), a space and an expiry", path, line);
+        if (!parse_integer(sp + 1, eol, &exp))
+            return tp_fail(L, "malformed", "denylist %s line %I: the expiry is not an integer", path, line);
+        lua_pushlstring(L, p, (size_t)(sp - p));
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, t) == LUA_TNIL) {
+            n++;
+        } else if (lua_tointeger(L, -1) > exp) {
+            exp = lua_tointeger(L, -1);  /* a duplicate: the later expiry wins */
+        }
+        lua_pop(L, 1);
+        lua_pushinteger(L, exp);
+        lua_rawset(L, t);
+        p = eol + 1;
+    }
+    *count = n;
+    return 0;
+}
+
+/* Brings the entries of the denylist at idx up to date with the file.
+ * Returns 0 (with *changed set) or 3 with the fail triple pushed; on a
+ * failure the entries in memory stay as they were. */
+static int load(lua_State *L, int idx, denylist *d, dwork *w, int *changed)
+{
+    const char *path;
+    struct stat st;
+    lua_Integer count = 0;
+    memset(&st, 0, sizeof st);
+    int top = lua_gettop(L), r, missing = 0;
+    *changed = 0;
+    path = lua_tostring(L, push_slot(L, idx, UV_PATH));
+    w->fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (w->fd < 0) {
+        if (errno == ELOOP)
+            return tp_fail(L, "symlink", "denylist %s is a symbolic link, which is never followed", path);
+        if (errno != ENOENT)
+            return tp_fail(L, "io", "denylist %s: %s", path, strerror(errno));
+        if (d->known && !d->exists) {
+            lua_settop(L, top);
+            return 0;
+        }
+        lua_newtable(L);  /* a missing file is an empty list */
+        missing = 1;
+    } else {
+        if (fstat(w->fd, &st) != 0)
+            return tp_fail(L, "io", "denylist %s: %s", path, strerror(errno));
+        if (!S_ISREG(st.st_mode))
+            return tp_fail(L, "io", "denylist %s is not a regular file", path);
+        if (st.st_size > d->max_size)
+            return tp_fail(L, "too_large", "denylist %s has %I bytes, over the limit of %I", path,
+                           (lua_Integer)st.st_size, d->max_size);
+        if (same_file(d, &st)) {
+            close(w->fd);
+            w->fd = -1;
+            lua_settop(L, top);
+            return 0;
+        }
+        /* The file is replaced by rename, never changed in place, so its
+         * size does not move; reading to the end costs nothing more. */
+        w->used = 0;
+        for (;;) {
+            ssize_t got;
+            if (!dwork_reserve(w, (size_t)st.st_size + 1))
+                return tp_fail(L, "io", "denylist %s: out of memory", path);
+            got = read(w->fd, w->buf + w->used, w->cap - w->used);
+            if (got < 0 && errno == EINTR) continue;
+            if (got < 0) return tp_fail(L, "io", "denylist %s: %s", path, strerror(errno));
+            if (got == 0) break;
+            w->used += (size_t)got;
+            if ((lua_Integer)w->used > d->max_size)
+                return tp_fail(L, "too_large", "denylist %s grew over the limit of %I bytes", path, d->max_size);
+        }
+        close(w->fd);
+        w->fd = -1;
+        if ((r = parse(L, w, path, &count)) != 0)
+            return r;
+    }
+    tp_getuservalue(L, idx);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, UV_ENTRIES);
+    d->count = count;
+    if (missing) {
+        d->known = 1;
+        d->exists = 0;
+    } else {
+        remember(d, &st);
+    }
+    lua_settop(L, top);
+    *changed = 1;
+    return 0;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+/* Opens the directory of the list and takes the exclusive lock on
+ * path .. ".lock" (created 0600; never through a symbolic link).  Returns
+ * 0, or 3 with the fail triple pushed. */
+static int lock(lua_State *L, int idx, dwork *w)
+{
+    const char *path = lua_tostring(L, push_slot(L, idx, UV_PATH));
+    const char *dir = lua_tostring(L, push_slot(L, idx, UV_DIR));
+    const char *base = lua_tostring(L, push_slot(L, idx, UV_BASE));
+    const char *name = lua_pushfstring(L, "%s.lock", base);
+    w->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (w->dirfd < 0)
+        return tp_fail(L, "io", "denylist %s: opening its directory: %s", path, strerror(errno));
+    w->lockfd = openat(w->dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
+    if (w->lockfd < 0) {
+        if (errno == ELOOP)
+            return tp_fail(L, "symlink", "denylist %s: the lock file %s is a symbolic link", path, name);
+        return tp_fail(L, "io", "denylist %s: opening the lock file: %s", path, strerror(errno));
+    }
+    while (flock(w->lockfd, LOCK_EX) != 0) {
+        if (errno != EINTR)
+            return tp_fail(L, "io", "denylist %s: locking: %s", path, strerror(errno));
+    }
+    lua_pop(L, 4);
+    return 0;
+}
+
+/* "." + up to 20 bytes of the list's name + "." + 16 random hex digits +
+ * ".tmp": never the list's own name.  O_EXCL | O_NOFOLLOW make a planted
+ * name harmless, so a clock-based fallback for the randomness is enough. */
+static void temp_name(char *out, const char *base)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char r[8];
+    size_t n = strlen(base), used = 0;
+    if (n > 20) n = 20;
+    if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        struct timespec ts;
+        uint64_t x;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        x = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
+        for (size_t i = 0; i < sizeof r; i++)
+            r[i] = (unsigned char)(x >> (8 * i));
+    }
+    out[used++] = '.';
+    memcpy(out + used, base, n);
+    used += n;
+    out[used++] = '.';
+    for (size_t i = 0; i < sizeof r; i++) {
+        out[used++] = hex[r[i] >> 4];
+        out[used++] = hex[r[i] & 15];
+    }
+    memcpy(out + used, ".tmp", 5);
+}
+
+static int write_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        p += (size_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Appends "jti exp\n" for every entry into w's buffer.  Only lua_next and
+ * allocation-free reads run here. */
+static int serialize(lua_State *L, int entries, dwork *w)
+{
+    w->used = 0;
+    lua_pushnil(L);
+    while (lua_next(L, entries)) {
+        size_t len;
+        const char *jti = lua_tolstring(L, -2, &len);
+        lua_Integer exp = lua_tointeger(L, -1);
+        uint64_t v = exp < 0 ? (uint64_t)0 - (uint64_t)exp : (uint64_t)exp;
+        char digits[24];
+        size_t nd = 0;
+        lua_pop(L, 1);
+        do {
+            digits[nd++] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        if (!dwork_reserve(w, len + nd + 3)) {
+            lua_pop(L, 1);
+            return 0;
+        }
+        memcpy(w->buf + w->used, jti, len);
+        w->used += len;
+        w->buf[w->used++] = ' ';
+        if (exp < 0) w->buf[w->used++] = '-';
+        while (nd) w->buf[w->used++] = digits[--nd];
+        w->buf[w->used++] = '\n';
+    }
+    return 1;
+}
+
+/* Rewrites the file from the entries (the lock held): a temporary file in
+ * the same directory, synced, renamed over the path, then the directory
+ * synced.  Returns 0, or 3 with the fail triple pushed. */
+static int rewrite(lua_State *L, int idx, denylist *d, dwork *w)
+{
+    const char *path = lua_tostring(L, push_slot(L, idx, UV_PATH));
+    const char *base = lua_tostring(L, push_slot(L, idx, UV_BASE));
+    int entries = push_slot(L, idx, UV_ENTRIES), tries = 0, err;
+    const char *step;
+    struct stat st;
+    if (!serialize(L, entries, w))
+        return tp_fail(L, "io", "denylist %s: out of memory", path);
+    if ((lua_Integer)w->used > d->max_size)
+        return tp_fail(L, "too_large", "denylist %s would have %I bytes, over the limit of %I", path,
+                       (lua_Integer)w->used, d->max_size);
+    do {
+        temp_name(w->tmp, base);
+        w->tmpfd = openat(w->dirfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
+    } while (w->tmpfd < 0 && errno == EEXIST && ++tries < 16);
+    if (w->tmpfd < 0) {
+        err = errno;
+        step = "creating a temporary file beside it";
+        goto failed;
+    }
+    w->tmp_made = 1;
+    step = "writing";
+    if (fchmod(w->tmpfd, 0600) != 0 || write_all(w->tmpfd, w->buf, w->used) != 0 || fsync(w->tmpfd) != 0 ||
+        fstat(w->tmpfd, &st) != 0) {
+        err = errno;
+        goto failed;
+    }
+    if (close(w->tmpfd) != 0) {
+        w->tmpfd = -1;
+        err = errno;
+        goto failed;
+    }
+    w->tmpfd = -1;
+    if (renameat(w->dirfd, w->tmp, w->dirfd, base) != 0) {
+        err = errno;
+        step = "renaming the temporary file over it";
+        goto failed;
+    }
+    w->tmp_made = 0;
+    /* The rename is durable once the directory is; some file systems
+     * cannot sync a directory (EINVAL), which is no failure of ours. */
+    if (fsync(w->dirfd) != 0 && errno != EINVAL && errno != EROFS) {
+        err = errno;
+        step = "syncing its directory";
+        d->known = 0;
+        goto failed;
+    }
+    remember(d, &st);
+    lua_pop(L, 3);
+    return 0;
+failed:
+    d->known = 0;  /* the next load reads the file again */
+    return tp_fail(L, "io", "denylist %s: %s: %s", path, step, strerror(err));
+}
+
+/* ---- methods ------------------------------------------------------------ */
+
+/***
+ * Adds a jti, durably: when it returns, the entry is on disk.  Under the
+ * lock it reloads the file first, so concurrent writers lose nothing; an
+ * entry already there keeps the later of the two expiries.
+ * @function Denylist:add
+ * @tparam string jti 1 to 256 printable ASCII characters, no spaces
+ * @tparam integer exp the expiry (epoch seconds)
+ * @treturn boolean true, or the fail triple (`io`, `malformed`, `symlink`, `too_large`)
+ */
+static int tp_denylist_add(lua_State *L)
+{
+    denylist *d = check_denylist(L, 1);
+    size_t len;
+    int changed, r, entries, old;
+    dwork *w;
+    lua_Integer exp;
+    check_jti(L, 2, &len);
+    exp = check_integer(L, 3, "exp");
+    lua_settop(L, 3);
+    w = dwork_new(L);
+    if ((r = lock(L, 1, w)) != 0 || (r = load(L, 1, d, w, &changed)) != 0) {
+        dwork_clear(w);
+        return r;
+    }
+    entries = push_slot(L, 1, UV_ENTRIES);
+    lua_pushvalue(L, 2);
+    lua_rawget(L, entries);  /* the old expiry, or nil */
+    old = lua_gettop(L);
+    if (lua_isnil(L, old) || lua_tointeger(L, -1) < exp) {
+        lua_pushvalue(L, 2);
+        lua_pushinteger(L, exp);
+        lua_rawset(L, entries);
+        if ((r = rewrite(L, 1, d, w)) != 0) {
+            /* Undo in memory what did not reach the disk (the key exists,
+             * so this allocates nothing). */
+            lua_pushvalue(L, 2);
+            lua_pushvalue(L, old);
+            lua_rawset(L, entries);
+            dwork_clear(w);
+            return r;
+        }
+        if (lua_isnil(L, old)) d->count++;
+    }
+    dwork_clear(w);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/***
+ * Whether a jti is denied at a time: true while now < exp.  Only memory is
+ * consulted (see reload).  A string that cannot be a jti (spaces, control
+ * characters, too long) is simply not in the list, so a gateway can pass
+ * the jti of any token it receives.
+ * @function Denylist:contains
+ * @tparam string jti
+ * @tparam[opt] integer now default: the clock
+ * @treturn boolean
+ */
+static int tp_denylist_contains(lua_State *L)
+{
+    lua_Integer now;
+    check_denylist(L, 1);
+    tp_check_string(L, 2, NULL);
+    now = opt_now(L, 3);
+    lua_settop(L, 2);
+    push_slot(L, 1, UV_ENTRIES);
+    lua_pushvalue(L, 2);
+    lua_pushboolean(L, lua_rawget(L, 3) == LUA_TNUMBER && now < lua_tointeger(L, -1));
+    return 1;
+}
+
+/***
+ * Removes the entries that have expired at now (exp <= now), in the file
+ * and in memory.
+ * @function Denylist:purge
+ * @tparam integer now
+ * @treturn integer how many entries were removed, or the fail triple
+ */
+static int tp_denylist_purge(lua_State *L)
+{
+    denylist *d = check_denylist(L, 1);
+    lua_Integer now = check_integer(L, 2, "now"), removed = 0;
+    int changed, r, entries;
+    dwork *w;
+    lua_settop(L, 2);
+    w = dwork_new(L);
+    if ((r = lock(L, 1, w)) != 0 || (r = load(L, 1, d, w, &changed)) != 0) {
+        dwork_clear(w);
+        return r;
+    }
+    entries = push_slot(L, 1, UV_ENTRIES);
+    lua_pushnil(L);
+    while (lua_next(L, entries)) {
+        if (lua_tointeger(L, -1) <= now) {
+            /* Clearing a field during a traversal is allowed. */
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, entries);
+            removed++;
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    if (removed > 0) {
+        d->count -= removed;
+        if ((r = rewrite(L, 1, d, w)) != 0) {
+            dwork_clear(w);  /* memory is ahead of the file: known = 0 rereads it */
+            return r;
+        }
+    }
+    dwork_clear(w);
+    lua_pushinteger(L, removed);
+    return 1;
+}
+
+/***
+ * The number of entries in memory (expired ones included until a purge).
+ * @function Denylist:count
+ * @treturn integer
+ */
+static int tp_denylist_count(lua_State *L)
+{
+    lua_pushinteger(L, check_denylist(L, 1)->count);
+    return 1;
+}
+
+/***
+ * Reads the file again if it changed since the last load (device, inode,
+ * size and modification time to the nanosecond); otherwise only a stat.
+ * @function Denylist:reload
+ * @treturn boolean true when the file was read again, false when it had
+ *   not changed; or the fail triple (the entries in memory then stay)
+ */
+static int tp_denylist_reload(lua_State *L)
+{
+    denylist *d = check_denylist(L, 1);
+    const char *path;
+    struct stat st;
+    int changed, r;
+    dwork *w;
+    lua_settop(L, 1);
+    /* The cheap path: one lstat, no descriptor, no allocation. */
+    path = lua_tostring(L, push_slot(L, 1, UV_PATH));
+    if (lstat(path, &st) == 0 ? S_ISREG(st.st_mode) && same_file(d, &st)
+                              : errno == ENOENT && d->known && !d->exists) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    w = dwork_new(L);
+    r = load(L, 1, d, w, &changed);
+    dwork_clear(w);
+    if (r != 0) return r;
+    lua_pushboolean(L, changed);
+    return 1;
+}
+
+/***
+ * Releases the entries; later calls other than close raise.  Idempotent;
+ * also run by __gc and, in Lua 5.4, __close.
+ * @function Denylist:close
+ */
+static int tp_denylist_close(lua_State *L)
+{
+    denylist *d = (denylist *)luaL_checkudata(L, 1, TP_DENYLIST_CLASS);
+    if (d->open) {
+        d->open = 0;
+        lua_pushnil(L);
+        tp_setuservalue(L, 1);
+    }
+    return 0;
+}
+
+static int tp_denylist__tostring(lua_State *L)
+{
+    denylist *d = (denylist *)luaL_checkudata(L, 1, TP_DENYLIST_CLASS);
+    if (!d->open) {
+        lua_pushliteral(L, "tokenpolicy.Denylist (closed)");
+        return 1;
+    }
+    push_slot(L, 1, UV_PATH);
+    lua_pushfstring(L, "tokenpolicy.Denylist %s (%I %s)", lua_tostring(L, -1), d->count,
+                    d->count == 1 ? "entry" : "entries");
+    return 1;
+}
+
+/***
+ * Opens the denylist at path and loads it (a missing file is an empty
+ * list; the file is created by the first add).
+ * @function denylist
+ * @tparam string path
+ * @tparam[opt] table opts `max_size` (bytes; default and at most 64 MiB)
+ * @treturn Denylist or the fail triple (`io`, `malformed`, `symlink`, `too_large`)
+ */
+static int tp_denylist_new(lua_State *L)
+{
+    static const char *const options[] = { "max_size", NULL };
+    size_t len;
+    const char *path = tp_check_string(L, 1, &len), *slash, *base;
+    lua_Integer max_size = TP_DENYLIST_MAX_SIZE;
+    denylist *d;
+    dwork *w;
+    int changed, r;
+    if (strlen(path) != len) luaL_argerror(L, 1, "path contains a NUL byte");
+    slash = strrchr(path, '/');
+    base = slash ? slash + 1 : path;
+    if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+        luaL_argerror(L, 1, "path must end in a name (not '/', '.' or '..')");
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        tp_check_options(L, 2, options);
+        if (lua_getfield(L, 2, "max_size") != LUA_TNIL) {
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) <= 0 ||
+                lua_tointeger(L, -1) > TP_DENYLIST_MAX_SIZE)
+                luaL_argerror(L, 2, "max_size must be a positive integer of at most 64 MiB");
+            max_size = lua_tointeger(L, -1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 1);
+    d = (denylist *)tp_newuserdata(L, sizeof *d);
+    memset(d, 0, sizeof *d);
+    d->max_size = max_size;
+    luaL_setmetatable(L, TP_DENYLIST_CLASS);
+    lua_createtable(L, 4, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, UV_PATH);
+    lua_newtable(L);
+    lua_rawseti(L, -2, UV_ENTRIES);
+    if (!slash)
+        lua_pushliteral(L, ".");
+    else if (slash == path)
+        lua_pushliteral(L, "/");
+    else
+        lua_pushlstring(L, path, (size_t)(slash - path));
+    lua_rawseti(L, -2, UV_DIR);
+    lua_pushstring(L, base);
+    lua_rawseti(L, -2, UV_BASE);
+    tp_setuservalue(L, 2);
+    d->open = 1;
+    w = dwork_new(L);
+    r = load(L, 2, d, w, &changed);
+    dwork_clear(w);
+    if (r != 0) return r;
+    lua_settop(L, 2);
+    return 1;
+}
 
 void tp_open_denylist(lua_State *L)
 {
-    (void)L;
+    static const luaL_Reg methods[] = {
+        { "add", tp_denylist_add },
+        { "contains", tp_denylist_contains },
+        { "purge", tp_denylist_purge },
+        { "count", tp_denylist_count },
+        { "reload", tp_denylist_reload },
+        { "close", tp_denylist_close },
+        { NULL, NULL }
+    };
+    if (luaL_newmetatable(L, TP_DENYLIST_CLASS)) {
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, tp_denylist_close);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, tp_denylist_close);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, tp_denylist__tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, TP_DENYLIST_WORK_CLASS)) {
+        lua_pushcfunction(L, tp_denylist_work__gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, tp_denylist_new);
+    lua_setfield(L, -2, "denylist");
 }
