@@ -1,0 +1,120 @@
+// A scripted local HTTP peer for spec/14-http_spec.lua (Node built-ins only).
+// usage: node http_peer.js LOGFILE
+// Listens on 127.0.0.1 at a free port and prints "PORT PID" as its first
+// line.  Every request is appended to LOGFILE as one JSON line
+// {method, path, headers, body} before it is answered, so the spec reads
+// exactly what tokenpolicy sent.
+'use strict';
+const http = require('http');
+const fs = require('fs');
+const crypto = require('crypto');
+
+const log = process.argv[2];
+const ACTIVE = 'active-token-abc123';
+const ARV_TOKEN = 'v2/zzzzz-gj3su-0123456789abcde/s3cretArvadosTokenValue';
+const ARV_UUID = 'zzzzz-gj3su-0123456789abcde';
+const jwk = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' });
+let base = '';
+
+function json(res, status, value, headers) {
+  const text = JSON.stringify(value);
+  res.writeHead(status, Object.assign({ 'Content-Type': 'application/json' }, headers || {}));
+  res.end(text);
+}
+
+function form(body) {
+  const out = {};
+  for (const [k, v] of new URLSearchParams(body)) out[k] = v;
+  return out;
+}
+
+function arvadosRecord(expiresAt) {
+  return {
+    kind: 'arvados#apiClientAuthorization', uuid: ARV_UUID, api_token: 's3cretArvadosTokenValue',
+    owner_uuid: 'zzzzz-tpzed-0123456789abcde', created_at: '2026-11-23T10:00:00.000000000Z',
+    expires_at: expiresAt, scopes: ['all'],
+  };
+}
+
+const routes = {
+  '/revoke': (req, res) => { res.writeHead(200); res.end(); },
+  '/revoke-503': (req, res) =>
+    json(res, 503, { error: 'temporarily_unavailable' }, { 'Retry-After': '7' }),
+  '/revoke-401': (req, res) => json(res, 401,
+    { error: 'invalid_client', error_description: 'Client authentication failed' },
+    { 'WWW-Authenticate': 'Basic realm="op"' }),
+  '/revoke-400-client': (req, res) => json(res, 400, { error: 'invalid_client' }),
+  '/revoke-400': (req, res, body) => json(res, 400, {
+    error: 'unsupported_token_type',
+    error_description: 'cannot revoke ' + (form(body).token || '') + ' ' + 'x'.repeat(400),
+  }),
+  '/revoke-500': (req, res) => { res.writeHead(500); res.end('oops'); },
+  '/introspect': (req, res, body) => {
+    const f = form(body);
+    if (f.token === ACTIVE) {
+      json(res, 200, { active: true, exp: 1900000000, scope: 'read write', client_id: 'cli', sub: 'alice' });
+    } else {
+      json(res, 200, { active: false });
+    }
+  },
+  '/introspect-bad': (req, res) => json(res, 200, { exp: 1 }),
+  '/same-307': (req, res) => { res.writeHead(307, { Location: base + '/revoke' }); res.end(); },
+  '/other-host': (req, res) => {
+    res.writeHead(302, { Location: base.replace('127.0.0.1', 'localhost') + '/revoke' });
+    res.end();
+  },
+  '/loop': (req, res) => { res.writeHead(302, { Location: base + '/loop' }); res.end(); },
+  '/big': (req, res) => {
+    res.writeHead(200, { 'Content-Type': 'application/json' });  // chunked: no Content-Length
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    for (let i = 0; i < 32; i++) res.write(chunk);
+    res.end();
+  },
+  '/slow': (req, res) => { setTimeout(() => { res.writeHead(200); res.end(); }, 3000); },
+  '/jwks': (req, res) => json(res, 200, { keys: [Object.assign({ kid: 'peer-1', use: 'sig', alg: 'ES256' }, jwk)] }),
+  '/jwks-other': (req, res) => {
+    res.writeHead(302, { Location: base.replace('127.0.0.1', 'localhost') + '/jwks' });
+    res.end();
+  },
+  '/issuer/.well-known/openid-configuration': (req, res) => json(res, 200, {
+    issuer: base + '/issuer', jwks_uri: base + '/jwks', revocation_endpoint: base + '/revoke',
+    introspection_endpoint: base + '/introspect',
+  }),
+  '/wrong/.well-known/openid-configuration': (req, res) =>
+    json(res, 200, { issuer: 'https://evil.example/wrong', jwks_uri: base + '/jwks' }),
+  '/.well-known/oauth-authorization-server/as': (req, res) =>
+    json(res, 200, { issuer: base + '/as', token_endpoint: base + '/token' }),
+  '/arvados/v1/api_client_authorizations/current': (req, res) => {
+    if (req.headers.authorization === 'Bearer ' + ARV_TOKEN) {
+      json(res, 200, arvadosRecord(null));
+    } else {
+      json(res, 401, { errors: ['Not logged in'], error_token: '1763900000+abcdef01' });
+    }
+  },
+};
+
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    const body = Buffer.concat(chunks).toString('latin1');
+    const url = new URL(req.url, 'http://peer');
+    fs.appendFileSync(log, JSON.stringify({ method: req.method, path: req.url, headers: req.headers, body }) + '\n');
+    const route = routes[url.pathname];
+    if (route) return route(req, res, body);
+    if (req.method === 'DELETE' && url.pathname === '/arvados/v1/api_client_authorizations/' + ARV_UUID) {
+      return json(res, 200, arvadosRecord('2026-11-23T16:00:00.000000000Z'));
+    }
+    if (url.pathname === '/logout') {
+      res.writeHead(303, { Location: 'https://workbench.example/' });
+      return res.end();
+    }
+    return json(res, 404, { error: 'not_found' });
+  });
+});
+
+server.listen(0, '127.0.0.1', () => {
+  base = 'http://127.0.0.1:' + server.address().port;
+  process.stdout.write(server.address().port + ' ' + process.pid + '\n');
+});
+process.on('SIGTERM', () => process.exit(0));
