@@ -1,7 +1,11 @@
 /* A persistent jti denylist: a file of "jti exp" lines shared by processes.
  *
- * The entries live in a Lua table (jti -> exp) kept in the object's user
- * value, so contains() is one hash lookup and Lua owns all that memory.
+ * The entries live in a C hash table owned by the object (see dtable
+ * below): the file as read kept as one buffer of jti bytes, a dense array
+ * of entries pointing into it and an open-addressing index over them, so a
+ * load allocates three blocks whatever the size of the list, and
+ * contains() is one hash lookup.  A load builds its table in the work
+ * userdata and swaps it in only once complete.
  * Readers never lock: writers replace the file by renaming a complete,
  * synced temporary file over it, so a reader sees the old list or the new
  * one.  Writers serialise on an flock of a separate lock file and, under
@@ -16,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -28,7 +33,266 @@
 #define TP_DENYLIST_MAX_SIZE ((lua_Integer)64 * 1024 * 1024)
 
 /* Slots of the user value table. */
-enum { UV_PATH = 1, UV_ENTRIES, UV_DIR, UV_BASE };
+enum { UV_PATH = 1, UV_DIR, UV_BASE };
+
+/* ---- the entry table ---------------------------------------------------- */
+
+/* Blocks of memory: small ones from malloc, large ones straight from mmap
+ * with their pages mapped in by the same call.  That keeps a large load
+ * independent of the state of the malloc heap (which, after a program
+ * freed many small objects, may first walk them all), and it replaces a
+ * page fault per page, which is costly above all in a virtual machine,
+ * with one system call.  Only growth is needed: a block never shrinks. */
+#define DL_BIG ((size_t)256 * 1024)
+
+static void *blk_grow(void *p, size_t old, size_t size, int zero)
+{
+    void *q;
+    if (size < DL_BIG) {
+        if (zero) return p ? NULL : calloc(1, size);  /* zeroed blocks never grow */
+        return realloc(p, size);
+    }
+    q = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (q == MAP_FAILED) return NULL;
+    if (p) {
+        memcpy(q, p, old);
+        if (old >= DL_BIG)
+            munmap(p, old);
+        else
+            free(p);
+    }
+    return q;
+}
+
+static void blk_free(void *p, size_t size)
+{
+    if (!p) return;
+    if (size >= DL_BIG)
+        munmap(p, size);
+    else
+        free(p);
+}
+
+/* An entry: its jti is bytes[off, off + len) of its table.  After a load,
+ * bytes is the file as read (its expiries and newlines unused); adds append
+ * to it and a purge packs it. */
+typedef struct dentry {
+    lua_Integer exp;
+    uint32_t off, len;
+} dentry;
+
+/* A slot of the index: 1 + the index of an entry (0: empty) and the low 32
+ * bits of the hash of its jti, which pick the home slot and spare most
+ * byte comparisons. */
+typedef struct dslot {
+    uint32_t idx, hash;
+} dslot;
+
+/* Entries are appended in order, so their offsets increase with their
+ * index.  The index probes linearly and keeps a load factor of at most
+ * 1/2.  A table of zeroes is a valid empty table; slots is NULL until the
+ * first reserve, which also draws the seed. */
+typedef struct dtable {
+    dentry *ents;
+    dslot *slots;
+    char *bytes;
+    uint32_t n, ents_cap, mask;
+    size_t bytes_used, bytes_cap;
+    uint64_t seed[3];
+} dtable;
+
+static void dtable_free(dtable *t)
+{
+    blk_free(t->ents, (size_t)t->ents_cap * sizeof *t->ents);
+    if (t->slots) blk_free(t->slots, ((size_t)t->mask + 1) * sizeof *t->slots);
+    blk_free(t->bytes, t->bytes_cap);
+    memset(t, 0, sizeof *t);
+}
+
+/* The 128-bit product of a and b, its halves xored together. */
+#if defined(__SIZEOF_INT128__)
+__extension__ typedef unsigned __int128 dl_u128;
+static uint64_t fold_mul(uint64_t a, uint64_t b)
+{
+    dl_u128 r = (dl_u128)a * b;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
+}
+#else
+static uint64_t fold_mul(uint64_t a, uint64_t b)
+{
+    uint64_t al = a & 0xffffffffu, ah = a >> 32, bl = b & 0xffffffffu, bh = b >> 32;
+    uint64_t ll = al * bl, lh = al * bh, hl = ah * bl, hh = ah * bh;
+    uint64_t mid = (ll >> 32) + (lh & 0xffffffffu) + (hl & 0xffffffffu);
+    uint64_t lo = (ll & 0xffffffffu) | (mid << 32);
+    uint64_t hi = hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
+    return lo ^ hi;
+}
+#endif
+
+static uint64_t load64(const char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+#define DL_GOLDEN UINT64_C(0x9e3779b97f4a7c15)
+
+/* A fast keyed hash, not a cryptographic one: every 16-byte block goes
+ * through a 64x64->128 multiply with secret words of the seed, so without
+ * the seed nobody can choose jtis that collide. */
+static uint64_t jti_hash(const dtable *t, const char *s, size_t len)
+{
+    uint64_t h = t->seed[0] ^ ((uint64_t)len * DL_GOLDEN);
+    char tail[16];
+    for (; len >= 16; s += 16, len -= 16)
+        h = fold_mul(load64(s) ^ t->seed[1], load64(s + 8) ^ t->seed[2] ^ h);
+    memset(tail, 0, sizeof tail);
+    memcpy(tail, s, len);
+    h = fold_mul(load64(tail) ^ t->seed[1], load64(tail + 8) ^ t->seed[2] ^ h);
+    return fold_mul(h ^ t->seed[0], DL_GOLDEN ^ t->seed[1]);
+}
+
+/* Each table draws its own seed; without the kernel's randomness, the
+ * clock, the pid and an address are mixed (splitmix64 steps). */
+static void draw_seed(dtable *t)
+{
+    if (getrandom(t->seed, sizeof t->seed, GRND_NONBLOCK) != (ssize_t)sizeof t->seed) {
+        struct timespec ts;
+        uint64_t x;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        x = (uint64_t)ts.tv_sec * 1000000007u ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32) ^
+            (uint64_t)(uintptr_t)t;
+        for (int i = 0; i < 3; i++) {
+            uint64_t z = (x += DL_GOLDEN);
+            z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+            z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+            t->seed[i] = z ^ (z >> 31);
+        }
+    }
+}
+
+/* Looks jti up: returns 1 + its entry's index, or 0.  With an index,
+ * *hash gets the jti's hash and *slot its slot or the empty slot where it
+ * would go. */
+static uint32_t dtable_find(const dtable *t, const char *s, size_t len, uint64_t *hash, uint32_t *slot)
+{
+    uint32_t i, h32;
+    if (!t->slots) return 0;
+    *hash = jti_hash(t, s, len);
+    h32 = (uint32_t)*hash;
+    for (i = h32 & t->mask;; i = (i + 1) & t->mask) {
+        const dslot *sl = &t->slots[i];
+        if (sl->idx == 0) break;
+        if (sl->hash == h32) {
+            const dentry *e = &t->ents[sl->idx - 1];
+            if (e->len == len && memcmp(t->bytes + e->off, s, len) == 0) {
+                *slot = i;
+                return sl->idx;
+            }
+        }
+    }
+    *slot = i;
+    return 0;
+}
+
+/* Places entry idx (1-based) with hash h in the index, which has room. */
+static void place(dtable *t, uint32_t idx, uint32_t h)
+{
+    uint32_t i = h & t->mask;
+    while (t->slots[i].idx != 0) i = (i + 1) & t->mask;
+    t->slots[i].idx = idx;
+    t->slots[i].hash = h;
+}
+
+/* Makes room for more entries holding bytes more jti bytes, so that as
+ * many inserts then allocate nothing.  Returns 0 when out of memory; the
+ * table stays valid (and unchanged in content) either way. */
+static int dtable_reserve(dtable *t, size_t more, size_t bytes)
+{
+    size_t need, cap;
+    if (more > UINT32_MAX / 4 - t->n || bytes > UINT32_MAX - t->bytes_used) return 0;
+    need = t->n + more;
+    if (need > t->ents_cap) {
+        dentry *p;
+        cap = t->ents_cap > need / 2 ? (size_t)t->ents_cap * 2 : need;
+        if (cap > UINT32_MAX / 4) cap = need;
+        p = (dentry *)blk_grow(t->ents, (size_t)t->ents_cap * sizeof *p, cap * sizeof *p, 0);
+        if (!p) return 0;
+        t->ents = p;
+        t->ents_cap = (uint32_t)cap;
+    }
+    if (t->bytes_cap - t->bytes_used < bytes) {
+        char *p;
+        cap = t->bytes_cap > 1024 ? t->bytes_cap * 2 : 2048;
+        if (cap - t->bytes_used < bytes) cap = t->bytes_used + bytes;
+        if (!(p = (char *)blk_grow(t->bytes, t->bytes_cap, cap, 0))) return 0;
+        t->bytes = p;
+        t->bytes_cap = cap;
+    }
+    if (!t->slots || need > ((size_t)t->mask + 1) / 2) {
+        dslot *old = t->slots;
+        uint32_t old_cap = old ? t->mask + 1 : 0;
+        cap = 16;
+        while (cap / 2 < need) cap *= 2;
+        if (!(t->slots = (dslot *)blk_grow(NULL, 0, cap * sizeof *t->slots, 1))) {
+            t->slots = old;
+            return 0;
+        }
+        if (!old) draw_seed(t);  /* no entry yet: nothing was hashed */
+        t->mask = (uint32_t)(cap - 1);
+        for (uint32_t i = 0; i < old_cap; i++)
+            if (old[i].idx != 0) place(t, old[i].idx, old[i].hash);
+        blk_free(old, (size_t)old_cap * sizeof *old);
+    }
+    return 1;
+}
+
+/* Appends an entry for the jti at bytes[off, off + len), at the empty slot
+ * dtable_find gave; there is room (reserved).  Offsets must increase. */
+static void dtable_link(dtable *t, uint32_t slot, uint64_t hash, size_t off, size_t len, lua_Integer exp)
+{
+    dentry *e = &t->ents[t->n];
+    e->exp = exp;
+    e->off = (uint32_t)off;
+    e->len = (uint32_t)len;
+    t->slots[slot].idx = ++t->n;
+    t->slots[slot].hash = (uint32_t)hash;
+}
+
+/* Appends a copy of the jti s and its entry; there is room (reserved). */
+static void dtable_insert(dtable *t, uint32_t slot, uint64_t hash, const char *s, size_t len, lua_Integer exp)
+{
+    memcpy(t->bytes + t->bytes_used, s, len);
+    dtable_link(t, slot, hash, t->bytes_used, len, exp);
+    t->bytes_used += len;
+}
+
+/* Drops the entries with exp <= now, compacting in place (no allocation),
+ * and returns how many. */
+static uint32_t dtable_purge(dtable *t, lua_Integer now)
+{
+    uint32_t kept = 0, removed;
+    size_t used = 0;
+    for (uint32_t i = 0; i < t->n; i++) {
+        dentry e = t->ents[i];
+        if (e.exp <= now) continue;
+        memmove(t->bytes + used, t->bytes + e.off, e.len);  /* used <= e.off */
+        e.off = (uint32_t)used;
+        used += e.len;
+        t->ents[kept++] = e;
+    }
+    removed = t->n - kept;
+    if (removed == 0) return 0;
+    t->n = kept;
+    t->bytes_used = used;
+    memset(t->slots, 0, ((size_t)t->mask + 1) * sizeof *t->slots);
+    for (uint32_t i = 0; i < kept; i++)
+        place(t, i + 1, (uint32_t)jti_hash(t, t->bytes + t->ents[i].off, t->ents[i].len));
+    return removed;
+}
+
+/* ---- the object --------------------------------------------------------- */
 
 typedef struct denylist {
     int open;
@@ -38,8 +302,8 @@ typedef struct denylist {
     ino_t ino;
     off_t size;
     struct timespec mtime;
-    lua_Integer count;
     lua_Integer max_size;
+    dtable tab;         /* freed by close */
 } denylist;
 
 /* ---- the work userdata -------------------------------------------------- */
@@ -50,6 +314,7 @@ typedef struct dwork {
     char tmp[48];
     char *buf;
     size_t cap, used;
+    dtable tab;         /* a table being built, or one replaced */
 } dwork;
 
 static void dwork_clear(dwork *w)
@@ -61,9 +326,10 @@ static void dwork_clear(dwork *w)
     if (w->lockfd >= 0) close(w->lockfd);  /* releases the flock */
     w->fd = w->dirfd = w->lockfd = w->tmpfd = -1;
     w->tmp_made = 0;
-    free(w->buf);
+    blk_free(w->buf, w->cap);
     w->buf = NULL;
     w->cap = w->used = 0;
+    dtable_free(&w->tab);
 }
 
 static int tp_denylist_work__gc(lua_State *L)
@@ -88,16 +354,15 @@ static int dwork_reserve(dwork *w, size_t extra)
     size_t cap;
     char *p;
     if (w->cap - w->used >= extra) return 1;
-    cap = w->cap ? w->cap : 4096;
-    while (cap - w->used < extra) cap *= 2;
-    p = (char *)realloc(w->buf, cap);
-    if (!p) return 0;
+    cap = w->cap ? w->cap * 2 : 4096;
+    if (cap - w->used < extra) cap = w->used + extra;  /* exact: a file read whole */
+    if (!(p = (char *)blk_grow(w->buf, w->cap, cap, 0))) return 0;
     w->buf = p;
     w->cap = cap;
     return 1;
 }
 
-/* ---- the object --------------------------------------------------------- */
+/* ---- helpers ------------------------------------------------------------ */
 
 static denylist *check_denylist(lua_State *L, int idx)
 {
@@ -184,21 +449,34 @@ static void remember(denylist *d, const struct stat *st)
     d->mtime = st->st_mtim;
 }
 
-/* Parses w's buffer into a new table of entries, pushed on success (with
- * *count set); returns 0 then, or 3 with the fail triple pushed.  Messages
- * name the line, never its text: it may hold a token id. */
-static int parse(lua_State *L, dwork *w, const char *path, lua_Integer *count)
+/* Parses w's buffer into w->tab, a new table; returns 0, or 3 with the
+ * fail triple pushed.  Every block is allocated before the first line is
+ * read, so the loop allocates nothing.  Messages name the line, never its
+ * text: it may hold a token id. */
+static int parse(lua_State *L, dwork *w, const char *path)
 {
-    const char *p = w->buf, *end = w->buf + w->used;
-    lua_Integer line = 0, n = 0, exp;
-    int lines = 0, t;
+    dtable *t = &w->tab;
+    const char *p, *end;
+    lua_Integer line = 0, exp;
+    size_t lines = 1;  /* a last line may lack its newline */
+    /* The buffer becomes the table's bytes: the jtis stay where they are. */
+    dtable_free(t);
+    t->bytes = w->buf;
+    t->bytes_cap = w->cap;
+    t->bytes_used = w->used;
+    w->buf = NULL;
+    w->cap = w->used = 0;
+    p = t->bytes;
+    end = t->bytes + t->bytes_used;
     for (const char *q = p; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++)
-        if (lines < INT32_MAX) lines++;
-    lua_createtable(L, 0, lines);
-    t = lua_gettop(L);
+        lines++;
+    if (!dtable_reserve(t, lines, 0))
+        return tp_fail(L, "io", "denylist %s: out of memory", path);
     while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         const char *sp;
+        uint64_t hash = 0;
+        uint32_t idx, slot = 0;
         if (!eol) eol = end;  /* a last line without a newline */
         line++;
         sp = memchr(p, ' ', (size_t)(eol - p));
@@ -207,19 +485,12 @@ static int parse(lua_State *L, dwork *w, const char *path, lua_Integer *count)
                            "characters), a space and an expiry", path, line);
         if (!parse_integer(sp + 1, eol, &exp))
             return tp_fail(L, "malformed", "denylist %s line %I: the expiry is not an integer", path, line);
-        lua_pushlstring(L, p, (size_t)(sp - p));
-        lua_pushvalue(L, -1);
-        if (lua_rawget(L, t) == LUA_TNIL) {
-            n++;
-        } else if (lua_tointeger(L, -1) > exp) {
-            exp = lua_tointeger(L, -1);  /* a duplicate: the later expiry wins */
-        }
-        lua_pop(L, 1);
-        lua_pushinteger(L, exp);
-        lua_rawset(L, t);
+        if ((idx = dtable_find(t, p, (size_t)(sp - p), &hash, &slot)) == 0)
+            dtable_link(t, slot, hash, (size_t)(p - t->bytes), (size_t)(sp - p), exp);
+        else if (t->ents[idx - 1].exp < exp)
+            t->ents[idx - 1].exp = exp;  /* a duplicate: the later expiry wins */
         p = eol + 1;
     }
-    *count = n;
     return 0;
 }
 
@@ -230,7 +501,6 @@ static int load(lua_State *L, int idx, denylist *d, dwork *w, int *changed)
 {
     const char *path;
     struct stat st;
-    lua_Integer count = 0;
     memset(&st, 0, sizeof st);
     int top = lua_gettop(L), r, missing = 0;
     *changed = 0;
@@ -245,7 +515,7 @@ static int load(lua_State *L, int idx, denylist *d, dwork *w, int *changed)
             lua_settop(L, top);
             return 0;
         }
-        lua_newtable(L);  /* a missing file is an empty list */
+        dtable_free(&w->tab);  /* a missing file is an empty list */
         missing = 1;
     } else {
         if (fstat(w->fd, &st) != 0)
@@ -264,9 +534,11 @@ static int load(lua_State *L, int idx, denylist *d, dwork *w, int *changed)
         /* The file is replaced by rename, never changed in place, so its
          * size does not move; reading to the end costs nothing more. */
         w->used = 0;
+        if (!dwork_reserve(w, (size_t)st.st_size + 1))  /* + 1: the end shows without growing */
+            return tp_fail(L, "io", "denylist %s: out of memory", path);
         for (;;) {
             ssize_t got;
-            if (!dwork_reserve(w, (size_t)st.st_size + 1))
+            if (w->used == w->cap && !dwork_reserve(w, 4096))  /* it grew after all */
                 return tp_fail(L, "io", "denylist %s: out of memory", path);
             got = read(w->fd, w->buf + w->used, w->cap - w->used);
             if (got < 0 && errno == EINTR) continue;
@@ -278,13 +550,15 @@ static int load(lua_State *L, int idx, denylist *d, dwork *w, int *changed)
         }
         close(w->fd);
         w->fd = -1;
-        if ((r = parse(L, w, path, &count)) != 0)
+        if ((r = parse(L, w, path)) != 0)
             return r;
     }
-    tp_getuservalue(L, idx);
-    lua_insert(L, -2);
-    lua_rawseti(L, -2, UV_ENTRIES);
-    d->count = count;
+    {
+        /* The old table goes to w, whose clear or __gc frees it. */
+        dtable old = d->tab;
+        d->tab = w->tab;
+        w->tab = old;
+    }
     if (missing) {
         d->known = 1;
         d->exists = 0;
@@ -364,50 +638,52 @@ static int write_all(int fd, const char *p, size_t len)
     return 0;
 }
 
-/* Appends "jti exp\n" for every entry into w's buffer.  Only lua_next and
- * allocation-free reads run here. */
-static int serialize(lua_State *L, int entries, dwork *w)
+/* Appends "jti exp\n" to w's buffer; 0 when out of memory. */
+static int append_line(dwork *w, const char *jti, size_t len, lua_Integer exp)
 {
-    w->used = 0;
-    lua_pushnil(L);
-    while (lua_next(L, entries)) {
-        size_t len;
-        const char *jti = lua_tolstring(L, -2, &len);
-        lua_Integer exp = lua_tointeger(L, -1);
-        uint64_t v = exp < 0 ? (uint64_t)0 - (uint64_t)exp : (uint64_t)exp;
-        char digits[24];
-        size_t nd = 0;
-        lua_pop(L, 1);
-        do {
-            digits[nd++] = (char)('0' + v % 10);
-            v /= 10;
-        } while (v);
-        if (!dwork_reserve(w, len + nd + 3)) {
-            lua_pop(L, 1);
-            return 0;
-        }
-        memcpy(w->buf + w->used, jti, len);
-        w->used += len;
-        w->buf[w->used++] = ' ';
-        if (exp < 0) w->buf[w->used++] = '-';
-        while (nd) w->buf[w->used++] = digits[--nd];
-        w->buf[w->used++] = '\n';
-    }
+    uint64_t v = exp < 0 ? (uint64_t)0 - (uint64_t)exp : (uint64_t)exp;
+    char digits[24];
+    size_t nd = 0;
+    do {
+        digits[nd++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (!dwork_reserve(w, len + nd + 3)) return 0;
+    memcpy(w->buf + w->used, jti, len);
+    w->used += len;
+    w->buf[w->used++] = ' ';
+    if (exp < 0) w->buf[w->used++] = '-';
+    while (nd) w->buf[w->used++] = digits[--nd];
+    w->buf[w->used++] = '\n';
     return 1;
 }
 
-/* Rewrites the file from the entries (the lock held): a temporary file in
- * the same directory, synced, renamed over the path, then the directory
- * synced.  Returns 0, or 3 with the fail triple pushed. */
+/* Fills w's buffer with the file the entries of t make, in their order,
+ * with two changes that are not in memory yet: entry at (1-based; 0 for
+ * none) gets the expiry exp, and when extra is not NULL the line
+ * "extra exp" ends the file.  Returns 0 when out of memory. */
+static int serialize(const dtable *t, dwork *w, uint32_t at, const char *extra, size_t extra_len,
+                     lua_Integer exp)
+{
+    w->used = 0;
+    for (uint32_t i = 0; i < t->n; i++) {
+        const dentry *e = &t->ents[i];
+        if (!append_line(w, t->bytes + e->off, e->len, i + 1 == at ? exp : e->exp)) return 0;
+    }
+    return !extra || append_line(w, extra, extra_len, exp);
+}
+
+/* Replaces the file with w's buffer, filled by serialize (the lock held):
+ * a temporary file in the same directory, synced, renamed over the path,
+ * then the directory synced.  Returns 0, or 3 with the fail triple pushed;
+ * touches no entry in memory. */
 static int rewrite(lua_State *L, int idx, denylist *d, dwork *w)
 {
     const char *path = lua_tostring(L, push_slot(L, idx, UV_PATH));
     const char *base = lua_tostring(L, push_slot(L, idx, UV_BASE));
-    int entries = push_slot(L, idx, UV_ENTRIES), tries = 0, err;
+    int tries = 0, err;
     const char *step;
     struct stat st;
-    if (!serialize(L, entries, w))
-        return tp_fail(L, "io", "denylist %s: out of memory", path);
     if ((lua_Integer)w->used > d->max_size)
         return tp_fail(L, "too_large", "denylist %s would have %I bytes, over the limit of %I", path,
                        (lua_Integer)w->used, d->max_size);
@@ -448,7 +724,7 @@ static int rewrite(lua_State *L, int idx, denylist *d, dwork *w)
         goto failed;
     }
     remember(d, &st);
-    lua_pop(L, 3);
+    lua_pop(L, 2);
     return 0;
 failed:
     d->known = 0;  /* the next load reads the file again */
@@ -470,35 +746,42 @@ static int tp_denylist_add(lua_State *L)
 {
     denylist *d = check_denylist(L, 1);
     size_t len;
-    int changed, r, entries, old;
+    const char *jti = check_jti(L, 2, &len);
+    int changed, r;
     dwork *w;
-    lua_Integer exp;
-    check_jti(L, 2, &len);
-    exp = check_integer(L, 3, "exp");
+    dtable *t = &d->tab;
+    uint64_t hash = 0;
+    uint32_t idx, slot = 0;
+    lua_Integer exp = check_integer(L, 3, "exp");
     lua_settop(L, 3);
     w = dwork_new(L);
     if ((r = lock(L, 1, w)) != 0 || (r = load(L, 1, d, w, &changed)) != 0) {
         dwork_clear(w);
         return r;
     }
-    entries = push_slot(L, 1, UV_ENTRIES);
-    lua_pushvalue(L, 2);
-    lua_rawget(L, entries);  /* the old expiry, or nil */
-    old = lua_gettop(L);
-    if (lua_isnil(L, old) || lua_tointeger(L, -1) < exp) {
-        lua_pushvalue(L, 2);
-        lua_pushinteger(L, exp);
-        lua_rawset(L, entries);
+    /* Memory changes only once the file has: room for the entry is made
+     * first, so nothing can fail after the rename. */
+    idx = dtable_find(t, jti, len, &hash, &slot);
+    if (idx == 0 || t->ents[idx - 1].exp < exp) {
+        if (idx == 0) {
+            if (!dtable_reserve(t, 1, len)) {
+                dwork_clear(w);
+                return tp_fail(L, "io", "denylist %s: out of memory", lua_tostring(L, push_slot(L, 1, UV_PATH)));
+            }
+            dtable_find(t, jti, len, &hash, &slot);  /* the index may have grown */
+        }
+        if (!serialize(t, w, idx, idx ? NULL : jti, len, exp)) {
+            dwork_clear(w);
+            return tp_fail(L, "io", "denylist %s: out of memory", lua_tostring(L, push_slot(L, 1, UV_PATH)));
+        }
         if ((r = rewrite(L, 1, d, w)) != 0) {
-            /* Undo in memory what did not reach the disk (the key exists,
-             * so this allocates nothing). */
-            lua_pushvalue(L, 2);
-            lua_pushvalue(L, old);
-            lua_rawset(L, entries);
             dwork_clear(w);
             return r;
         }
-        if (lua_isnil(L, old)) d->count++;
+        if (idx == 0)
+            dtable_insert(t, slot, hash, jti, len, exp);
+        else
+            t->ents[idx - 1].exp = exp;
     }
     dwork_clear(w);
     lua_pushboolean(L, 1);
@@ -517,14 +800,15 @@ static int tp_denylist_add(lua_State *L)
  */
 static int tp_denylist_contains(lua_State *L)
 {
-    lua_Integer now;
-    check_denylist(L, 1);
-    tp_check_string(L, 2, NULL);
-    now = opt_now(L, 3);
-    lua_settop(L, 2);
-    push_slot(L, 1, UV_ENTRIES);
-    lua_pushvalue(L, 2);
-    lua_pushboolean(L, lua_rawget(L, 3) == LUA_TNUMBER && now < lua_tointeger(L, -1));
+    denylist *d = check_denylist(L, 1);
+    size_t len;
+    const char *jti = tp_check_string(L, 2, &len);
+    lua_Integer now = opt_now(L, 3);
+    uint64_t hash;
+    uint32_t idx = 0, slot;
+    if (len <= TP_DENYLIST_MAX_JTI)  /* longer: never stored */
+        idx = dtable_find(&d->tab, jti, len, &hash, &slot);
+    lua_pushboolean(L, idx != 0 && now < d->tab.ents[idx - 1].exp);
     return 1;
 }
 
@@ -538,8 +822,8 @@ static int tp_denylist_contains(lua_State *L)
 static int tp_denylist_purge(lua_State *L)
 {
     denylist *d = check_denylist(L, 1);
-    lua_Integer now = check_integer(L, 2, "now"), removed = 0;
-    int changed, r, entries;
+    lua_Integer now = check_integer(L, 2, "now"), removed;
+    int changed, r;
     dwork *w;
     lua_settop(L, 2);
     w = dwork_new(L);
@@ -547,22 +831,13 @@ static int tp_denylist_purge(lua_State *L)
         dwork_clear(w);
         return r;
     }
-    entries = push_slot(L, 1, UV_ENTRIES);
-    lua_pushnil(L);
-    while (lua_next(L, entries)) {
-        if (lua_tointeger(L, -1) <= now) {
-            /* Clearing a field during a traversal is allowed. */
-            lua_pop(L, 1);
-            lua_pushvalue(L, -1);
-            lua_pushnil(L);
-            lua_rawset(L, entries);
-            removed++;
-        } else {
-            lua_pop(L, 1);
-        }
-    }
+    removed = (lua_Integer)dtable_purge(&d->tab, now);
     if (removed > 0) {
-        d->count -= removed;
+        if (!serialize(&d->tab, w, 0, NULL, 0, 0)) {
+            d->known = 0;  /* memory is ahead of the file: the next load rereads it */
+            dwork_clear(w);
+            return tp_fail(L, "io", "denylist %s: out of memory", lua_tostring(L, push_slot(L, 1, UV_PATH)));
+        }
         if ((r = rewrite(L, 1, d, w)) != 0) {
             dwork_clear(w);  /* memory is ahead of the file: known = 0 rereads it */
             return r;
@@ -580,7 +855,7 @@ static int tp_denylist_purge(lua_State *L)
  */
 static int tp_denylist_count(lua_State *L)
 {
-    lua_pushinteger(L, check_denylist(L, 1)->count);
+    lua_pushinteger(L, (lua_Integer)check_denylist(L, 1)->tab.n);
     return 1;
 }
 
@@ -624,6 +899,7 @@ static int tp_denylist_close(lua_State *L)
     denylist *d = (denylist *)luaL_checkudata(L, 1, TP_DENYLIST_CLASS);
     if (d->open) {
         d->open = 0;
+        dtable_free(&d->tab);
         lua_pushnil(L);
         tp_setuservalue(L, 1);
     }
@@ -638,8 +914,8 @@ static int tp_denylist__tostring(lua_State *L)
         return 1;
     }
     push_slot(L, 1, UV_PATH);
-    lua_pushfstring(L, "tokenpolicy.Denylist %s (%I %s)", lua_tostring(L, -1), d->count,
-                    d->count == 1 ? "entry" : "entries");
+    lua_pushfstring(L, "tokenpolicy.Denylist %s (%I %s)", lua_tostring(L, -1), (lua_Integer)d->tab.n,
+                    d->tab.n == 1 ? "entry" : "entries");
     return 1;
 }
 
@@ -681,11 +957,9 @@ static int tp_denylist_new(lua_State *L)
     memset(d, 0, sizeof *d);
     d->max_size = max_size;
     luaL_setmetatable(L, TP_DENYLIST_CLASS);
-    lua_createtable(L, 4, 0);
+    lua_createtable(L, 3, 0);
     lua_pushvalue(L, 1);
     lua_rawseti(L, -2, UV_PATH);
-    lua_newtable(L);
-    lua_rawseti(L, -2, UV_ENTRIES);
     if (!slash)
         lua_pushliteral(L, ".");
     else if (slash == path)

@@ -155,6 +155,58 @@ describe("denylist", function()
       assert.are.equal(0, list:count())
     end)
 
+    it("keeps every entry through growth and purges (the C hash table)", function()
+      -- 300 adds cross several resizes of the index; a purge then compacts
+      -- the entries in place and rebuilds it.
+      local list = assert(tp.denylist(path))
+      for i = 1, 300 do assert(list:add("g-" .. i, i)) end
+      assert.are.equal(300, list:count())
+      for i = 1, 300 do
+        assert.is_true(list:contains("g-" .. i, i - 1))
+        assert.is_false(list:contains("g-" .. i, i))
+      end
+      assert.is_false(list:contains("g-0", 0))
+      assert.is_false(list:contains("g-301", 0))
+      assert.are.equal(150, list:purge(150))
+      assert.are.equal(150, list:count())
+      for i = 1, 300 do assert.are.equal(i > 150, list:contains("g-" .. i, 0)) end
+      assert(list:add("g-1", 1000))  -- re-added after its purge
+      assert(list:add("g-300", 2000))  -- an existing entry, later expiry
+      local again = assert(tp.denylist(path))
+      assert.are.equal(151, again:count())
+      assert.is_true(again:contains("g-1", 999))
+      assert.is_true(again:contains("g-300", 1999))
+      assert.is_false(again:contains("g-150", 0))
+      local lines = 0
+      for _ in read_file(path):gmatch("\n") do lines = lines + 1 end
+      assert.are.equal(151, lines)
+    end)
+
+    it("merges duplicate lines of a file, keeping the later expiry", function()
+      write_file(path, "d 5\ne 1\nd 9\nd 7\n")
+      local list = assert(tp.denylist(path))
+      assert.are.equal(2, list:count())
+      assert.is_true(list:contains("d", 8))
+      assert.is_false(list:contains("d", 9))
+      assert(list:add("e", 2))
+      assert.are.equal("d 9\ne 2\n", read_file(path))
+    end)
+
+    it("tells apart jtis that share long prefixes", function()
+      local list = assert(tp.denylist(path))
+      local long = ("p"):rep(255)
+      assert(list:add(long .. "a", 10))
+      assert(list:add(("p"):rep(16), 10))
+      assert.is_true(list:contains(long .. "a", 0))
+      assert.is_false(list:contains(long .. "b", 0))
+      assert.is_false(list:contains(long, 0))
+      assert.is_false(list:contains(long .. "a" .. "x", 0))  -- 257 bytes: never stored
+      assert.is_true(list:contains(("p"):rep(16), 0))
+      assert.is_false(list:contains(("p"):rep(15), 0))
+      assert.is_false(list:contains(("p"):rep(17), 0))
+      assert.is_false(list:contains("", 0))
+    end)
+
     it("is readable in the REPL", function()
       local list = assert(tp.denylist(path))
       assert.are.equal("tokenpolicy.Denylist " .. path .. " (0 entries)", tostring(list))
