@@ -771,6 +771,350 @@ static int tp_http_fetch_keys(lua_State *L)
     return lua_gettop(L) - 3;
 }
 
+/* ---- JWKS sources -------------------------------------------------------- */
+
+#define JWKS_TTL 300
+#define JWKS_MIN_REFETCH 60
+
+/* A JWKS URI with its cached key set.  The uservalue table holds the rest:
+ * url, fetch (fetch_keys), http (its options), now (the clock option),
+ * set (the current KeySet), err and code (the last failure). */
+typedef struct tp_jwks {
+    lua_Integer ttl, min_refetch;
+    lua_Integer fetched_at;     /* when the current set was fetched */
+    lua_Integer attempt_at;     /* the last fetch, successful or not */
+    lua_Integer refetch_at;     /* the last refetch (unknown kid or refresh) */
+    lua_Integer fixed_now;      /* opts.now as an integer */
+    lua_Integer fetches;        /* fetch attempts so far */
+    int has_set, failed, attempted, refetched, refetch, now_kind;
+} tp_jwks;
+
+enum { JWKS_CLOCK, JWKS_FIXED, JWKS_FUNCTION };
+
+static tp_jwks *check_jwks(lua_State *L, int idx)
+{
+    return (tp_jwks *)luaL_checkudata(L, idx, TP_JWKS_CLASS);
+}
+
+/* The source's time: the method's now argument at arg (when given), else
+ * opts.now, else the clock. */
+static lua_Integer jwks_now(lua_State *L, int idx, tp_jwks *s, int arg)
+{
+    lua_Integer now;
+    int ok;
+    if (arg > 0 && !lua_isnoneornil(L, arg)) {
+        now = lua_tointegerx(L, arg, &ok);
+        if (!ok || lua_type(L, arg) != LUA_TNUMBER) luaL_argerror(L, arg, "now must be an integer");
+        return now;
+    }
+    if (s->now_kind == JWKS_FIXED) return s->fixed_now;
+    if (s->now_kind == JWKS_CLOCK) return (lua_Integer)time(NULL);
+    tp_getuservalue(L, idx);
+    lua_getfield(L, -1, "now");
+    lua_call(L, 0, 1);
+    now = lua_tointegerx(L, -1, &ok);
+    if (!ok || lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "jwks: the now function must return an integer");
+    lua_pop(L, 2);
+    return now;
+}
+
+/* Fetches the set.  On success stores it, pushes it and returns 1; on a
+ * failure records it and returns 0 with the stack unchanged. */
+static int jwks_fetch(lua_State *L, int idx, tp_jwks *s, lua_Integer now)
+{
+    int top, uv;
+    idx = lua_absindex(L, idx);
+    top = lua_gettop(L);
+    tp_getuservalue(L, idx);
+    uv = lua_gettop(L);
+    lua_getfield(L, uv, "fetch");
+    lua_getfield(L, uv, "url");
+    lua_getfield(L, uv, "http");
+    lua_call(L, 2, LUA_MULTRET);
+    s->fetches++;
+    s->attempt_at = now;
+    s->attempted = 1;
+    if (luaL_testudata(L, uv + 1, TP_KEYSET_CLASS)) {
+        lua_settop(L, uv + 1);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, uv, "set");
+        lua_remove(L, uv);
+        s->has_set = 1;
+        s->failed = 0;
+        s->fetched_at = now;
+        return 1;
+    }
+    lua_settop(L, uv + 3);
+    lua_setfield(L, uv, "code");
+    lua_setfield(L, uv, "err");
+    s->failed = 1;
+    lua_settop(L, top);
+    return 0;
+}
+
+/* Pushes the current set and returns 1, or pushes the fail triple of the
+ * last failure and returns 3. */
+static int jwks_push_current(lua_State *L, int idx, tp_jwks *s)
+{
+    tp_getuservalue(L, idx);
+    if (s->has_set) {
+        lua_getfield(L, -1, "set");
+        lua_remove(L, -2);
+        return 1;
+    }
+    if (!s->attempted) {
+        lua_pop(L, 1);
+        return tp_fail(L, "unavailable", "jwks: no key set has been fetched yet");
+    }
+    lua_pushnil(L);
+    lua_getfield(L, -2, "err");
+    lua_getfield(L, -3, "code");
+    lua_remove(L, -4);
+    return 3;
+}
+
+/* The set for use at now: fetched when missing or older than the TTL (and
+ * fetching is allowed; after a failure, no sooner than min_refetch). */
+static int jwks_current(lua_State *L, int idx, tp_jwks *s, lua_Integer now, int may_fetch, int *fetched)
+{
+    int stale = !s->has_set || tp_sub_sat(now, s->fetched_at) >= s->ttl;
+    *fetched = 0;
+    if (stale && may_fetch && (!s->failed || tp_sub_sat(now, s->attempt_at) >= s->min_refetch)) {
+        if (jwks_fetch(L, idx, s, now)) {
+            *fetched = 1;
+            return 1;
+        }
+    }
+    return jwks_push_current(L, idx, s);
+}
+
+static int refetch_allowed(const tp_jwks *s, lua_Integer now)
+{
+    return !s->refetched || tp_sub_sat(now, s->refetch_at) >= s->min_refetch;
+}
+
+void tp_check_jwks(lua_State *L, int idx)
+{
+    if (!luaL_testudata(L, idx, TP_JWKS_CLASS))
+        luaL_argerror(L, idx, lua_pushfstring(L, "%s or %s expected, got %s", TP_KEYSET_CLASS, TP_JWKS_CLASS,
+                                              luaL_typename(L, idx)));
+}
+
+int tp_jwks_keys(lua_State *L, int idx, int *fetched)
+{
+    tp_jwks *s = check_jwks(L, idx);
+    return jwks_current(L, idx, s, jwks_now(L, idx, s, 0), s->refetch, fetched);
+}
+
+int tp_jwks_refetch(lua_State *L, int idx)
+{
+    tp_jwks *s = check_jwks(L, idx);
+    lua_Integer now;
+    if (!s->refetch) return 0;
+    now = jwks_now(L, idx, s, 0);
+    if (!refetch_allowed(s, now)) return 0;
+    s->refetch_at = now;
+    s->refetched = 1;
+    return jwks_fetch(L, idx, s, now);
+}
+
+/***
+ * A JWKS source: a JWKS URI whose key set is fetched (with `fetch_keys`)
+ * when first needed, cached for `ttl` seconds, and refetched at most once
+ * per `min_refetch` seconds when `verify` meets an unknown kid.  Creating
+ * one does no I/O.  See docs/jwks.md.
+ * @function jwks
+ * @tparam string jwks_uri
+ * @tparam[opt] table opts `ttl` (default 300), `min_refetch` (default 60),
+ *   `refetch` (default true; false: verify never fetches), `now` (an
+ *   integer or a function returning one), `timeout`, `ca_file`, `insecure`
+ * @treturn JwksSource
+ */
+static int tp_http_jwks(lua_State *L)
+{
+    static const char *const options[] = { "ttl", "min_refetch", "refetch", "now", "timeout", "ca_file",
+                                           "insecure", NULL };
+    http_req req;
+    tp_jwks *s;
+    int t;
+    tp_check_string(L, 1, NULL);
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        tp_check_options(L, 2, options);
+    }
+    lua_settop(L, 2);
+    memset(&req, 0, sizeof req);
+    read_transport(L, 2, &req);  /* checks the HTTP options now */
+    s = (tp_jwks *)tp_newuserdata(L, sizeof *s);
+    memset(s, 0, sizeof *s);
+    s->refetch = 1;
+    s->ttl = opt_integer(L, 2, "ttl", JWKS_TTL);
+    s->min_refetch = opt_integer(L, 2, "min_refetch", JWKS_MIN_REFETCH);
+    if (s->ttl < 0) return luaL_argerror(L, 2, "ttl must not be negative");
+    if (s->min_refetch < 0) return luaL_argerror(L, 2, "min_refetch must not be negative");
+    lua_createtable(L, 0, 8);
+    if (!lua_isnil(L, 2)) {
+        if (lua_getfield(L, 2, "refetch") != LUA_TNIL) {
+            if (!lua_isboolean(L, -1)) return luaL_argerror(L, 2, "refetch must be a boolean");
+            s->refetch = lua_toboolean(L, -1);
+        }
+        lua_pop(L, 1);
+        t = lua_getfield(L, 2, "now");
+        if (t == LUA_TFUNCTION) {
+            s->now_kind = JWKS_FUNCTION;
+            lua_setfield(L, -2, "now");
+        } else {
+            if (t != LUA_TNIL) {
+                int ok;
+                s->fixed_now = lua_tointegerx(L, -1, &ok);
+                if (!ok || t != LUA_TNUMBER) return luaL_argerror(L, 2, "now must be an integer or a function");
+                s->now_kind = JWKS_FIXED;
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_createtable(L, 0, 3);
+    if (!lua_isnil(L, 2)) {
+        static const char *const http_options[] = { "timeout", "ca_file", "insecure", NULL };
+        for (int i = 0; http_options[i]; i++) {
+            lua_getfield(L, 2, http_options[i]);
+            lua_setfield(L, -2, http_options[i]);
+        }
+    }
+    lua_setfield(L, -2, "http");
+    lua_pushvalue(L, 1);
+    lua_setfield(L, -2, "url");
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_setfield(L, -2, "fetch");
+    tp_setuservalue(L, -2);
+    luaL_setmetatable(L, TP_JWKS_CLASS);
+    return 1;
+}
+
+/***
+ * The current key set: fetched when there is none yet or it is older than
+ * the TTL.  When that fetch fails the old set is served; the fail triple
+ * comes back only when there is no set at all.
+ * @function JwksSource:keys
+ * @tparam[opt] integer now
+ * @treturn KeySet, or the fail triple
+ */
+static int tp_jwks_keys_method(lua_State *L)
+{
+    tp_jwks *s = check_jwks(L, 1);
+    int fetched;
+    lua_settop(L, 2);
+    return jwks_current(L, 1, s, jwks_now(L, 1, s, 2), 1, &fetched);
+}
+
+/***
+ * Fetches the key set now, unless a refetch happened less than
+ * `min_refetch` seconds ago (then the current set comes back, with false);
+ * `opts.force` skips that limit.
+ * @function JwksSource:refresh
+ * @tparam[opt] integer now
+ * @tparam[opt] table opts `force`
+ * @treturn KeySet
+ * @treturn boolean whether it was fetched
+ * @return or the fail triple
+ */
+static int tp_jwks_refresh_method(lua_State *L)
+{
+    static const char *const options[] = { "force", NULL };
+    tp_jwks *s = check_jwks(L, 1);
+    lua_Integer now;
+    int force = 0;
+    if (lua_type(L, 2) == LUA_TTABLE && lua_isnoneornil(L, 3)) {  /* refresh(opts) */
+        lua_settop(L, 2);
+        lua_pushnil(L);
+        lua_insert(L, 2);
+    }
+    lua_settop(L, 3);
+    if (!lua_isnil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        tp_check_options(L, 3, options);
+        lua_getfield(L, 3, "force");
+        if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) return luaL_argerror(L, 3, "force must be a boolean");
+        force = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    now = jwks_now(L, 1, s, 2);
+    if (!force && !refetch_allowed(s, now)) {
+        if (jwks_push_current(L, 1, s) != 1) return 3;
+        lua_pushboolean(L, 0);
+        return 2;
+    }
+    s->refetch_at = now;
+    s->refetched = 1;
+    if (!jwks_fetch(L, 1, s, now)) {
+        tp_getuservalue(L, 1);
+        lua_pushnil(L);
+        lua_getfield(L, -2, "err");
+        lua_getfield(L, -3, "code");
+        return 3;
+    }
+    lua_pushboolean(L, 1);
+    return 2;
+}
+
+/* "tokenpolicy.JwksSource: http://host:port/path, 2 keys, fetched 30s ago" */
+static int tp_jwks__tostring(lua_State *L)
+{
+    tp_jwks *s = check_jwks(L, 1);
+    luaL_Buffer b;
+    char shown[204], span[32];
+    size_t len, n, count;
+    const char *url;
+    lua_Integer now = jwks_now(L, 1, s, 0);
+    tp_getuservalue(L, 1);
+    lua_getfield(L, -1, "url");
+    url = lua_tolstring(L, -1, &len);
+    n = strcspn(url, "?#");
+    if (n > 200) n = 200;
+    for (size_t i = 0; i < n; i++)
+        shown[i] = ((unsigned char)url[i] < 0x20 || (unsigned char)url[i] >= 0x7f) ? '?' : url[i];
+    shown[n] = '\0';
+    lua_getfield(L, -2, "set");
+    count = s->has_set ? ((tp_keyset *)lua_touserdata(L, -1))->count : 0;
+    luaL_buffinit(L, &b);
+    lua_pushfstring(L, "tokenpolicy.JwksSource: %s%s", shown, n < strcspn(url, "?#") ? "..." : "");
+    luaL_addvalue(&b);
+    if (s->has_set) {
+        lua_Integer age = tp_sub_sat(now, s->fetched_at);
+        lua_pushfstring(L, ", %d key%s, fetched %s ago", (int)count, count == 1 ? "" : "s",
+                        tp_format_span(span, age < 0 ? 0 : age));
+        luaL_addvalue(&b);
+        if (age >= s->ttl) luaL_addstring(&b, " (stale)");
+    } else {
+        luaL_addstring(&b, ", no keys yet");
+    }
+    if (s->failed) luaL_addstring(&b, ", last fetch failed");
+    if (!s->refetch) luaL_addstring(&b, ", refetch off");
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/***
+ * Counters for monitoring: `fetches` (attempts), `fetched_at` (of the
+ * current set, if any), `failed` (the last attempt failed).
+ * @function JwksSource:stats
+ * @treturn table
+ */
+static int tp_jwks_stats_method(lua_State *L)
+{
+    tp_jwks *s = check_jwks(L, 1);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, s->fetches);
+    lua_setfield(L, -2, "fetches");
+    if (s->has_set) {
+        lua_pushinteger(L, s->fetched_at);
+        lua_setfield(L, -2, "fetched_at");
+    }
+    lua_pushboolean(L, s->failed);
+    lua_setfield(L, -2, "failed");
+    return 1;
+}
+
 /* ---- Arvados ------------------------------------------------------------- */
 
 enum { ARV_CURRENT, ARV_DELETE, ARV_LOGOUT };
@@ -895,5 +1239,22 @@ void tp_open_http(lua_State *L)
      * first), so keys.c needs no C entry point for JSON text. */
     lua_getfield(L, -1, "keys");
     lua_pushcclosure(L, tp_http_fetch_keys, 1);
-    lua_setfield(L, -2, "fetch_keys");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "fetch_keys");
+    /* A JwksSource fetches through fetch_keys (kept in each source). */
+    lua_pushcclosure(L, tp_http_jwks, 1);
+    lua_setfield(L, -2, "jwks");
+    if (luaL_newmetatable(L, TP_JWKS_CLASS)) {
+        static const luaL_Reg methods[] = {
+            { "keys", tp_jwks_keys_method },
+            { "refresh", tp_jwks_refresh_method },
+            { "stats", tp_jwks_stats_method },
+            { NULL, NULL }
+        };
+        lua_pushcfunction(L, tp_jwks__tostring);
+        lua_setfield(L, -2, "__tostring");
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
 }

@@ -422,6 +422,15 @@ static int signature_length_ok(const tp_key *key, int alg, size_t siglen)
     return siglen == (size_t)(key->bits + 7) / 8;
 }
 
+/* Whether a key of the set has exactly this kid. */
+static int keyset_has_kid(const tp_keyset *set, const char *kid, size_t kidlen)
+{
+    for (size_t i = 0; i < set->count; i++)
+        if (set->key[i].kid && strlen(set->key[i].kid) == kidlen && memcmp(set->key[i].kid, kid, kidlen) == 0)
+            return 1;
+    return 0;
+}
+
 /***
  * Verifies a JWT's signature with a key set, then its claims.
  *
@@ -443,14 +452,16 @@ static int tp_jwt_verify(lua_State *L)
 {
     size_t len, kidlen = 0, alglen;
     const char *token = tp_check_string(L, 1, &len);
-    tp_keyset *set = tp_check_keyset(L, 2);
+    tp_keyset *set = (tp_keyset *)luaL_testudata(L, 2, TP_KEYSET_CLASS);  /* NULL: a JwksSource */
     verify_opts o;
     compact c;
     const char *msg, *algname, *kid = NULL;
     char small[TP_SMALL_WORK], safe[40];
     decoded d;
-    int alg, hdr, cl, tried = 0, verified = 0, kid_known = 0, pool = 0;
+    int alg, hdr, cl, tried = 0, verified = 0, kid_known = 0, pool = 0, fetched = 0;
+    int source = set == NULL;
 
+    if (source) tp_check_jwks(L, 2);
     parse_verify_opts(L, 3, &o);
     lua_settop(L, 3);
     if ((lua_Integer)len > o.max_size)
@@ -480,17 +491,25 @@ static int tp_jwt_verify(lua_State *L)
         return tp_fail(L, "unsupported_crit", "the token requires extensions this verifier does not implement");
     }
     lua_pop(L, 1);
+    if (source) {  /* the source's current set stays on the stack while in use */
+        int n = tp_jwks_keys(L, 2, &fetched);
+        if (n != 1) return n;
+        set = (tp_keyset *)lua_touserdata(L, -1);
+    }
     switch (lua_getfield(L, hdr, "kid")) {
     case LUA_TNIL: break;
     case LUA_TSTRING:
         kid = lua_tolstring(L, -1, &kidlen);
-        for (size_t i = 0; i < set->count && !kid_known; i++)
-            kid_known = set->key[i].kid && strlen(set->key[i].kid) == kidlen &&
-                        memcmp(set->key[i].kid, kid, kidlen) == 0;
+        kid_known = keyset_has_kid(set, kid, kidlen);
         break;
     default: return tp_fail(L, "malformed", "kid is not a string");
     }
     lua_pop(L, 1);
+    if (source && kid && !kid_known && !fetched && tp_jwks_refetch(L, 2)) {
+        /* A JwksSource that did not know the kid: retry with the new set. */
+        set = (tp_keyset *)lua_touserdata(L, -1);
+        kid_known = keyset_has_kid(set, kid, kidlen);
+    }
 
     for (size_t i = 0; i < set->count && !verified; i++) {
         tp_key *key = &set->key[i];

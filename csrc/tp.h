@@ -17,6 +17,7 @@
 #define TP_KEYSET_CLASS "tokenpolicy.KeySet"
 #define TP_JWT_CLASS "tokenpolicy.JWT"
 #define TP_BOX_CLASS "tokenpolicy.Box"
+#define TP_JWKS_CLASS "tokenpolicy.JwksSource"
 
 /* ---- errors (util.c) ---------------------------------------------------- */
 
@@ -124,6 +125,23 @@ TP_INTERNAL tp_keyset *tp_check_keyset(lua_State *L, int idx);
  * must have the length alg and key produce).  1 when it verifies. */
 TP_INTERNAL int tp_key_verify(tp_keyset *set, tp_key *key, int alg, const unsigned char *input,
                               size_t inlen, const unsigned char *sig, size_t siglen);
+
+/* ---- JWKS sources (http.c), for verify ---------------------------------- */
+
+/* Raises an argument error unless idx holds a JwksSource (verify calls it
+ * once the value at idx has turned out not to be a KeySet). */
+TP_INTERNAL void tp_check_jwks(lua_State *L, int idx);
+
+/* Pushes the source's current KeySet (fetching it when missing or past its
+ * TTL, unless the source has refetch=false) and returns 1, with *fetched
+ * telling whether it was just fetched; or pushes the fail triple and
+ * returns 3 when there is no set. */
+TP_INTERNAL int tp_jwks_keys(lua_State *L, int idx, int *fetched);
+
+/* For a token whose kid is unknown: refetches when the source allows it
+ * (refetch on, no refetch within min_refetch).  Returns 1 with the new
+ * KeySet pushed, else 0 with the stack unchanged. */
+TP_INTERNAL int tp_jwks_refetch(lua_State *L, int idx);
 
 /* ---- time (util.c) ------------------------------------------------------ */
 

@@ -76,6 +76,20 @@ const routes = {
     res.writeHead(302, { Location: base.replace('127.0.0.1', 'localhost') + '/jwks' });
     res.end();
   },
+  // For spec/16-jwks_spec.lua: serves the JWKS held in the file named by
+  // ?file= (re-read on every request, so the spec rotates keys by rewriting
+  // it); a file holding a bare status number makes the answer that status.
+  // Each fetch is in the request log, where the spec counts them.
+  '/jwks-rotating': (req, res) => {
+    const file = new URL(req.url, 'http://peer').searchParams.get('file');
+    const text = fs.readFileSync(file, 'utf8');
+    if (/^\d{3}$/.test(text.trim())) {
+      res.writeHead(Number(text.trim()));
+      return res.end();
+    }
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    return res.end(text);
+  },
   '/issuer/.well-known/openid-configuration': (req, res) => json(res, 200, {
     issuer: base + '/issuer', jwks_uri: base + '/jwks', revocation_endpoint: base + '/revoke',
     introspection_endpoint: base + '/introspect',

@@ -1,0 +1,283 @@
+-- JWKS sources: tp.jwks(uri, opts), a cached key set with a TTL and a
+-- rate-limited refetch on unknown kids, used by verify in place of a KeySet.
+-- The JWKS comes from spec/helpers/http_peer.js (/jwks-rotating), which
+-- serves whatever JWK Set a file holds and logs every fetch.
+local tp = require "tokenpolicy"
+local crypto = require "helpers.crypto"
+
+local NOW = 1800000000
+
+local function start_peer()
+  local log = os.tmpname()
+  local handle = assert(io.popen("exec env -u LD_PRELOAD node spec/helpers/http_peer.js " .. log, "r"))
+  local port, pid = assert(handle:read("l")):match("^(%d+) (%d+)$")
+  return { handle = handle, port = port, pid = pid, log = log, base = "http://127.0.0.1:" .. port }
+end
+
+local function stop_peer(peer)
+  os.execute("kill " .. peer.pid)
+  peer.handle:close()
+  os.remove(peer.log)
+end
+
+local function fails(code, ...)
+  local value, msg, got = ...
+  assert.is_nil(value)
+  assert.are.equal(code, got, msg)
+  assert.are.equal(code .. ": ", msg:sub(1, #code + 2))
+  return msg
+end
+
+describe("jwks sources", function()
+  local peer, old_signer, new_signer, other_signer, any_signer, old_jwk, new_jwk
+  local files = {}
+
+  setup(function()
+    peer = start_peer()
+    local old_pem = crypto.rsa_private()
+    local new_pem = crypto.run("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048")
+    old_signer = assert(tp.keys(old_pem, { kid = "old" }))
+    new_signer = assert(tp.keys(new_pem, { kid = "new" }))
+    other_signer = assert(tp.keys(new_pem, { kid = "other" }))
+    any_signer = assert(tp.keys(new_pem))  -- no kid: signs with any kid asked for
+    old_jwk = crypto.rsa_public_jwk(old_pem, "old")
+    new_jwk = crypto.rsa_public_jwk(new_pem, "new")
+  end)
+  teardown(function()
+    stop_peer(peer)
+    for _, f in ipairs(files) do os.remove(f) end
+  end)
+  after_each(function()
+    collectgarbage()
+  end)
+
+  -- What the peer serves from file: a list of JWKs, a bare HTTP status, or
+  -- (a string) that text.
+  local function serve(file, what)
+    local f = assert(io.open(file, "w"))
+    f:write(type(what) == "table" and assert(tp.json_encode({ keys = what })) or tostring(what))
+    f:close()
+  end
+
+  -- How many times the peer was asked for file's JWKS.
+  local function fetches(file)
+    local n = 0
+    for line in io.lines(peer.log) do
+      if assert(tp.json_decode(line)).path == "/jwks-rotating?file=" .. file then n = n + 1 end
+    end
+    return n
+  end
+
+  -- A source over a fresh file serving what, on a clock the spec moves.
+  local function source(what, opts)
+    local file = os.tmpname()
+    files[#files + 1] = file
+    serve(file, what)
+    local clock = { t = NOW }
+    opts = opts or {}
+    opts.now = function() return clock.t end
+    local src = tp.jwks(peer.base .. "/jwks-rotating?file=" .. file, opts)
+    return src, file, clock
+  end
+
+  local function token(signer, kid)
+    return assert(tp.sign({ sub = "alice", iat = NOW - 10, exp = NOW + 3600 }, signer,
+                          { alg = "RS256", kid = kid }))
+  end
+
+  local function verify(tok, src)
+    return tp.verify(tok, src, { now = NOW })
+  end
+
+  it("fetches nothing until needed and prints the URI without its query", function()
+    local src, file = source({ old_jwk })
+    assert.are.equal(0, fetches(file))
+    assert.matches("^tokenpolicy%.JwksSource: http://127%.0%.0%.1:%d+/jwks%-rotating, no keys yet$", tostring(src))
+    local set = assert(src:keys())
+    assert.are.same({ "old" }, set:kids())
+    assert.are.equal(1, fetches(file))
+    assert.matches("^tokenpolicy%.JwksSource: http://127%.0%.0%.1:%d+/jwks%-rotating, 1 key, fetched 0s ago$",
+                   tostring(src))
+    assert.is_nil(tostring(src):find(file, 1, true))
+    assert.are.equal(1, src:stats().fetches)
+  end)
+
+  it("keeps the key set for the TTL and fetches it again after", function()
+    local src, file, clock = source({ old_jwk })
+    local first = assert(src:keys())
+    clock.t = NOW + 299
+    assert.are.equal(first, src:keys())
+    assert(verify(token(old_signer), src))
+    assert.are.equal(1, fetches(file))
+    assert.matches("fetched 4m59s ago$", tostring(src))
+    clock.t = NOW + 300
+    local second = assert(src:keys())
+    assert.are_not.equal(first, second)
+    assert.are.equal(2, fetches(file))
+    -- an explicit now, and a shorter TTL
+    local short, short_file = source({ old_jwk }, { ttl = 10 })
+    assert(short:keys(NOW))
+    assert(short:keys(NOW + 9))
+    assert.are.equal(1, fetches(short_file))
+    assert(short:keys(NOW + 10))
+    assert.are.equal(2, fetches(short_file))
+  end)
+
+  it("refetches once on an unknown kid, then verifies with the rotated key", function()
+    local src, file, clock = source({ old_jwk })
+    assert(verify(token(old_signer), src))
+    assert.are.equal(1, fetches(file))
+    serve(file, { new_jwk })
+    clock.t = NOW + 5
+    local claims = assert(verify(token(new_signer), src))
+    assert.are.equal("alice", claims.sub)
+    assert.are.equal(2, fetches(file))
+    assert(verify(token(new_signer), src))
+    assert.are.equal(2, fetches(file))
+    assert.are.same({ "new" }, assert(src:keys()):kids())
+  end)
+
+  it("does not refetch for a second unknown kid within min_refetch", function()
+    local src, file, clock = source({ old_jwk })
+    assert(src:keys())
+    serve(file, { new_jwk })
+    clock.t = NOW + 1
+    assert(verify(token(new_signer), src))
+    assert.are.equal(2, fetches(file))
+    clock.t = NOW + 60
+    local msg = fails("unknown_key", verify(token(other_signer), src))
+    assert.matches("kid other", msg)
+    assert.are.equal(2, fetches(file))
+    clock.t = NOW + 61
+    fails("unknown_key", verify(token(other_signer), src))
+    assert.are.equal(3, fetches(file))
+  end)
+
+  it("fetches at most once for a flood of unknown kids", function()
+    local src, file, clock = source({ old_jwk })
+    assert(src:keys())
+    for i = 1, 100 do
+      clock.t = NOW + i % 50
+      fails("unknown_key", verify(token(any_signer, "flood-" .. i), src))
+    end
+    assert.is_true(fetches(file) - 1 <= 1)
+    assert.are.equal(2, fetches(file))
+    -- a custom limit
+    local slow, slow_file = source({ old_jwk }, { min_refetch = 3600 })
+    assert(slow:keys())
+    clock.t = NOW
+    for i = 1, 100 do
+      fails("unknown_key", verify(token(any_signer, "flood-" .. i), slow))
+    end
+    assert.are.equal(2, fetches(slow_file))
+  end)
+
+  it("keeps serving the old key set when a fetch fails", function()
+    local src, file, clock = source({ old_jwk })
+    local set = assert(src:keys())
+    serve(file, 503)
+    clock.t = NOW + 300
+    assert.are.equal(set, src:keys())
+    assert.are.equal(2, fetches(file))
+    assert.matches("1 key, fetched 5m ago %(stale%), last fetch failed$", tostring(src))
+    assert(verify(token(old_signer), src))
+    -- no retry sooner than min_refetch after a failure
+    clock.t = NOW + 359
+    assert.are.equal(set, src:keys())
+    assert.are.equal(2, fetches(file))
+    -- an explicit refresh reports the failure, and keeps the set
+    fails("unavailable", src:refresh())
+    assert.are.equal(3, fetches(file))
+    assert.are.equal(set, src:keys())
+    serve(file, { old_jwk })
+    clock.t = NOW + 420
+    assert.are_not.equal(set, src:keys())
+    assert.are.equal(4, fetches(file))
+    assert.is_nil(tostring(src):find("failed", 1, true))
+  end)
+
+  it("returns the fail triple when there is no key set at all", function()
+    local src, file = source(500)
+    fails("http", src:keys())
+    fails("http", verify(token(old_signer), src))
+    assert.are.equal(1, fetches(file))  -- the failure is not retried at once
+    local gone = tp.jwks("http://127.0.0.1:1/jwks")
+    fails("unreachable", gone:keys())
+    fails("malformed", tp.jwks("ftp://127.0.0.1/jwks"):keys())
+    local bad, bad_file = source("{not json")
+    fails("malformed", bad:keys())
+    assert.are.equal(1, fetches(bad_file))
+  end)
+
+  it("never fetches during verify with refetch=false", function()
+    local src, file, clock = source({ old_jwk }, { refetch = false })
+    fails("unavailable", verify(token(old_signer), src))
+    assert.are.equal(0, fetches(file))
+    assert.matches(", no keys yet, refetch off$", tostring(src))
+    assert(src:refresh())
+    assert.are.equal(1, fetches(file))
+    assert(verify(token(old_signer), src))
+    serve(file, { new_jwk })
+    clock.t = NOW + 1000
+    fails("unknown_key", verify(token(new_signer), src))
+    assert(verify(token(old_signer), src))  -- past the TTL: still the old set
+    assert.are.equal(1, fetches(file))
+    -- a gateway task refreshes it
+    local set, fetched = src:refresh()
+    assert.is_true(fetched)
+    assert.are.same({ "new" }, set:kids())
+    assert(verify(token(new_signer), src))
+    assert.are.equal(2, fetches(file))
+  end)
+
+  it("rate-limits refresh unless forced", function()
+    local src, file, clock = source({ old_jwk })
+    local set, fetched = src:refresh()
+    assert.is_true(fetched)
+    local again, fetched_again = src:refresh()
+    assert.are.equal(set, again)
+    assert.is_false(fetched_again)
+    assert.are.equal(1, fetches(file))
+    local _, forced = src:refresh({ force = true })
+    assert.is_true(forced)
+    assert.are.equal(2, fetches(file))
+    local _, later = src:refresh(NOW + 60)
+    assert.is_true(later)
+    clock.t = NOW + 61
+    local _, limited = src:refresh()
+    assert.is_false(limited)
+    assert.are.equal(3, fetches(file))
+  end)
+
+  it("leaves verify with a plain KeySet as it was", function()
+    local set = assert(tp.keys(tp.json_encode({ keys = { old_jwk } })))
+    assert(verify(token(old_signer), set))
+    fails("unknown_key", verify(token(new_signer), set))
+  end)
+
+  it("raises on misuse", function()
+    local url = peer.base .. "/jwks-rotating?file=/nonexistent"
+    assert.has_error(function() tp.jwks(42) end)
+    assert.has_error(function() tp.jwks() end)
+    assert.has_error(function() tp.jwks(url, 5) end)
+    assert.has_error(function() tp.jwks(url, { tll = 5 }) end, "bad argument #2 to 'jwks' (unknown option 'tll')")
+    assert.has_error(function() tp.jwks(url, { ttl = "5" }) end)
+    assert.has_error(function() tp.jwks(url, { ttl = -1 }) end)
+    assert.has_error(function() tp.jwks(url, { min_refetch = 1.5 }) end)
+    assert.has_error(function() tp.jwks(url, { refetch = 0 }) end)
+    assert.has_error(function() tp.jwks(url, { now = "now" }) end)
+    assert.has_error(function() tp.jwks(url, { timeout = 0 }) end)
+    assert.has_error(function() tp.jwks(url, { insecure = "yes" }) end)
+    local src = tp.jwks(url, { now = NOW })
+    assert.has_error(function() src:keys("soon") end)
+    assert.has_error(function() src:refresh(nil, { force = 1 }) end)
+    assert.has_error(function() src:refresh(nil, { forse = true }) end)
+    assert.has_error(function() src.keys(42) end)
+    assert.has_error(function() src.refresh({}) end)
+    local odd = tp.jwks(url, { now = function() return "later" end })
+    assert.has_error(function() odd:keys() end)
+    assert.has_error(function() tp.verify(token(old_signer), {}) end,
+      "bad argument #2 to 'verify' (tokenpolicy.KeySet or tokenpolicy.JwksSource expected, got table)")
+    assert.has_error(function() tp.verify(token(old_signer)) end)
+  end)
+end)
