@@ -1,0 +1,66 @@
+-- TLS: peers are verified against the system CA bundle or opts.ca_file,
+-- and nothing turns verification off.
+local tp = require "tokenpolicy"
+
+local function sh(cmd)
+  local pipe = assert(io.popen(cmd .. " 2>&1"))
+  local out = pipe:read("a")
+  local ok = pipe:close()
+  assert(ok, out)
+  return out
+end
+
+-- A one-route HTTPS peer serving an OpenID configuration for itself.
+local SERVER = [[
+const https = require("https"), fs = require("fs");
+const s = https.createServer({ key: fs.readFileSync(process.argv[2]), cert: fs.readFileSync(process.argv[3]) },
+  (q, r) => {
+    r.setHeader("content-type", "application/json");
+    r.end(JSON.stringify({ issuer: "https://127.0.0.1:" + s.address().port, jwks_uri: "https://127.0.0.1/jwks" }));
+  });
+s.listen(0, "127.0.0.1", () => console.log(s.address().port + " " + process.pid));
+]]
+
+describe("https peers", function()
+  local dir, peer, issuer
+
+  setup(function()
+    dir = sh("mktemp -d"):gsub("%s+$", "")
+    sh(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s/cert.pem -days 1 "
+      .. "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1"):format(dir, dir))
+    local f = assert(io.open(dir .. "/server.js", "w"))
+    f:write(SERVER)
+    f:close()
+    peer = assert(io.popen(("exec env -u LD_PRELOAD node %s/server.js %s/key.pem %s/cert.pem")
+      :format(dir, dir, dir)))
+    local port, pid = assert(peer:read("l")):match("^(%d+) (%d+)$")
+    peer = { handle = peer, pid = pid }
+    issuer = "https://127.0.0.1:" .. port
+  end)
+
+  teardown(function()
+    os.execute("kill " .. peer.pid)
+    peer.handle:close()
+    os.execute("rm -rf " .. dir)
+  end)
+
+  after_each(function() collectgarbage() end)
+
+  it("refuses a certificate no trusted CA signed", function()
+    local meta, msg, code = tp.discovery(issuer, { ttl = 0, timeout = 5 })
+    assert.is_nil(meta)
+    assert.are.equal("http", code, msg)
+    assert.matches("^http: ", msg)
+  end)
+
+  it("trusts the CA given as ca_file", function()
+    local meta = assert(tp.discovery(issuer, { ttl = 0, timeout = 5, ca_file = dir .. "/cert.pem" }))
+    assert.are.equal(issuer, meta.issuer)
+  end)
+
+  it("does not turn verification off with insecure=true", function()
+    local meta, _, code = tp.discovery(issuer, { ttl = 0, timeout = 5, insecure = true })
+    assert.is_nil(meta)
+    assert.are.equal("http", code)
+  end)
+end)
