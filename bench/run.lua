@@ -380,6 +380,47 @@ sections[#sections + 1] = {
   end,
 }
 
+-- The jti denylist: loading a list of 100,000 entries (the issue asks for
+-- under 100 ms, that is over 10 loads/s) against merely reading its file,
+-- and contains, the lookup a gateway does on every request.
+sections[#sections + 1] = {
+  title = "Denylist: load 100,000 entries (vs reading the file) and contains",
+  prepare = function(fixtures)
+    local path = fixtures.dir .. "/denylist"
+    local lines = {}
+    for i = 1, 100000 do
+      lines[i] = ("b3f1c2d4-6e5f-4a7b-8c9d-%012d %d"):format(i, NOW + 3600 + i)
+    end
+    write_file(path, table.concat(lines, "\n") .. "\n")
+    os.execute("chmod 600 " .. shell_quote(path))
+    local function load()
+      local list = assert(tp.denylist(path))
+      local n = list:count()
+      list:close()
+      return n
+    end
+    local list = assert(tp.denylist(path))
+    return {
+      {
+        name = "denylist load",
+        fn = load,
+        check = function() assert(load() == 100000) end,
+        baseline = function(seconds)
+          return { { name = "read_file", rate = measure(seconds, read_file, path),
+                     label = "io.open + read of the same file" } }
+        end,
+        target = { min_rate = 10, unit = "loads/s (under 100 ms each)" },
+      },
+      {
+        name = "contains",
+        fn = list.contains,
+        args = { list, "b3f1c2d4-6e5f-4a7b-8c9d-000000050000", NOW },
+        check = function() assert(list:contains("b3f1c2d4-6e5f-4a7b-8c9d-000000050000", NOW)) end,
+      },
+    }
+  end,
+}
+
 ---------------------------------------------------------------------------
 -- Reporting
 
