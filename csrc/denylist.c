@@ -599,44 +599,19 @@ static int lock(lua_State *L, int idx, dwork *w)
 }
 
 /* "." + up to 20 bytes of the list's name + "." + 16 random hex digits +
- * ".tmp": never the list's own name.  O_EXCL | O_NOFOLLOW make a planted
- * name harmless, so a clock-based fallback for the randomness is enough. */
+ * ".tmp": never the list's own name. */
 static void temp_name(char *out, const char *base)
 {
-    static const char hex[] = "0123456789abcdef";
-    unsigned char r[8];
     size_t n = strlen(base), used = 0;
     if (n > 20) n = 20;
-    if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
-        struct timespec ts;
-        uint64_t x;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        x = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
-        for (size_t i = 0; i < sizeof r; i++)
-            r[i] = (unsigned char)(x >> (8 * i));
-    }
     out[used++] = '.';
     memcpy(out + used, base, n);
     used += n;
     out[used++] = '.';
-    for (size_t i = 0; i < sizeof r; i++) {
-        out[used++] = hex[r[i] >> 4];
-        out[used++] = hex[r[i] & 15];
-    }
-    memcpy(out + used, ".tmp", 5);
+    tp_random_hex(out + used);
+    memcpy(out + used + 16, ".tmp", 5);
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return -1;
-        p += (size_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 /* Appends "jti exp\n" to w's buffer; 0 when out of memory. */
 static int append_line(dwork *w, const char *jti, size_t len, lua_Integer exp)
@@ -698,7 +673,7 @@ static int rewrite(lua_State *L, int idx, denylist *d, dwork *w)
     }
     w->tmp_made = 1;
     step = "writing";
-    if (fchmod(w->tmpfd, 0600) != 0 || write_all(w->tmpfd, w->buf, w->used) != 0 || fsync(w->tmpfd) != 0 ||
+    if (fchmod(w->tmpfd, 0600) != 0 || tp_write_all(w->tmpfd, w->buf, w->used) != 0 || fsync(w->tmpfd) != 0 ||
         fstat(w->tmpfd, &st) != 0) {
         err = errno;
         goto failed;

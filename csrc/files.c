@@ -648,40 +648,13 @@ static int tp_files_read_token(lua_State *L)
 
 /* ---- write_token -------------------------------------------------------- */
 
-/* ".tokenpolicy-" and 16 random hex digits.  Unpredictable names only spare
- * the writer a denial of service (O_EXCL | O_NOFOLLOW already make a
- * planted name harmless), so a clock-based fallback is enough. */
+/* ".tokenpolicy-" and 16 random hex digits (30 bytes with the NUL). */
 static void temp_name(char *out)
 {
-    static const char hex[] = "0123456789abcdef";
-    unsigned char r[8];
-    if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
-        struct timespec ts;
-        uint64_t x;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        x = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
-        for (size_t i = 0; i < sizeof r; i++)
-            r[i] = (unsigned char)(x >> (8 * i));
-    }
     memcpy(out, ".tokenpolicy-", 13);
-    for (size_t i = 0; i < sizeof r; i++) {
-        out[13 + 2 * i] = hex[r[i] >> 4];
-        out[14 + 2 * i] = hex[r[i] & 15];
-    }
-    out[13 + 2 * sizeof r] = '\0';
+    tp_random_hex(out + 13);
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 static int write_token(lua_State *L, work *w, const char *path, const char *name,
                        const char *token, size_t len, const file_opts *o)
@@ -725,8 +698,8 @@ static int write_token(lua_State *L, work *w, const char *path, const char *name
     step = "writing";
     if (fchmod(fd, 0600) != 0 ||
         (o->uid != k.euid && fchown(fd, o->uid, (gid_t)-1) != 0) ||
-        write_all(fd, token, len) != 0 ||
-        (o->newline && write_all(fd, "\n", 1) != 0) ||
+        tp_write_all(fd, token, len) != 0 ||
+        (o->newline && tp_write_all(fd, "\n", 1) != 0) ||
         fsync(fd) != 0) {
         err = errno;
         goto cleanup;

@@ -143,6 +143,16 @@ TP_INTERNAL int tp_jwks_keys(lua_State *L, int idx, int *fetched);
  * KeySet pushed, else 0 with the stack unchanged. */
 TP_INTERNAL int tp_jwks_refetch(lua_State *L, int idx);
 
+/* ---- temporary files (util.c) ------------------------------------------- */
+
+/* 16 random hex digits and a NUL into out (17 bytes), for temporary file
+ * names.  O_EXCL | O_NOFOLLOW already make a planted name harmless, so an
+ * unpredictable name only spares a writer a denial of service, and a
+ * clock-based fallback is enough when getrandom cannot answer. */
+TP_INTERNAL void tp_random_hex(char *out);
+/* write(2) until all of p is written (retrying EINTR); 0, or -1 (errno). */
+TP_INTERNAL int tp_write_all(int fd, const char *p, size_t len);
+
 /* ---- time (util.c) ------------------------------------------------------ */
 
 /* Saturating a + b and a - b: times and durations come from tokens, records

@@ -1,7 +1,11 @@
 /* Shared helpers: the fail triple, option checking, safe text for
  * messages, time formatting, base64url validation and the base64url
  * functions exposed to Lua (on cjose's codec). */
+#include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <string.h>
 #include <time.h>
 #include <openssl/err.h>
@@ -62,6 +66,38 @@ const char *tp_printable(char *out, const char *s, size_t len)
         out[n] = '\0';
     }
     return out;
+}
+
+void tp_random_hex(char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char r[8];
+    if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        /* Only a name's unpredictability is at stake (see tp.h). */
+        struct timespec ts;
+        uint64_t x;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        x = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 40);
+        for (size_t i = 0; i < sizeof r; i++)
+            r[i] = (unsigned char)(x >> (8 * i));
+    }
+    for (size_t i = 0; i < sizeof r; i++) {
+        out[2 * i] = hex[r[i] >> 4];
+        out[2 * i + 1] = hex[r[i] & 15];
+    }
+    out[2 * sizeof r] = '\0';
+}
+
+int tp_write_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        p += (size_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
 }
 
 const char *tp_format_utc(char *buf, lua_Integer t)

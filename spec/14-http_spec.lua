@@ -10,18 +10,8 @@ local CLIENT_SECRET = "p@ss:word-s3cret"
 local ARV_TOKEN = "v2/zzzzz-gj3su-0123456789abcde/s3cretArvadosTokenValue"
 local ARV_UUID = "zzzzz-gj3su-0123456789abcde"
 
-local function start_peer()
-  local log = os.tmpname()
-  local handle = assert(io.popen("exec env -u LD_PRELOAD node spec/helpers/http_peer.js " .. log, "r"))
-  local port, pid = assert(handle:read("l")):match("^(%d+) (%d+)$")
-  return { handle = handle, port = port, pid = pid, log = log, base = "http://127.0.0.1:" .. port }
-end
-
-local function stop_peer(peer)
-  os.execute("kill " .. peer.pid)
-  peer.handle:close()
-  os.remove(peer.log)
-end
+local http_peer = require "helpers.http_peer"
+local start_peer, stop_peer = http_peer.start, http_peer.stop
 
 -- Standard base64 with padding, from tokenpolicy's base64url.
 local function base64(s)
