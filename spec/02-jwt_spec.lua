@@ -20,13 +20,7 @@ local function claims(extra)
   return c
 end
 
-local function fails(code, ...)
-  local value, msg, got = ...
-  assert.is_nil(value)
-  assert.are.equal(code, got, msg)
-  assert.are.equal(code .. ": ", msg:sub(1, #code + 2))
-  return msg
-end
+local fails = require("helpers.expect").fails
 
 describe("decode", function()
   setup(setup_keys)

@@ -1,15 +1,12 @@
 -- Files: what discovery and the safe token file primitives stand on.
 local tp = require "tokenpolicy"
+local expect = require "helpers.expect"
 
 describe("stat", function()
   local dir
-  before_each(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -m 0700 " .. dir))
-  end)
+  before_each(function() dir = expect.new_dir() end)
   after_each(function()
-    os.execute("rm -rf " .. dir)
+    expect.remove_dir(dir)
     collectgarbage()
   end)
 

@@ -3,6 +3,7 @@
 -- in both readings (compat "docs" and "arvados"), the rake tasks'
 -- selection, and the evaluation of records and JWTs.
 local tp = require "tokenpolicy"
+local expect = require "helpers.expect"
 
 local NOW = 1767225600  -- 2026-01-01 00:00:00 UTC
 local M, H, D = 60, 3600, 86400
@@ -858,13 +859,9 @@ end)
 
 describe("policy_from_arvados", function()
   local dir
-  before_each(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -m 0700 " .. dir))
-  end)
+  before_each(function() dir = expect.new_dir() end)
   after_each(function()
-    os.execute("rm -rf " .. dir)
+    expect.remove_dir(dir)
     collectgarbage()
   end)
 

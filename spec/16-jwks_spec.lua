@@ -10,13 +10,7 @@ local NOW = 1800000000
 local http_peer = require "helpers.http_peer"
 local start_peer, stop_peer = http_peer.start, http_peer.stop
 
-local function fails(code, ...)
-  local value, msg, got = ...
-  assert.is_nil(value)
-  assert.are.equal(code, got, msg)
-  assert.are.equal(code .. ": ", msg:sub(1, #code + 2))
-  return msg
-end
+local fails = require("helpers.expect").fails
 
 describe("jwks sources", function()
   local peer, old_signer, new_signer, other_signer, any_signer, old_jwk, new_jwk
