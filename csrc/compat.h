@@ -20,6 +20,16 @@
 #define tp_setuservalue(L, idx) lua_setuservalue((L), (idx))
 #endif
 
+#if LUA_VERSION_NUM >= 504
+/* A work object (descriptors, locks) marked to-be-closed is released the
+ * moment an error unwinds the call, not at the next collection.  Lua 5.3
+ * has no such slots: there its __gc is the only safety net, and every
+ * normal path releases the object itself. */
+#define tp_toclose(L, idx) lua_toclose((L), (idx))
+#else
+#define tp_toclose(L, idx) ((void)(L), (void)(idx))
+#endif
+
 #if LUA_VERSION_NUM < 504
 /* luaL_typeerror is public from 5.4 on. */
 static inline int tp_typeerror(lua_State *L, int arg, const char *tname)

@@ -31,9 +31,52 @@ TP_INTERNAL int tp_fail(lua_State *L, const char *code, const char *fmt, ...);
  * passing a number where a token or key is expected is a bug to report. */
 TP_INTERNAL const char *tp_check_string(lua_State *L, int idx, size_t *len);
 
-/* Raises "bad argument #arg to 'fn' (unknown option 'key')" for the first
- * key of the table at idx that is not in allowed (NULL-terminated). */
+/* ---- option tables (util.c) ---------------------------------------------
+ * Every C function that takes an options table reads it through this one
+ * family, so the rules are the same everywhere: the table may be absent
+ * (none or nil: every option has its default), any other non-table raises,
+ * an unknown or non-string key raises, and a value of the wrong type raises
+ * "bad argument #arg to 'fn' (<name> must be ...)".  `arg` is the stack
+ * index of the options table; the readers only look at it, so it may be an
+ * absent argument.  Strings they return stay referenced by the table. */
+
+/* Checks the table at arg against allowed (NULL-terminated).  Returns 1
+ * when a table is there, 0 when the argument is none or nil. */
+TP_INTERNAL int tp_opts(lua_State *L, int arg, const char *const allowed[]);
+
+/* An integer option of at least min (dflt when absent); floats with an
+ * integral value are accepted, other numbers and types raise. */
+TP_INTERNAL lua_Integer tp_opt_integer(lua_State *L, int arg, const char *name, lua_Integer dflt,
+                                       lua_Integer min);
+
+/* A boolean option (dflt when absent). */
+TP_INTERNAL int tp_opt_boolean(lua_State *L, int arg, const char *name, int dflt);
+
+/* A string option (dflt when absent; len, when not NULL, gets its length).
+ * Numbers are not strings here. */
+TP_INTERNAL const char *tp_opt_string(lua_State *L, int arg, const char *name, const char *dflt,
+                                      size_t *len);
+
+/* One of choices (NULL-terminated) by name: its index, dflt when absent. */
+TP_INTERNAL int tp_opt_choice(lua_State *L, int arg, const char *name, const char *const choices[],
+                              int dflt);
+
+/* A string or a non-empty list of strings: pushes it and returns 1, or
+ * pushes nothing and returns 0 when absent. */
+TP_INTERNAL int tp_opt_strings(lua_State *L, int arg, const char *name);
+
+/* Kept for existing callers: tp_opts on a table that must be there. */
 TP_INTERNAL void tp_check_options(lua_State *L, int idx, const char *const allowed[]);
+
+/* ---- classes (util.c) ----------------------------------------------------
+ * Registers the class `name` (also its metatable's __name, so error
+ * messages and luaL_checkudata use it): the metamethods in meta and, when
+ * methods is not NULL, the methods as __index.  The nup values on top of
+ * the stack become upvalues of every function in both lists and are
+ * popped.  Leaves the stack otherwise as on entry.  Every class in the core
+ * is registered through this one function. */
+TP_INTERNAL void tp_register_class(lua_State *L, const char *name, const luaL_Reg *meta,
+                                   const luaL_Reg *methods, int nup);
 
 /* Copies at most 32 printable ASCII bytes of s into out (size >= 40),
  * replacing others with '?' and marking truncation with "...".  Used for

@@ -34,23 +34,141 @@ const char *tp_check_string(lua_State *L, int idx, size_t *len)
     return lua_tolstring(L, idx, len);
 }
 
-void tp_check_options(lua_State *L, int idx, const char *const allowed[])
+int tp_opts(lua_State *L, int arg, const char *const allowed[])
 {
-    idx = lua_absindex(L, idx);
+    if (lua_isnoneornil(L, arg)) return 0;
+    luaL_checktype(L, arg, LUA_TTABLE);
     lua_pushnil(L);
-    while (lua_next(L, idx)) {
+    while (lua_next(L, arg)) {
         int known = 0;
         lua_pop(L, 1);
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            const char *key = lua_tostring(L, -1);
-            for (int i = 0; allowed[i] && !known; i++)
-                known = strcmp(key, allowed[i]) == 0;
-            if (!known)
-                luaL_argerror(L, idx, lua_pushfstring(L, "unknown option '%s'", key));
-        } else {
-            luaL_argerror(L, idx, "option names must be strings");
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_argerror(L, arg, "option names must be strings");
+        for (int i = 0; allowed[i] && !known; i++)
+            known = strcmp(lua_tostring(L, -1), allowed[i]) == 0;
+        if (!known)
+            luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'", lua_tostring(L, -1)));
+    }
+    return 1;
+}
+
+void tp_check_options(lua_State *L, int idx, const char *const allowed[])
+{
+    luaL_checktype(L, idx, LUA_TTABLE);
+    tp_opts(L, lua_absindex(L, idx), allowed);
+}
+
+/* Pushes option name of the table at arg and returns its type; pushes nil
+ * when there is no table. */
+static int get_opt(lua_State *L, int arg, const char *name)
+{
+    if (lua_type(L, arg) != LUA_TTABLE) {
+        lua_pushnil(L);
+        return LUA_TNIL;
+    }
+    return lua_getfield(L, arg, name);
+}
+
+lua_Integer tp_opt_integer(lua_State *L, int arg, const char *name, lua_Integer dflt, lua_Integer min)
+{
+    lua_Integer v = dflt;
+    if (get_opt(L, arg, name) != LUA_TNIL) {
+        int ok = lua_type(L, -1) == LUA_TNUMBER;
+        if (ok) v = lua_tointegerx(L, -1, &ok);
+        if (!ok || v < min)
+            luaL_argerror(L, arg, min == LUA_MININTEGER
+                                      ? lua_pushfstring(L, "%s must be an integer", name)
+                                      : lua_pushfstring(L, "%s must be an integer of at least %I", name, min));
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+int tp_opt_boolean(lua_State *L, int arg, const char *name, int dflt)
+{
+    int v = dflt;
+    if (get_opt(L, arg, name) != LUA_TNIL) {
+        if (!lua_isboolean(L, -1))
+            luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a boolean", name));
+        v = lua_toboolean(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+const char *tp_opt_string(lua_State *L, int arg, const char *name, const char *dflt, size_t *len)
+{
+    const char *s = dflt;
+    size_t n = dflt ? strlen(dflt) : 0;
+    int t = get_opt(L, arg, name);
+    if (t == LUA_TSTRING) {
+        s = lua_tolstring(L, -1, &n);
+    } else if (t != LUA_TNIL) {
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a string", name));
+    }
+    lua_pop(L, 1);  /* a string stays referenced by the options table */
+    if (len) *len = n;
+    return s;
+}
+
+int tp_opt_choice(lua_State *L, int arg, const char *name, const char *const choices[], int dflt)
+{
+    const char *s = tp_opt_string(L, arg, name, NULL, NULL);
+    luaL_Buffer b;
+    if (!s) return dflt;
+    for (int i = 0; choices[i]; i++)
+        if (strcmp(s, choices[i]) == 0) return i;
+    /* The message lists the choices; it is built before anything else is
+     * pushed (the buffer rule). */
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, name);
+    luaL_addstring(&b, " must be one of");
+    for (int i = 0; choices[i]; i++) {
+        luaL_addstring(&b, i ? ", \"" : " \"");
+        luaL_addstring(&b, choices[i]);
+        luaL_addchar(&b, '"');
+    }
+    luaL_pushresult(&b);
+    return luaL_argerror(L, arg, lua_tostring(L, -1));
+}
+
+int tp_opt_strings(lua_State *L, int arg, const char *name)
+{
+    int t = get_opt(L, arg, name), ok = 0;
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (t == LUA_TSTRING) return 1;
+    if (t == LUA_TTABLE) {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+        ok = n > 0;
+        for (lua_Integer i = 1; ok && i <= n; i++) {
+            ok = lua_rawgeti(L, -1, i) == LUA_TSTRING;
+            lua_pop(L, 1);
         }
     }
+    if (!ok)
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a string or a non-empty list of strings", name));
+    return 1;
+}
+
+void tp_register_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods, int nup)
+{
+    int first = lua_gettop(L) - nup + 1;
+    luaL_checkstack(L, nup + 4, "tokenpolicy classes");
+    luaL_newmetatable(L, name);
+    for (int i = 0; i < nup; i++)
+        lua_pushvalue(L, first + i);
+    luaL_setfuncs(L, meta, nup);
+    if (methods) {
+        lua_newtable(L);
+        for (int i = 0; i < nup; i++)
+            lua_pushvalue(L, first + i);
+        luaL_setfuncs(L, methods, nup);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_settop(L, first - 1);
 }
 
 const char *tp_printable(char *out, const char *s, size_t len)
