@@ -338,13 +338,18 @@ static int tp_denylist_work__gc(lua_State *L)
     return 0;
 }
 
-/* Pushes a new, empty work.  Call it before acquiring anything. */
+/* Pushes a new, empty work.  Call it before acquiring anything.  It is a
+ * to-be-closed slot (Lua 5.4), so an error anywhere in the call releases
+ * the lock and the descriptors at once instead of at the next collection,
+ * when another writer may be waiting on the lock; the normal paths clear it
+ * themselves (dwork_clear is idempotent). */
 static dwork *dwork_new(lua_State *L)
 {
     dwork *w = (dwork *)tp_newuserdata(L, sizeof *w);
     memset(w, 0, sizeof *w);
     w->fd = w->dirfd = w->lockfd = w->tmpfd = -1;
     luaL_setmetatable(L, TP_DENYLIST_WORK_CLASS);
+    tp_toclose(L, -1);
     return w;
 }
 
@@ -407,7 +412,8 @@ static lua_Integer check_integer(lua_State *L, int idx, const char *name)
     return lua_tointeger(L, idx);
 }
 
-static lua_Integer opt_now(lua_State *L, int idx)
+/* The optional time argument at idx (the clock when absent). */
+static lua_Integer arg_now(lua_State *L, int idx)
 {
     if (lua_isnoneornil(L, idx)) return (lua_Integer)time(NULL);
     return check_integer(L, idx, "now");
@@ -778,7 +784,7 @@ static int tp_denylist_contains(lua_State *L)
     denylist *d = check_denylist(L, 1);
     size_t len;
     const char *jti = tp_check_string(L, 2, &len);
-    lua_Integer now = opt_now(L, 3);
+    lua_Integer now = arg_now(L, 3);
     uint64_t hash;
     uint32_t idx = 0, slot;
     if (len <= TP_DENYLIST_MAX_JTI)  /* longer: never stored */
@@ -907,7 +913,7 @@ static int tp_denylist_new(lua_State *L)
     static const char *const options[] = { "max_size", NULL };
     size_t len;
     const char *path = tp_check_string(L, 1, &len), *slash, *base;
-    lua_Integer max_size = TP_DENYLIST_MAX_SIZE;
+    lua_Integer max_size;
     denylist *d;
     dwork *w;
     int changed, r;
@@ -916,17 +922,10 @@ static int tp_denylist_new(lua_State *L)
     base = slash ? slash + 1 : path;
     if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
         luaL_argerror(L, 1, "path must end in a name (not '/', '.' or '..')");
-    if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        tp_check_options(L, 2, options);
-        if (lua_getfield(L, 2, "max_size") != LUA_TNIL) {
-            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) <= 0 ||
-                lua_tointeger(L, -1) > TP_DENYLIST_MAX_SIZE)
-                luaL_argerror(L, 2, "max_size must be a positive integer of at most 64 MiB");
-            max_size = lua_tointeger(L, -1);
-        }
-        lua_pop(L, 1);
-    }
+    tp_opts(L, 2, options);
+    max_size = tp_opt_integer(L, 2, "max_size", TP_DENYLIST_MAX_SIZE, 1);
+    if (max_size > TP_DENYLIST_MAX_SIZE)
+        luaL_argerror(L, 2, "max_size must be a positive integer of at most 64 MiB");
     lua_settop(L, 1);
     d = (denylist *)tp_newuserdata(L, sizeof *d);
     memset(d, 0, sizeof *d);
@@ -965,22 +964,19 @@ void tp_open_denylist(lua_State *L)
         { "close", tp_denylist_close },
         { NULL, NULL }
     };
-    if (luaL_newmetatable(L, TP_DENYLIST_CLASS)) {
-        luaL_newlib(L, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, tp_denylist_close);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, tp_denylist_close);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, tp_denylist__tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
-    if (luaL_newmetatable(L, TP_DENYLIST_WORK_CLASS)) {
-        lua_pushcfunction(L, tp_denylist_work__gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg meta[] = {
+        { "__gc", tp_denylist_close },
+        { "__close", tp_denylist_close },
+        { "__tostring", tp_denylist__tostring },
+        { NULL, NULL }
+    };
+    static const luaL_Reg work_meta[] = {
+        { "__gc", tp_denylist_work__gc },
+        { "__close", tp_denylist_work__gc },
+        { NULL, NULL }
+    };
+    tp_register_class(L, TP_DENYLIST_CLASS, meta, methods, 0);
+    tp_register_class(L, TP_DENYLIST_WORK_CLASS, work_meta, NULL, 0);
     lua_pushcfunction(L, tp_denylist_new);
     lua_setfield(L, -2, "denylist");
 }

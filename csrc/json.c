@@ -8,16 +8,33 @@
 #include <yajl/yajl_parse.h>
 #include "tp.h"
 
-/* tokenpolicy.null is the NULL light userdata: unique, cheap to compare,
- * and the same value in every Lua state. */
+/* tokenpolicy.null is one empty full userdata per Lua state, kept in the
+ * registry: unique and cheap to compare like a light userdata, but with a
+ * metatable of its own, so that it prints as "tokenpolicy.null" in the REPL
+ * (every light userdata shares one metatable, which a library must not
+ * claim). */
+static const char null_key = 'n';
+
 void tp_push_null(lua_State *L)
 {
-    lua_pushlightuserdata(L, NULL);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &null_key);
 }
 
 int tp_is_null(lua_State *L, int idx)
 {
-    return lua_islightuserdata(L, idx) && lua_touserdata(L, idx) == NULL;
+    int same;
+    if (lua_type(L, idx) != LUA_TUSERDATA) return 0;
+    idx = lua_absindex(L, idx);
+    tp_push_null(L);
+    same = lua_rawequal(L, idx, -1);
+    lua_pop(L, 1);
+    return same;
+}
+
+static int tp_null__tostring(lua_State *L)
+{
+    lua_pushliteral(L, "tokenpolicy.null");
+    return 1;
 }
 
 /* ---- parsing: yajl events straight into Lua values ---------------------
@@ -400,7 +417,7 @@ static json_t *from_lua(lua_State *L, int idx, int depth, char *err, size_t errl
             snprintf(err, errlen, "strings must be valid UTF-8 without NUL bytes");
         return str;
     }
-    case LUA_TLIGHTUSERDATA:
+    case LUA_TUSERDATA:
         if (tp_is_null(L, idx))
             return json_null();
         break;
@@ -543,9 +560,23 @@ void tp_open_json(lua_State *L)
         { "json_decode", tp_json_decode },
         { NULL, NULL }
     };
-    if (luaL_newmetatable(L, TP_BOX_CLASS)) {
-        lua_pushcfunction(L, tp_box__gc);
-        lua_setfield(L, -2, "__gc");
+    static const luaL_Reg box_meta[] = {
+        { "__gc", tp_box__gc },
+        { "__close", tp_box__gc },
+        { NULL, NULL }
+    };
+    static const luaL_Reg null_meta[] = {
+        { "__tostring", tp_null__tostring },
+        { NULL, NULL }
+    };
+    tp_register_class(L, TP_BOX_CLASS, box_meta, NULL, 0);
+    tp_register_class(L, TP_NULL_CLASS, null_meta, NULL, 0);
+    /* Loaded again into the same state (package.loaded cleared): keep the
+     * null that values already decoded hold. */
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &null_key) == LUA_TNIL) {
+        lua_newuserdata(L, 0);
+        luaL_setmetatable(L, TP_NULL_CLASS);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &null_key);
     }
     lua_pop(L, 1);
     luaL_setfuncs(L, functions, 0);

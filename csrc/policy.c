@@ -701,7 +701,7 @@ static int get_field(lua_State *L, int t, int f)
 
 static int absent(lua_State *L, int type, int idx)
 {
-    return type == LUA_TNIL || (type == LUA_TLIGHTUSERDATA && tp_is_null(L, idx));
+    return type == LUA_TNIL || tp_is_null(L, idx);
 }
 
 /* Reads NumericDate claim f of the claims table at t; exp, iat and

@@ -18,6 +18,7 @@
 #define TP_JWT_CLASS "tokenpolicy.JWT"
 #define TP_BOX_CLASS "tokenpolicy.Box"
 #define TP_JWKS_CLASS "tokenpolicy.JwksSource"
+#define TP_NULL_CLASS "tokenpolicy.null"
 
 /* ---- errors (util.c) ---------------------------------------------------- */
 

@@ -1,8 +1,8 @@
 --- tokenpolicy: find, read, verify, judge and end bearer tokens.
 --
 -- `require "tokenpolicy"` returns the C core's functions themselves (no
--- wrappers on the hot path) plus `_VERSION`, and `discover` and `classify`
--- from the Lua modules, loaded when first used.
+-- wrappers on the hot path) plus `_VERSION`, the workflow functions written
+-- in Lua (loaded when first used), and `help`.
 -- @module tokenpolicy
 
 local core = require "tokenpolicy.core"
@@ -13,12 +13,89 @@ for name, value in pairs(core) do
 end
 tokenpolicy._VERSION = core._VERSION
 
--- Workflow functions written in Lua, loaded on first use so that a plain
+-- Functions written in Lua, loaded on first use so that a plain
 -- `require "tokenpolicy"` (HAProxy's hot path) loads only the C core.
+-- Layering: these modules call the core; the core never calls them.
 local lazy = {
   discover = "tokenpolicy.discovery",
+  rucio_config = "tokenpolicy.discovery",
   classify = "tokenpolicy.classify",
+  policy_from_arvados = "tokenpolicy.arvados_config",
 }
+
+-- One line per public function, in the order a newcomer meets them; `help`
+-- prints them and a spec checks that the list and the module agree.
+local SUMMARY = {
+  { "decode", "decode(token) -> JWT: header and claims, not verified" },
+  { "verify", "verify(token, keys, opts) -> claims, header: signature, then iss/aud/exp/... checks" },
+  { "keys", "keys(material, opts) -> KeySet from a JWK Set, a JWK or PEM text" },
+  { "sign", "sign(claims, keyset, opts) -> compact JWS" },
+  { "classify", "classify(token) -> {kind=jwt|rucio|arvados_v2|arvados_v1|opaque, ...}, never the secret" },
+  { "discover", "discover(opts) -> every candidate token location (rucio, wlcg, arvados) in precedence order" },
+  { "rucio_config", "rucio_config(opts) -> the rucio.cfg the Rucio client would read" },
+  { "read_token", "read_token(path, opts) -> token, info: a token file read safely" },
+  { "write_token", "write_token(path, token, opts): write a token file 0600 through a rename" },
+  { "remove_token", "remove_token(path, opts): remove one token file without following links" },
+  { "remove_tree", "remove_tree(dir, opts): remove a token cache directory safely" },
+  { "audit", "audit(path, opts) -> findings: owner, permissions, links of a token file or directory" },
+  { "fix_permissions", "fix_permissions(path, opts): make a token file 0600 and its directory private" },
+  { "read_config", "read_config(path, opts) -> text of a configuration file, read without blocking" },
+  { "stat", "stat(path) -> {type, mode, uid, gid, size, mtime} without following a link" },
+  { "user", "user(uid) -> {name, uid, gid, home} from the password database" },
+  { "euid", "euid() -> the effective user id" },
+  { "duration", "duration(\"1h30m\") -> 5400: Go-style durations (d, h, m, s, ms)" },
+  { "format_duration", "format_duration(5400) -> \"1h30m\"" },
+  { "policy", "policy{idle_timeout=, login_token_lifetime=, max_token_lifetime=, ...} -> Policy" },
+  { "policy_from_arvados", "policy_from_arvados(path_or_table, opts) -> Policy from an Arvados config.yml" },
+  { "oidc_metadata", "oidc_metadata(issuer, opts) -> the provider's OpenID/OAuth metadata" },
+  { "fetch_keys", "fetch_keys(jwks_uri, opts) -> KeySet fetched over HTTPS" },
+  { "jwks", "jwks(uri, opts) -> JwksSource: cached keys with a TTL, usable wherever a KeySet is" },
+  { "revoke", "revoke{endpoint=, token=, ...}: RFC 7009 token revocation" },
+  { "introspect", "introspect{endpoint=, token=, ...} -> RFC 7662 introspection answer" },
+  { "arvados_current", "arvados_current{host=, token=} -> the Arvados token record of a token" },
+  { "arvados_delete_token", "arvados_delete_token{host=, token=, uuid=}: delete an Arvados token" },
+  { "arvados_logout", "arvados_logout{host=, token=}: end an Arvados login session" },
+  { "denylist", "denylist(path, opts) -> Denylist of revoked jti values (add, contains, purge, reload)" },
+  { "json_encode", "json_encode(value) -> JSON text (tokenpolicy.null is null)" },
+  { "json_decode", "json_decode(text) -> value, strictly (integers stay integers)" },
+  { "b64url_encode", "b64url_encode(bytes) -> unpadded base64url" },
+  { "b64url_decode", "b64url_decode(text) -> bytes, canonical unpadded base64url only" },
+  { "null", "null: the JSON null value (prints as tokenpolicy.null)" },
+  { "help", "help([name]) -> this list, or the line of one function" },
+}
+
+--- One line per public function, or the line of one function.
+-- In the REPL: `tp.help()` or `tp.help "verify"`.
+-- @tparam[opt] string name a function's name
+-- @treturn string
+function tokenpolicy.help(name)
+  if name ~= nil and type(name) ~= "string" then
+    error(("bad argument #1 to 'help' (string expected, got %s)"):format(type(name)), 2)
+  end
+  local lines = {}
+  for _, entry in ipairs(SUMMARY) do
+    if name == nil then
+      lines[#lines + 1] = ("  %-21s %s"):format(entry[1], entry[2])
+    elseif entry[1] == name then
+      return "tokenpolicy." .. entry[2] .. "\n(docs/api.md has every option and error code)"
+    end
+  end
+  if name ~= nil then
+    return ("tokenpolicy has no function '%s'; tp.help() lists them"):format(name)
+  end
+  return "tokenpolicy " .. core._VERSION:match("[%d.]+$") .. " (docs/api.md has every option and error code)\n"
+    .. table.concat(lines, "\n")
+end
+
+--- The names `help` documents, in its order (for specs and tools).
+-- @treturn {string,...}
+function tokenpolicy._help_names()
+  local names = {}
+  for i, entry in ipairs(SUMMARY) do
+    names[i] = entry[1]
+  end
+  return names
+end
 
 setmetatable(tokenpolicy, {
   __index = function(t, name)
