@@ -180,9 +180,9 @@ describe("deterministic release", function()
 
   it("a denylist call that fails after taking the lock leaves no lock and no descriptor", function()
     local path = dir .. "/deny"
-    local list = assert(tp.denylist(path))
-    assert(list:add("a", 4102444800))
-    assert(list:add("b", 4102444800))
+    local full = assert(tp.denylist(path))
+    assert(full:add("a", 4102444800))
+    assert(full:add("b", 4102444800))
     local small = assert(tp.denylist(dir .. "/other", { max_size = 8 }))
     os.execute("cp '" .. path .. "' '" .. dir .. "/other'")
     collectgarbage("stop")  -- only the call itself may release what it took
