@@ -43,6 +43,7 @@ local SUMMARY = {
   { "stat", "stat(path) -> {type, mode, uid, gid, size, mtime} without following a link" },
   { "user", "user(uid) -> {name, uid, gid, home} from the password database" },
   { "euid", "euid() -> the effective user id" },
+  { "groups", "groups(uid) -> the group ids a user is in (for who may write where)" },
   { "duration", "duration(\"1h30m\") -> 5400: Go-style durations (d, h, m, s, ms)" },
   { "format_duration", "format_duration(5400) -> \"1h30m\"" },
   { "policy", "policy{idle_timeout=, login_token_lifetime=, max_token_lifetime=, ...} -> Policy" },
