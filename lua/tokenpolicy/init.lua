@@ -18,6 +18,7 @@ tokenpolicy._VERSION = core._VERSION
 local lazy = {
   discover = "tokenpolicy.discovery",
   classify = "tokenpolicy.classify",
+  policy_from_arvados = "tokenpolicy.arvados_config",
 }
 
 setmetatable(tokenpolicy, {
