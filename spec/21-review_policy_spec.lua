@@ -257,7 +257,8 @@ describe("evaluate on a token string", function()
   end)
 
   it("raises on a token that is neither a table nor text", function()
-    assert.has_error(function() p:evaluate(5) end, "bad argument #1 to 'evaluate' (table or string expected, got number)")
+    assert.has_error(function() p:evaluate(5) end,
+      "bad argument #1 to 'evaluate' (table or string expected, got number)")
   end)
 end)
 
