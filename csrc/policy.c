@@ -858,6 +858,7 @@ typedef struct verdict {
     unsigned findings;
     int has_expires, has_idle_warning, has_fix, has_policy_end;
     lua_Integer expires, remaining, idle_warning, idle_at, fix;
+    lua_Integer end;  /* a record's own end: expires_at or refreshes_at, the earlier */
     lua_Integer limit, policy_end;  /* the lifetime rule and where it ends */
     int limit_src;
     int refresh_due, can_manage;
@@ -909,12 +910,11 @@ static void judge_record(const tp_policy *p, const rec *r, lua_Integer now, verd
     int has_exp = (r->has & HAS_EXPIRES) != 0;
     int login = r->kind == KIND_LOGIN;
     int has_end = (r->has & (HAS_EXPIRES | HAS_REFRESHES)) != 0;
-    lua_Integer end;  /* the record's own end: expires_at or refreshes_at, the earlier */
     if (has_exp) earliest(v, r->expires);
     /* Arvados 3.1+: a row is valid while refreshes_at is null or later
      * than now, so refreshes_at ends it as an expiry does. */
     if (r->has & HAS_REFRESHES) earliest(v, r->refreshes);
-    end = v->expires;
+    v->end = v->expires;
     if (max_applies(p, r->kind, r->admin, has_exp)) {
         v->limit = p->max;
         v->limit_src = SRC_MAX;
@@ -939,7 +939,7 @@ static void judge_record(const tp_policy *p, const rec *r, lua_Integer now, verd
     }
     if (v->limit) {
         /* Without created_at, the rake tasks' view: more than the limit left. */
-        if (has_end && ((r->has & HAS_CREATED) ? end > v->policy_end : tp_sub_sat(end, now) > v->limit))
+        if (has_end && ((r->has & HAS_CREATED) ? v->end > v->policy_end : tp_sub_sat(v->end, now) > v->limit))
             v->findings |= F_EXCEEDS;
         if (!has_end) v->findings |= F_NO_EXPIRY;
     }
@@ -1031,9 +1031,9 @@ static void push_reasons(lua_State *L, const tp_policy *p, const rec *r, lua_Int
                    " is ", tp_format_span_exact(s2, p->login), ": log in again", NULL);
     if (v->findings & F_IDLE) {
         lua_Integer since = tp_sub_sat(v->idle_at, p->idle);
-        add_reason(L, &n, "unused since ", tp_format_utc(t1, since), " (", tp_format_span_exact(s1, tp_sub_sat(now, since)),
-                   " ago), longer than the ", tp_format_span_exact(s2, p->idle),
-                   " idle timeout (Workbench.IdleTimeout): Workbench logs such a session out; revoke the token",
+        add_reason(L, &n, "unused since ", tp_format_utc(t1, since), " (",
+                   tp_format_span_exact(s1, tp_sub_sat(now, since)), " ago), longer than the ",
+                   tp_format_span_exact(s2, p->idle), " idle timeout (Workbench.IdleTimeout): Workbench logs such a session out; revoke the token",
                    NULL);
     }
     if (v->findings & F_EXCEEDS) {
@@ -1043,16 +1043,16 @@ static void push_reasons(lua_State *L, const tp_policy *p, const rec *r, lua_Int
                        " (iat to exp), longer than the ", limit_name(v->limit_src), " of ", limit,
                        ": have the issuer limit its tokens to ", limit, NULL);
         else if (r->jwt)
-            add_reason(L, &n, "expires in ", tp_format_span_exact(s1, tp_sub_sat(r->expires, now)), ", longer than the ",
-                       limit_name(v->limit_src), " of ", limit, ": have the issuer limit its tokens to ", limit,
-                       NULL);
+            add_reason(L, &n, "expires in ", tp_format_span_exact(s1, tp_sub_sat(r->expires, now)),
+                       ", longer than the ", limit_name(v->limit_src), " of ", limit,
+                       ": have the issuer limit its tokens to ", limit, NULL);
         else if (r->has & HAS_CREATED)
-            add_reason(L, &n, "lasts ", tp_format_span_exact(s1, tp_sub_sat(r->expires, r->created)),
+            add_reason(L, &n, "lasts ", tp_format_span_exact(s1, tp_sub_sat(v->end, r->created)),
                        " from its creation at ", tp_format_utc(t1, r->created), ", longer than the ",
                        limit_name(v->limit_src), " of ", limit, ": set expires_at to ", tp_format_utc(t2, v->fix),
                        NULL);
         else
-            add_reason(L, &n, "expires in ", tp_format_span_exact(s1, tp_sub_sat(r->expires, now)), ", more than the ",
+            add_reason(L, &n, "expires in ", tp_format_span_exact(s1, tp_sub_sat(v->end, now)), ", more than the ",
                        limit_name(v->limit_src), " of ", limit, " from now: set expires_at to ",
                        tp_format_utc(t2, v->fix), NULL);
     }
@@ -1233,7 +1233,8 @@ static int tp_policy_long_lived(lua_State *L)
     if (type == LUA_TSTRING) {
         size_t len;
         const char *owner = lua_tolstring(L, -1, &len);
-        skip = owner_is_system_root(owner, len) ? "system_root" : owner_is_anonymous(owner, len) ? "anonymous" : NULL;
+        skip = owner_is_system_root(owner, len) ? "system_root"
+             : owner_is_anonymous(owner, len) ? "anonymous" : NULL;
     } else if (type == LUA_TLIGHTUSERDATA && tp_is_null(L, -1)) {
         skip = "invalid_user";  /* the user row is missing */
     }

@@ -117,6 +117,11 @@ describe("refreshes_at", function()
     local v = p:evaluate({ created_at = NOW - H, refreshes_at = NOW + 30 * D }, NOW)
     assert.are.equal("exceeds_max_lifetime", v.state)
     assert.are.equal(NOW + 23 * H, v.fix_expires_at)
+    assert.are.same({ "lasts 30d1h from its creation at 2025-12-31 23:00:00 UTC, longer than the maximum token "
+      .. "lifetime (API.MaxTokenLifetime) of 1d: set expires_at to 2026-01-01 23:00:00 UTC" }, v.reasons)
+    v = p:evaluate({ expires_at = tp.null, refreshes_at = NOW + 2 * D }, NOW)
+    assert.are.same({ "expires in 2d, more than the maximum token lifetime (API.MaxTokenLifetime) of 1d from now: "
+      .. "set expires_at to 2026-01-02 00:00:00 UTC" }, v.reasons)
   end)
 
   it("returns malformed for a refreshes_at that is no time", function()
