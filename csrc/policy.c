@@ -1033,8 +1033,8 @@ static void push_reasons(lua_State *L, const tp_policy *p, const rec *r, lua_Int
         lua_Integer since = tp_sub_sat(v->idle_at, p->idle);
         add_reason(L, &n, "unused since ", tp_format_utc(t1, since), " (",
                    tp_format_span_exact(s1, tp_sub_sat(now, since)), " ago), longer than the ",
-                   tp_format_span_exact(s2, p->idle), " idle timeout (Workbench.IdleTimeout): Workbench logs such a session out; revoke the token",
-                   NULL);
+                   tp_format_span_exact(s2, p->idle),
+                   " idle timeout (Workbench.IdleTimeout): Workbench logs such a session out; revoke the token", NULL);
     }
     if (v->findings & F_EXCEEDS) {
         const char *limit = tp_format_span_exact(s2, v->limit);
