@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <time.h>
+#include <openssl/crypto.h>
 #include "tp.h"
 
 #define TP_POLICY_CLASS "tokenpolicy.Policy"
@@ -34,6 +35,8 @@ typedef struct tp_policy {
     lua_Integer refresh;  /* refresh window before expiry */
     int trusted;          /* Login.IssueTrustedTokens */
     int compat;
+    size_t root_len;      /* the SystemRootToken's length; 0 = none given */
+    char root[];          /* the SystemRootToken: compared, never shown */
 } tp_policy;
 
 static tp_policy *check_policy(lua_State *L, int idx)
@@ -56,25 +59,27 @@ static const char *const verdict_keys[] = {
 
 /* The fields read from a token: a record's, then a JWT's claims. */
 enum {
-    R_CLAIMS, R_CREATED, R_EXPIRES, R_LAST_USED, R_KIND, R_OWNER, R_ADMIN, R_SCOPES,
+    R_CLAIMS, R_CREATED, R_EXPIRES, R_LAST_USED, R_REFRESHES, R_KIND, R_OWNER, R_ADMIN, R_SCOPES, R_API_TOKEN,
     R_EXP, R_IAT, R_NBF, R_AUTH_TIME, R_COUNT
 };
 static const char *const record_fields[] = {
-    "claims", "created_at", "expires_at", "last_used_at", "kind", "owner_uuid", "owner_is_admin", "scopes",
-    "exp", "iat", "nbf", "auth_time", NULL
+    "claims", "created_at", "expires_at", "last_used_at", "refreshes_at", "kind", "owner_uuid", "owner_is_admin",
+    "scopes", "api_token", "exp", "iat", "nbf", "auth_time", NULL
 };
 
 /* The methods' upvalues: the verdict's field names, the state names and
  * the token's field names, interned once, so that reading a token and
  * filling a verdict hashes no C string (lua_getfield and lua_setfield look
  * each literal up in Lua's string cache); then the verdict and policy
- * metatables. */
+ * metatables, and the core's `decode` (evaluate decodes token strings
+ * through the Lua-visible function, so policy.c needs nothing of jwt.c). */
 #define UV_KEY(k) lua_upvalueindex(1 + (k))
 #define UV_STATE(st) lua_upvalueindex(1 + K_COUNT + (st))
 #define UV_FIELD(f) lua_upvalueindex(1 + K_COUNT + ST_COUNT + (f))
 #define UV_VERDICT_MT lua_upvalueindex(1 + K_COUNT + ST_COUNT + R_COUNT)
 #define UV_POLICY_MT lua_upvalueindex(2 + K_COUNT + ST_COUNT + R_COUNT)
-#define UV_COUNT (2 + K_COUNT + ST_COUNT + R_COUNT)
+#define UV_DECODE lua_upvalueindex(3 + K_COUNT + ST_COUNT + R_COUNT)
+#define UV_COUNT (3 + K_COUNT + ST_COUNT + R_COUNT)
 
 /* check_policy for the methods on the hot path: the metatable compared
  * with an upvalue instead of looked up by name in the registry. */
@@ -103,13 +108,15 @@ static const struct { const char *name; size_t len; unsigned long long ns; } uni
     { "ns", 2, 1 }, { "us", 2, 1000 }, { "\xc2\xb5s", 3, 1000 } /* U+00B5 */,
     { "\xce\xbcs", 3, 1000 } /* U+03BC */, { "ms", 2, 1000000 }, { "s", 1, NS_PER_S },
     { "m", 1, 60 * NS_PER_S }, { "h", 1, 3600 * NS_PER_S },
+    { "d", 1, 86400 * NS_PER_S },  /* beyond Go: format_duration prints it */
 };
 
 /* Parses a duration as Go's time.ParseDuration does (which is what Arvados
  * configs go through): a sign, then one or more decimal numbers, each with
  * an optional fraction and a unit (ns, us, µs, ms, s, m, h), within Go's
  * range of int64 nanoseconds.  Beyond Go, a bare integer is a number of
- * seconds.  The result is whole seconds, a fraction of a second rounded up
+ * seconds and "d" is a unit of 24h (format_duration prints days); the
+ * Arvados config reader refuses both, as Arvados would.  The result is whole seconds, a fraction of a second rounded up
  * (away from zero): "300ms" is 1, never 0, since 0 would switch a setting
  * off.  Returns 1, or 0 with the reason for `malformed` in why (>= 160). */
 static int parse_duration(const char *s, size_t len, lua_Integer *seconds, char *why)
@@ -235,8 +242,9 @@ static int read_duration(lua_State *L, int idx, int arg, const char *name, lua_I
 
 /***
  * Parses a duration as Arvados configs write them: Go's syntax ("12h",
- * "1h30m", "90s", "1.5h", "300ms", "0"; units h, m, s, ms, us, µs, ns) or
- * a bare integer number of seconds ("3600", or a Lua integer).  Fractions
+ * "1h30m", "90s", "1.5h", "300ms", "0"; units h, m, s, ms, us, µs, ns),
+ * plus the day ("1d", "3d4h": every unit `format_duration` prints), or a
+ * bare integer number of seconds ("3600", or a Lua integer).  Fractions
  * of a second round up, away from zero ("300ms" is 1, "1.2s" is 2), so a
  * nonzero duration never becomes 0, which means "off" in a policy.  The
  * range is Go's (about 292 years).
@@ -401,67 +409,66 @@ static int arg_now(lua_State *L, int idx, int arg, lua_Integer *now)
  *   `login_token_lifetime` (Login.TokenLifetime), `idle_timeout`
  *   (Workbench.IdleTimeout), `issue_trusted_tokens` (boolean, default true;
  *   Login.IssueTrustedTokens), `refresh_before_exp` (default "20m"),
- *   `compat` ("docs", the default, or "arvados")
+ *   `compat` ("docs", the default, or "arvados"), `system_root_token`
+ *   (SystemRootToken: the one token exempt from the lifetime rules; kept,
+ *   compared, never shown)
  * @treturn Policy or the fail triple (`malformed`) for duration text that
  *   does not parse; raises on unknown names, wrong types and negative
  *   durations
  */
 static int tp_policy_new(lua_State *L)
 {
+    static const char *const options[] = {
+        "max_token_lifetime", "login_token_lifetime", "idle_timeout", "refresh_before_exp",
+        "issue_trusted_tokens", "compat", "system_root_token", NULL
+    };
     static const char *const compat_names[] = { "docs", "arvados", NULL };
-    tp_policy pol = { 0, 0, 0, TP_DEFAULT_REFRESH, 1, COMPAT_DOCS };
-    const char *bad_name = NULL;
+    tp_policy pol = { 0, 0, 0, TP_DEFAULT_REFRESH, 1, COMPAT_DOCS, 0 };
+    lua_Integer *slots[4];
+    const char *root;
+    size_t root_len = 0;
+    int bad = -1;
     char why[160], first_why[160];
     tp_policy *out;
 
-    if (!lua_isnoneornil(L, 1)) {
-        luaL_checktype(L, 1, LUA_TTABLE);
-        lua_pushnil(L);
-        while (lua_next(L, 1)) {
-            const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-            lua_Integer *slot = NULL;
-            if (!key) luaL_argerror(L, 1, "option names must be strings");
-            if (strcmp(key, "max_token_lifetime") == 0) slot = &pol.max;
-            else if (strcmp(key, "login_token_lifetime") == 0) slot = &pol.login;
-            else if (strcmp(key, "idle_timeout") == 0) slot = &pol.idle;
-            else if (strcmp(key, "refresh_before_exp") == 0) slot = &pol.refresh;
-            if (slot) {
-                /* Text that does not parse is reported after the loop, so
-                 * that misuse elsewhere in the table raises whatever the
-                 * iteration order. */
-                if (!read_duration(L, -1, 1, key, slot, why)) {
-                    if (!bad_name) {
-                        bad_name = key;  /* kept alive by the table */
+    slots[0] = &pol.max;
+    slots[1] = &pol.login;
+    slots[2] = &pol.idle;
+    slots[3] = &pol.refresh;
+    if (tp_opts(L, 1, options)) {
+        for (int i = 0; i < 4; i++) {
+            /* Text that does not parse is reported after every option is
+             * read, so that misuse elsewhere in the table always raises. */
+            if (lua_getfield(L, 1, options[i]) != LUA_TNIL) {
+                if (!read_duration(L, -1, 1, options[i], slots[i], why)) {
+                    if (bad < 0) {
+                        bad = i;
                         memcpy(first_why, why, sizeof why);
                     }
-                } else if (*slot < 0) {
-                    luaL_argerror(L, 1, lua_pushfstring(L, "%s must not be negative", key));
+                } else if (*slots[i] < 0) {
+                    luaL_argerror(L, 1, lua_pushfstring(L, "%s must not be negative", options[i]));
                 }
-            } else if (strcmp(key, "issue_trusted_tokens") == 0) {
-                if (!lua_isboolean(L, -1)) luaL_argerror(L, 1, "issue_trusted_tokens must be a boolean");
-                pol.trusted = lua_toboolean(L, -1);
-            } else if (strcmp(key, "compat") == 0) {
-                const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
-                int i;
-                for (i = 0; compat_names[i] && strcmp(compat_names[i], name) != 0; i++) {}
-                if (!compat_names[i]) luaL_argerror(L, 1, "compat must be \"docs\" or \"arvados\"");
-                pol.compat = i;
-            } else {
-                luaL_argerror(L, 1, lua_pushfstring(L, "unknown option '%s'", key));
             }
             lua_pop(L, 1);
         }
-        if (bad_name)
-            return tp_fail(L, "malformed", "%s: %s", bad_name, first_why);
     }
-    out = (tp_policy *)tp_newuserdata(L, sizeof *out);
+    pol.trusted = tp_opt_boolean(L, 1, "issue_trusted_tokens", 1);
+    pol.compat = tp_opt_choice(L, 1, "compat", compat_names, COMPAT_DOCS);
+    root = tp_opt_string(L, 1, "system_root_token", NULL, &root_len);
+    if (root && root_len == 0) luaL_argerror(L, 1, "system_root_token must not be empty");
+    if (bad >= 0)
+        return tp_fail(L, "malformed", "%s: %s", options[bad], first_why);
+    out = (tp_policy *)tp_newuserdata(L, sizeof *out + root_len);
     *out = pol;
+    out->root_len = root_len;
+    if (root_len) memcpy(out->root, root, root_len);  /* root is alive in the settings table */
     luaL_setmetatable(L, TP_POLICY_CLASS);
     return 1;
 }
 
 /***
- * The policy's settings, as `policy` takes them (durations in seconds).
+ * The policy's settings, as `policy` takes them (durations in seconds),
+ * except `system_root_token`: a secret is not handed out again.
  * @function Policy:settings
  * @treturn table
  */
@@ -486,7 +493,7 @@ static int tp_policy_settings(lua_State *L)
 
 static const char *span_or_off(char *buf, lua_Integer seconds)
 {
-    return seconds ? tp_format_span(buf, seconds) : "off";
+    return seconds ? tp_format_span_exact(buf, seconds) : "off";
 }
 
 static int tp_policy__tostring(lua_State *L)
@@ -494,10 +501,10 @@ static int tp_policy__tostring(lua_State *L)
     tp_policy *p = check_policy(L, 1);
     char max[32], login[32], idle[32], refresh[32];
     lua_pushfstring(L, "tokenpolicy.Policy (compat %s): max_token_lifetime %s, login_token_lifetime %s, "
-                    "idle_timeout %s, issue_trusted_tokens %s, refresh_before_exp %s",
+                    "idle_timeout %s, issue_trusted_tokens %s, refresh_before_exp %s%s",
                     p->compat == COMPAT_DOCS ? "docs" : "arvados", span_or_off(max, p->max),
                     span_or_off(login, p->login), span_or_off(idle, p->idle), p->trusted ? "true" : "false",
-                    span_or_off(refresh, p->refresh));
+                    span_or_off(refresh, p->refresh), p->root_len ? ", system_root_token set" : "");
     return 1;
 }
 
@@ -509,7 +516,8 @@ static int tp_policy__tostring(lua_State *L)
  * TokenLifetime for every login).  arvados (clamp_token_expiration): a
  * missing expiry is always clamped; an explicit one unless the user is an
  * admin.  The system root and anonymous tokens are configuration, not
- * records, and are never clamped. */
+ * records, and are never clamped; a saved token of those users is an
+ * ordinary token (the kind says which; the owner does not). */
 static int max_applies(const tp_policy *p, int kind, int admin, int has_expiry)
 {
     if (p->max <= 0 || kind == KIND_SYSTEM_ROOT || kind == KIND_ANONYMOUS) return 0;
@@ -529,24 +537,6 @@ static void clamp_expiry(const tp_policy *p, int kind, int admin, lua_Integer no
         *has = 1;
         *expires = limit;
     }
-}
-
-/* Reads the kind named at idx (default api).  Raises for a name not known. */
-static int opt_kind(lua_State *L, int idx, int arg)
-{
-    const char *name;
-    if (lua_isnil(L, idx)) return KIND_API;
-    name = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : "";
-    for (int i = 0; kind_names[i]; i++)
-        if (strcmp(kind_names[i], name) == 0) return i;
-    return luaL_argerror(L, arg, "kind must be \"login\", \"api\", \"container\", \"system_root\" or \"anonymous\"");
-}
-
-static int opt_boolean(lua_State *L, int idx, int arg, const char *name)
-{
-    if (lua_isnil(L, idx)) return 0;
-    if (!lua_isboolean(L, idx)) luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a boolean", name));
-    return lua_toboolean(L, idx);
 }
 
 /* Reads the time option name of the table at arg (pushing it, then popping).
@@ -593,13 +583,11 @@ static int tp_policy_clamp(lua_State *L)
     lua_Integer now, expires = 0;
     int has_now, has = 0, admin, kind;
     luaL_checktype(L, 2, LUA_TTABLE);
-    tp_check_options(L, 2, options);
+    tp_opts(L, 2, options);
     if (opt_time(L, 2, "now", &has_now, &now) || opt_time(L, 2, "expires_at", &has, &expires)) return 3;
     if (!has_now) now = (lua_Integer)time(NULL);
-    lua_getfield(L, 2, "is_admin");
-    lua_getfield(L, 2, "kind");
-    admin = opt_boolean(L, -2, 2, "is_admin");
-    kind = opt_kind(L, -1, 2);
+    admin = tp_opt_boolean(L, 2, "is_admin", 0);
+    kind = tp_opt_choice(L, 2, "kind", kind_names, KIND_API);
     clamp_expiry(p, kind, admin, now, &has, &expires);
     push_optional_time(L, has, expires);
     return 1;
@@ -623,12 +611,11 @@ static int tp_policy_login_expiry(lua_State *L)
     lua_Integer now, requested = 0, expires = 0;
     int has_now, has_requested = 0, has = 0, admin;
     luaL_checktype(L, 2, LUA_TTABLE);
-    tp_check_options(L, 2, options);
+    tp_opts(L, 2, options);
     if (opt_time(L, 2, "now", &has_now, &now) || opt_time(L, 2, "requested", &has_requested, &requested))
         return 3;
     if (!has_now) now = (lua_Integer)time(NULL);
-    lua_getfield(L, 2, "is_admin");
-    admin = opt_boolean(L, -1, 2, "is_admin");
+    admin = tp_opt_boolean(L, 2, "is_admin", 0);
     if (p->login > 0) {
         has = 1;
         expires = tp_add_sat(now, p->login);
@@ -645,20 +632,20 @@ static int tp_policy_login_expiry(lua_State *L)
 /* ---- records ------------------------------------------------------------ */
 
 enum {
-    HAS_CREATED = 1, HAS_EXPIRES = 2, HAS_LAST_USED = 4, HAS_IAT = 8, HAS_NBF = 16, HAS_AUTH_TIME = 32
+    HAS_CREATED = 1, HAS_EXPIRES = 2, HAS_LAST_USED = 4, HAS_IAT = 8, HAS_NBF = 16, HAS_AUTH_TIME = 32,
+    HAS_REFRESHES = 64
 };
 
 /* What evaluate and long_lived know about a token: a record's fields, or a
- * JWT's claims (exp is kept as expires). */
+ * JWT's claims (exp is kept as expires).  The owner is long_lived's alone
+ * (the rake tasks skip users; the lifetime rules do not). */
 typedef struct rec {
-    lua_Integer created, expires, last_used, iat, nbf, auth_time;
+    lua_Integer created, expires, last_used, refreshes, iat, nbf, auth_time;
     unsigned has;
     int jwt;           /* claims, not a record */
-    int kind;          /* -1 until known */
+    int kind;
     int admin;
     int can_create;    /* its scopes allow creating tokens */
-    const char *owner; /* owner_uuid, alive in the record table */
-    size_t owner_len;
 } rec;
 
 /* Arvados' scope check (scopes_allow?): "all", the exact request, or a
@@ -681,14 +668,14 @@ static int contains(const char *s, size_t len, const char *what)
 
 /* The rake tasks' test for the system root user's and the anonymous user's
  * tokens (a match anywhere in the uuid, as their unanchored regexps do). */
-static int owner_is_system_root(const rec *r)
+static int owner_is_system_root(const char *owner, size_t len)
 {
-    return r->owner && contains(r->owner, r->owner_len, "-tpzed-000000000000000");
+    return contains(owner, len, "-tpzed-000000000000000");
 }
 
-static int owner_is_anonymous(const rec *r)
+static int owner_is_anonymous(const char *owner, size_t len)
 {
-    return r->owner && contains(r->owner, r->owner_len, "-tpzed-anonymouspublic");
+    return contains(owner, len, "-tpzed-anonymouspublic");
 }
 
 /* Pushes field f of the table at t (raw: records and claims are data);
@@ -761,13 +748,25 @@ static int record_time(lua_State *L, int t, int f, unsigned bit, rec *r, lua_Int
     return 0;
 }
 
+/* Whether the api_token at the top of the stack is the policy's
+ * SystemRootToken.  The comparison takes the same time wherever the texts
+ * differ, as for any secret. */
+static int is_root_token(lua_State *L, const tp_policy *p)
+{
+    size_t len;
+    const char *token;
+    if (lua_type(L, -1) != LUA_TSTRING) return 0;
+    token = lua_tolstring(L, -1, &len);
+    return len == p->root_len && CRYPTO_memcmp(token, p->root, len) == 0;
+}
+
 /* Reads the token at idx, each field once by its interned name (fields it
  * does not know cost nothing, and records come whole from stores, with
  * uuid, api_token and more).  The token is a decoded JWT (it has `claims`),
  * a record (it has created_at, expires_at or last_used_at), or else a
  * claims table (exp, iat, nbf, auth_time, as verify returns it).  Returns
  * 0, or 3 with the fail triple pushed for data that is no token. */
-static int read_record(lua_State *L, int idx, rec *r)
+static int read_record(lua_State *L, int idx, const tp_policy *p, rec *r)
 {
     int type, present = 0;
     memset(r, 0, sizeof *r);
@@ -782,7 +781,8 @@ static int read_record(lua_State *L, int idx, rec *r)
     lua_pop(L, 1);
     if (record_time(L, idx, R_CREATED, HAS_CREATED, r, &r->created, &present) ||
         record_time(L, idx, R_EXPIRES, HAS_EXPIRES, r, &r->expires, &present) ||
-        record_time(L, idx, R_LAST_USED, HAS_LAST_USED, r, &r->last_used, &present))
+        record_time(L, idx, R_LAST_USED, HAS_LAST_USED, r, &r->last_used, &present) ||
+        record_time(L, idx, R_REFRESHES, HAS_REFRESHES, r, &r->refreshes, &present))
         return 3;
     if (!present) {
         if (read_claims(L, idx, r, &present)) return 3;
@@ -804,14 +804,15 @@ static int read_record(lua_State *L, int idx, rec *r)
         if (!kind_names[i])
             return tp_fail(L, "malformed", "kind: unknown kind \"%s\"", tp_printable(safe, name, len));
         r->kind = i;
-    } else {
-        r->kind = -1;  /* from the owner, below */
     }
     lua_pop(L, 1);
 
-    if (get_field(L, idx, R_OWNER) == LUA_TSTRING)
-        r->owner = lua_tolstring(L, -1, &r->owner_len);  /* alive in the record */
-    lua_pop(L, 1);
+    /* Only the configured SystemRootToken is exempt, whoever owns it. */
+    if (p->root_len) {
+        get_field(L, idx, R_API_TOKEN);
+        if (is_root_token(L, p)) r->kind = KIND_SYSTEM_ROOT;
+        lua_pop(L, 1);
+    }
 
     type = get_field(L, idx, R_ADMIN);
     if (!absent(L, type, -1)) {
@@ -837,9 +838,6 @@ static int read_record(lua_State *L, int idx, rec *r)
         }
     }
     lua_pop(L, 1);
-
-    if (r->kind < 0)
-        r->kind = owner_is_system_root(r) ? KIND_SYSTEM_ROOT : owner_is_anonymous(r) ? KIND_ANONYMOUS : KIND_API;
     return 0;
 }
 
@@ -847,9 +845,11 @@ static int read_record(lua_State *L, int idx, rec *r)
 
 /* Findings, in the order their reasons are listed. */
 enum {
-    F_NOT_YET_VALID = 1, F_EXPIRED = 2, F_SESSION_OVER = 4, F_IDLE = 8, F_EXCEEDS = 16,
-    F_NO_EXPIRY = 32, F_REFRESH = 64
+    F_NOT_YET_VALID = 1, F_EXPIRED = 2, F_REFRESHES = 4, F_SESSION_OVER = 8, F_IDLE = 16, F_EXCEEDS = 32,
+    F_NO_EXPIRY = 64, F_REFRESH = 128
 };
+/* The findings that end a token: nothing else matters then. */
+#define F_OVER (F_NOT_YET_VALID | F_EXPIRED | F_REFRESHES | F_SESSION_OVER)
 
 enum { SRC_MAX, SRC_LOGIN };
 
@@ -858,6 +858,7 @@ typedef struct verdict {
     unsigned findings;
     int has_expires, has_idle_warning, has_fix, has_policy_end;
     lua_Integer expires, remaining, idle_warning, idle_at, fix;
+    lua_Integer end;  /* a record's own end: expires_at or refreshes_at, the earlier */
     lua_Integer limit, policy_end;  /* the lifetime rule and where it ends */
     int limit_src;
     int refresh_due, can_manage;
@@ -908,7 +909,12 @@ static void judge_record(const tp_policy *p, const rec *r, lua_Integer now, verd
 {
     int has_exp = (r->has & HAS_EXPIRES) != 0;
     int login = r->kind == KIND_LOGIN;
+    int has_end = (r->has & (HAS_EXPIRES | HAS_REFRESHES)) != 0;
     if (has_exp) earliest(v, r->expires);
+    /* Arvados 3.1+: a row is valid while refreshes_at is null or later
+     * than now, so refreshes_at ends it as an expiry does. */
+    if (r->has & HAS_REFRESHES) earliest(v, r->refreshes);
+    v->end = v->expires;
     if (max_applies(p, r->kind, r->admin, has_exp)) {
         v->limit = p->max;
         v->limit_src = SRC_MAX;
@@ -924,6 +930,7 @@ static void judge_record(const tp_policy *p, const rec *r, lua_Integer now, verd
         earliest(v, v->policy_end);
     }
     if (has_exp && r->expires <= now) v->findings |= F_EXPIRED;
+    if ((r->has & HAS_REFRESHES) && r->refreshes <= now) v->findings |= F_REFRESHES;
     if (login && p->idle > 0 && (r->has & (HAS_LAST_USED | HAS_CREATED))) {
         v->idle_at = tp_add_sat((r->has & HAS_LAST_USED) ? r->last_used : r->created, p->idle);
         v->idle_warning = tp_sub_sat(v->idle_at, p->idle < TP_IDLE_WARNING ? p->idle : TP_IDLE_WARNING);
@@ -932,16 +939,15 @@ static void judge_record(const tp_policy *p, const rec *r, lua_Integer now, verd
     }
     if (v->limit) {
         /* Without created_at, the rake tasks' view: more than the limit left. */
-        if (has_exp && ((r->has & HAS_CREATED) ? r->expires > v->policy_end
-                                                 : tp_sub_sat(r->expires, now) > v->limit))
+        if (has_end && ((r->has & HAS_CREATED) ? v->end > v->policy_end : tp_sub_sat(v->end, now) > v->limit))
             v->findings |= F_EXCEEDS;
-        if (!has_exp) v->findings |= F_NO_EXPIRY;
+        if (!has_end) v->findings |= F_NO_EXPIRY;
     }
-    v->state = (v->findings & F_EXPIRED) ? ST_EXPIRED
+    v->state = (v->findings & (F_EXPIRED | F_REFRESHES)) ? ST_EXPIRED
              : (v->findings & F_IDLE) ? ST_IDLE
              : (v->findings & F_EXCEEDS) ? ST_EXCEEDS
              : (v->findings & F_NO_EXPIRY) ? ST_NO_EXPIRY : ST_VALID;
-    if ((v->findings & (F_EXCEEDS | F_NO_EXPIRY)) && !(v->findings & F_EXPIRED)) {
+    if ((v->findings & (F_EXCEEDS | F_NO_EXPIRY)) && !(v->findings & (F_EXPIRED | F_REFRESHES))) {
         /* The expiry that makes the record comply, never in the past. */
         v->fix = v->has_policy_end ? (v->policy_end > now ? v->policy_end : now) : tp_add_sat(now, v->limit);
         v->has_fix = 1;
@@ -970,8 +976,8 @@ static void judge(const tp_policy *p, const rec *r, lua_Integer now, verdict *v)
             v->findings |= F_REFRESH;
         }
     }
-    if (v->findings & (F_EXPIRED | F_SESSION_OVER | F_NOT_YET_VALID))  /* nothing else matters then */
-        v->findings &= F_EXPIRED | F_SESSION_OVER | F_NOT_YET_VALID;
+    if (v->findings & F_OVER)  /* nothing else matters then */
+        v->findings &= F_OVER;
 }
 
 static const char *limit_name(int src)
@@ -1010,53 +1016,57 @@ static void push_reasons(lua_State *L, const tp_policy *p, const rec *r, lua_Int
     const char *again = r->jwt || r->kind == KIND_LOGIN ? "log in again" : "create a new token";
     if (v->findings & F_NOT_YET_VALID)
         add_reason(L, &n, "not valid before ", tp_format_utc(t1, r->nbf), " (in ",
-                   tp_format_span(s1, tp_sub_sat(r->nbf, now)),
+                   tp_format_span_exact(s1, tp_sub_sat(r->nbf, now)),
                    "): wait, or check the clocks of the issuer and this host", NULL);
     if (v->findings & F_EXPIRED)
         add_reason(L, &n, "expired at ", tp_format_utc(t1, r->expires), " (",
-                   tp_format_span(s1, tp_sub_sat(now, r->expires)), " ago): ", again, NULL);
+                   tp_format_span_exact(s1, tp_sub_sat(now, r->expires)), " ago): ", again, NULL);
+    if (v->findings & F_REFRESHES)
+        add_reason(L, &n, "valid only until ", tp_format_utc(t1, r->refreshes), " (refreshes_at, ",
+                   tp_format_span_exact(s1, tp_sub_sat(now, r->refreshes)),
+                   " ago): Arvados checks it with the identity provider again before it accepts it", NULL);
     if (v->findings & F_SESSION_OVER)
         add_reason(L, &n, "the login session began at ", tp_format_utc(t1, r->auth_time), ", ",
-                   tp_format_span(s1, tp_sub_sat(now, r->auth_time)), " ago, and the ", limit_name(SRC_LOGIN),
-                   " is ", tp_format_span(s2, p->login), ": log in again", NULL);
+                   tp_format_span_exact(s1, tp_sub_sat(now, r->auth_time)), " ago, and the ", limit_name(SRC_LOGIN),
+                   " is ", tp_format_span_exact(s2, p->login), ": log in again", NULL);
     if (v->findings & F_IDLE) {
         lua_Integer since = tp_sub_sat(v->idle_at, p->idle);
-        add_reason(L, &n, "unused since ", tp_format_utc(t1, since), " (", tp_format_span(s1, tp_sub_sat(now, since)),
-                   " ago), longer than the ", tp_format_span(s2, p->idle),
-                   " idle timeout (Workbench.IdleTimeout): Workbench logs such a session out; revoke the token",
-                   NULL);
+        add_reason(L, &n, "unused since ", tp_format_utc(t1, since), " (",
+                   tp_format_span_exact(s1, tp_sub_sat(now, since)), " ago), longer than the ",
+                   tp_format_span_exact(s2, p->idle),
+                   " idle timeout (Workbench.IdleTimeout): Workbench logs such a session out; revoke the token", NULL);
     }
     if (v->findings & F_EXCEEDS) {
-        const char *limit = tp_format_span(s2, v->limit);
+        const char *limit = tp_format_span_exact(s2, v->limit);
         if (r->jwt && (r->has & HAS_IAT) && tp_sub_sat(r->expires, r->iat) > v->limit)
-            add_reason(L, &n, "issued for ", tp_format_span(s1, tp_sub_sat(r->expires, r->iat)),
+            add_reason(L, &n, "issued for ", tp_format_span_exact(s1, tp_sub_sat(r->expires, r->iat)),
                        " (iat to exp), longer than the ", limit_name(v->limit_src), " of ", limit,
                        ": have the issuer limit its tokens to ", limit, NULL);
         else if (r->jwt)
-            add_reason(L, &n, "expires in ", tp_format_span(s1, tp_sub_sat(r->expires, now)), ", longer than the ",
-                       limit_name(v->limit_src), " of ", limit, ": have the issuer limit its tokens to ", limit,
-                       NULL);
+            add_reason(L, &n, "expires in ", tp_format_span_exact(s1, tp_sub_sat(r->expires, now)),
+                       ", longer than the ", limit_name(v->limit_src), " of ", limit,
+                       ": have the issuer limit its tokens to ", limit, NULL);
         else if (r->has & HAS_CREATED)
-            add_reason(L, &n, "lasts ", tp_format_span(s1, tp_sub_sat(r->expires, r->created)),
+            add_reason(L, &n, "lasts ", tp_format_span_exact(s1, tp_sub_sat(v->end, r->created)),
                        " from its creation at ", tp_format_utc(t1, r->created), ", longer than the ",
                        limit_name(v->limit_src), " of ", limit, ": set expires_at to ", tp_format_utc(t2, v->fix),
                        NULL);
         else
-            add_reason(L, &n, "expires in ", tp_format_span(s1, tp_sub_sat(r->expires, now)), ", more than the ",
+            add_reason(L, &n, "expires in ", tp_format_span_exact(s1, tp_sub_sat(v->end, now)), ", more than the ",
                        limit_name(v->limit_src), " of ", limit, " from now: set expires_at to ",
                        tp_format_utc(t2, v->fix), NULL);
     }
     if (v->findings & F_NO_EXPIRY) {
         if (r->jwt)
             add_reason(L, &n, "has no exp claim, but the ", limit_name(v->limit_src), " is ",
-                       tp_format_span(s1, v->limit), ": have the issuer set exp", NULL);
+                       tp_format_span_exact(s1, v->limit), ": have the issuer set exp", NULL);
         else
             add_reason(L, &n, "never expires, but the ", limit_name(v->limit_src), " is ",
-                       tp_format_span(s1, v->limit), ": set expires_at to ", tp_format_utc(t1, v->fix), NULL);
+                       tp_format_span_exact(s1, v->limit), ": set expires_at to ", tp_format_utc(t1, v->fix), NULL);
     }
     if (v->findings & F_REFRESH)
-        add_reason(L, &n, "expires in ", tp_format_span(s1, v->remaining), ", within the ",
-                   tp_format_span(s3, p->refresh), " refresh window: refresh it now", NULL);
+        add_reason(L, &n, "expires in ", tp_format_span_exact(s1, v->remaining), ", within the ",
+                   tp_format_span_exact(s3, p->refresh), " refresh window: refresh it now", NULL);
 }
 
 /* Sets field k of the verdict at t to the integer (or nil).  A fresh
@@ -1089,12 +1099,14 @@ static void set_boolean(lua_State *L, int t, int k, int value)
 /***
  * Judges a token against the policy.
  *
- * `token` is a decoded JWT (`tp.decode`'s result, read through its
- * `claims`: exp, iat, nbf, auth_time), a claims table (as `verify`
- * returns), or a token record: `created_at`, `expires_at`, `last_used_at`
- * (times: integers or ISO-8601 text; nil or `tp.null` when absent), `kind`
- * ("api" by default; "system_root" or "anonymous" when `owner_uuid` is the
- * system root or anonymous user), `owner_uuid`, `owner_is_admin`, `scopes`.
+ * `token` is a compact JWT (decoded with `decode`), a decoded JWT
+ * (`decode`'s result, read through its `claims`: exp, iat, nbf,
+ * auth_time), a claims table (as `verify` returns), or a token record:
+ * `created_at`, `expires_at`, `last_used_at`, `refreshes_at` (times:
+ * integers or ISO-8601 text; nil or `tp.null` when absent), `kind` ("api"
+ * by default, "login", "container", "system_root", "anonymous"),
+ * `owner_is_admin`, `scopes`, and `api_token` (compared with the policy's
+ * `system_root_token`: that one token is "system_root" whatever its kind).
  *
  * The verdict: `ok` (state is "valid"), `state` ("valid", "expired",
  * "not_yet_valid", "idle", "exceeds_max_lifetime", "no_expiry"),
@@ -1104,12 +1116,13 @@ static void set_boolean(lua_State *L, int t, int k, int value)
  * that makes a record comply) and `reasons` (sentences).  Absent times are
  * nil.
  * @function Policy:evaluate
- * @tparam table token
+ * @tparam table|string token
  * @tparam[opt] integer|string now default the clock
  * @tparam[opt] table verdict a verdict to fill in and return instead of a
  *   new one (bulk runs then allocate nothing per token)
  * @treturn table verdict, or the fail triple (`malformed`) for a token
- *   whose times or fields are not what they should be
+ *   whose times or fields are not what they should be; for a string that
+ *   does not decode, `decode`'s fail triple
  */
 static int tp_policy_evaluate(lua_State *L)
 {
@@ -1119,11 +1132,19 @@ static int tp_policy_evaluate(lua_State *L)
     rec r;
     verdict v;
 
-    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        lua_pushvalue(L, UV_DECODE);
+        lua_pushvalue(L, 2);
+        lua_call(L, 1, 3);
+        if (lua_isnil(L, -3)) return 3;  /* decode's fail triple, as it is */
+        lua_pop(L, 2);
+        lua_replace(L, 2);
+    }
+    if (!lua_istable(L, 2)) luaL_typeerror(L, 2, "table or string");
     if (arg_now(L, 3, 3, &now)) return 3;
     reused = !lua_isnoneornil(L, 4);
     if (reused) luaL_checktype(L, 4, LUA_TTABLE);
-    if (read_record(L, 2, &r)) return 3;
+    if (read_record(L, 2, p, &r)) return 3;
     judge(p, &r, now, &v);
 
     if (reused) {
@@ -1172,14 +1193,19 @@ static int tp_policy_evaluate(lua_State *L)
  * The rake tasks' selection (db:check_long_lived_tokens and
  * db:fix_long_lived_tokens): with lifetime MaxTokenLifetime, or else
  * TokenLifetime, a token is long-lived when it has no expiry or expires
- * after now + lifetime, unless its owner is the system root user
- * (`-tpzed-000000000000000`) or the anonymous user (`-tpzed-anonymouspublic`).
- * The compat mode does not matter here: the tasks are code.
+ * after now + lifetime.  Of those, the tasks skip (and so does this) a
+ * token whose user is missing (`owner_uuid` is `tp.null`: the tasks print
+ * a warning for it), and the tokens of the system root user
+ * (`-tpzed-000000000000000` in `owner_uuid`) and of the anonymous user
+ * (`-tpzed-anonymouspublic`).  The compat mode does not matter here: the
+ * tasks are code.
  * @function Policy:long_lived
  * @tparam table token a record (or a JWT, read through exp)
  * @tparam[opt] integer|string now default the clock
  * @treturn boolean selected
  * @treturn integer now + lifetime, the expiry the fix task sets
+ * @treturn ?string why a token the tasks' query finds is skipped:
+ *   "invalid_user", "system_root" or "anonymous"; nil otherwise
  * @return or the fail triple: `no_policy` when neither lifetime is set,
  *   `malformed` for a token whose fields are not what they should be
  */
@@ -1187,6 +1213,8 @@ static int tp_policy_long_lived(lua_State *L)
 {
     tp_policy *p = self_policy(L);
     lua_Integer now, lifetime, until;
+    const char *skip = NULL;
+    int type;
     rec r;
     luaL_checktype(L, 2, LUA_TTABLE);
     if (arg_now(L, 3, 3, &now)) return 3;
@@ -1194,12 +1222,28 @@ static int tp_policy_long_lived(lua_State *L)
     if (lifetime <= 0)
         return tp_fail(L, "no_policy", "No expiration policy set (API.MaxTokenLifetime nor "
                        "Login.TokenLifetime is set), nothing to do.");
-    if (read_record(L, 2, &r)) return 3;
+    if (read_record(L, 2, p, &r)) return 3;
     until = tp_add_sat(now, lifetime);
-    lua_pushboolean(L, !owner_is_system_root(&r) && !owner_is_anonymous(&r) &&
-                       (!(r.has & HAS_EXPIRES) || r.expires > until));
+    if ((r.has & HAS_EXPIRES) && r.expires <= until) {
+        lua_pushboolean(L, 0);
+        lua_pushinteger(L, until);
+        return 2;
+    }
+    type = get_field(L, 2, R_OWNER);
+    if (type == LUA_TSTRING) {
+        size_t len;
+        const char *owner = lua_tolstring(L, -1, &len);
+        skip = owner_is_system_root(owner, len) ? "system_root"
+             : owner_is_anonymous(owner, len) ? "anonymous" : NULL;
+    } else if (type == LUA_TLIGHTUSERDATA && tp_is_null(L, -1)) {
+        skip = "invalid_user";  /* the user row is missing */
+    }
+    lua_pop(L, 1);
+    lua_pushboolean(L, skip == NULL);
     lua_pushinteger(L, until);
-    return 2;
+    if (!skip) return 2;
+    lua_pushstring(L, skip);
+    return 3;
 }
 
 /* ---- the verdict's __tostring ------------------------------------------- */
@@ -1279,32 +1323,16 @@ static int tp_verdict__tostring(lua_State *L)
     return 1;
 }
 
-/***
- * Builds a policy from an Arvados cluster configuration (config.yml):
- * API.MaxTokenLifetime, Login.TokenLifetime, Login.IssueTrustedTokens (or
- * its documented name Login.TrustLoginTokens) and Workbench.IdleTimeout of
- * cluster `opts.cluster` (needed when the file holds several).  The work is
- * done in Lua (tokenpolicy.arvados_config), with lyaml for files.
- * @function policy_from_arvados
- * @tparam string|table config a path, or the parsed configuration
- * @tparam[opt] table opts `cluster` (cluster id), `compat` ("docs" or "arvados")
- * @treturn Policy or the fail triple (`malformed`, `not_found`, `io`, `too_large`)
- */
-static int tp_policy_from_arvados(lua_State *L)
-{
-    int nargs = lua_gettop(L);
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "tokenpolicy.arvados_config");
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, "policy_from_arvados");
-    lua_replace(L, -2);
-    lua_insert(L, 1);
-    lua_call(L, nargs, LUA_MULTRET);
-    return lua_gettop(L);
-}
-
 void tp_open_policy(lua_State *L)
 {
+    static const luaL_Reg policy_meta[] = {
+        { "__tostring", tp_policy__tostring },
+        { NULL, NULL }
+    };
+    static const luaL_Reg verdict_meta[] = {
+        { "__tostring", tp_verdict__tostring },
+        { NULL, NULL }
+    };
     static const luaL_Reg methods[] = {
         { "evaluate", tp_policy_evaluate },
         { "clamp", tp_policy_clamp },
@@ -1316,14 +1344,10 @@ void tp_open_policy(lua_State *L)
     static const luaL_Reg functions[] = {
         { "duration", tp_policy_duration },
         { "policy", tp_policy_new },
-        { "policy_from_arvados", tp_policy_from_arvados },
         { NULL, NULL }
     };
     int i;
-    luaL_newmetatable(L, TP_POLICY_CLASS);
-    lua_pushcfunction(L, tp_policy__tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_createtable(L, 0, 5);            /* the methods, __index */
+    tp_register_class(L, TP_VERDICT_CLASS, verdict_meta, NULL, 0);
     luaL_checkstack(L, UV_COUNT, "tokenpolicy upvalues");
     for (i = 0; verdict_keys[i]; i++)
         lua_pushstring(L, verdict_keys[i]);
@@ -1331,12 +1355,14 @@ void tp_open_policy(lua_State *L)
         lua_pushstring(L, state_names[i]);
     for (i = 0; record_fields[i]; i++)
         lua_pushstring(L, record_fields[i]);
-    luaL_newmetatable(L, TP_VERDICT_CLASS);
-    lua_pushcfunction(L, tp_verdict__tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushvalue(L, -3 - K_COUNT - ST_COUNT - R_COUNT);  /* the policy metatable */
-    luaL_setfuncs(L, methods, UV_COUNT);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    luaL_getmetatable(L, TP_VERDICT_CLASS);
+    /* The policy metatable is made here, before tp_register_class fills it
+     * (luaL_newmetatable returns the existing one there), so that the
+     * methods can hold it as an upvalue for self_policy. */
+    luaL_newmetatable(L, TP_POLICY_CLASS);
+    /* decode is in the module table already (jwt.c registers first). */
+    lua_getfield(L, -1 - UV_COUNT + 1, "decode");
+    if (!lua_iscfunction(L, -1)) luaL_error(L, "tokenpolicy: decode must be registered before the policy");
+    tp_register_class(L, TP_POLICY_CLASS, policy_meta, methods, UV_COUNT);
     luaL_setfuncs(L, functions, 0);
 }

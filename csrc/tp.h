@@ -222,6 +222,10 @@ static inline lua_Integer tp_sub_sat(lua_Integer a, lua_Integer b)
 TP_INTERNAL const char *tp_format_utc(char *buf, lua_Integer t);
 /* "1h30m", "45s", "3d4h", "-5m" into buf (size >= 32). */
 TP_INTERNAL const char *tp_format_span(char *buf, lua_Integer seconds);
+/* The exact form, every unit kept: "1d1m", "3d4h5m6s", "-5m" (size >= 32).
+ * For sentences that compare spans, where the short form could make a
+ * day and a minute read as "1d". */
+TP_INTERNAL const char *tp_format_span_exact(char *buf, lua_Integer seconds);
 
 /* ---- base64url (util.c) ------------------------------------------------- */
 

@@ -369,3 +369,32 @@ void tp_open_util(lua_State *L)
     };
     luaL_setfuncs(L, functions, 0);
 }
+
+/* Every unit, largest first, zero units left out: what `duration` reads
+ * back to the same number of seconds. */
+const char *tp_format_span_exact(char *buf, lua_Integer seconds)
+{
+    static const struct { unsigned long long size; char unit; } units[] = {
+        { 86400, 'd' }, { 3600, 'h' }, { 60, 'm' }, { 1, 's' }
+    };
+    unsigned long long left;
+    size_t used = 0;
+    if (seconds < 0) {
+        buf[used++] = '-';
+        left = (unsigned long long)(-(seconds + 1)) + 1;  /* no overflow on minint */
+    } else {
+        left = (unsigned long long)seconds;
+    }
+    if (left == 0) {
+        strcpy(buf, "0s");
+        return buf;
+    }
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        unsigned long long count = left / units[i].size;
+        if (count == 0) continue;
+        used += (size_t)snprintf(buf + used, 32 - used, "%llu%c", count, units[i].unit);
+        left -= count * units[i].size;
+    }
+    buf[used] = '\0';
+    return buf;
+}

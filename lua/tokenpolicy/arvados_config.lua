@@ -1,21 +1,22 @@
 --- Reading an Arvados cluster configuration (config.yml) into a token policy.
 --
--- `tokenpolicy.policy_from_arvados` (C) calls this module's
--- `policy_from_arvados`; the module is loaded on first use, and lyaml only
--- when a file is to be read, so a parsed table needs neither YAML nor I/O.
+-- `require "tokenpolicy"` offers `policy_from_arvados` from this module,
+-- loaded on first use; lyaml is loaded only when a file is to be read, so a
+-- parsed table needs neither YAML nor I/O. The policy itself is the C
+-- core's (`tp.policy{...}`): this module only reads the configuration the
+-- way Arvados' config loader does.
 -- @module tokenpolicy.arvados_config
 
 local core = require "tokenpolicy.core"
+local util = require "tokenpolicy.util"
+
+local fail = util.fail
 
 local M = {}
 
 -- Arvados config files are small (tens of KiB); this only keeps a wrong
 -- path (a disk image, /dev/zero) from being read whole.
 M.MAX_SIZE = 16 * 1024 * 1024
-
-local function fail(code, message)
-  return nil, code .. ": " .. message, code
-end
 
 -- At most 32 printable ASCII characters of text from the configuration, as
 -- the C core shows attacker- or user-controlled text in messages.
@@ -30,6 +31,8 @@ local function is_null(v)
   return v == nil or v == core.null or (package.loaded.lyaml ~= nil and v == package.loaded.lyaml.null)
 end
 
+-- All file reading of this module: the text of the file at path, or the
+-- fail triple (`not_found`, `io`, `too_large`).
 local function read_file(path)
   local f, err, errno = io.open(path, "rb")
   if not f then
@@ -83,22 +86,46 @@ local function section(cluster, prefix, name)
   return s
 end
 
--- A duration setting: Go duration text or whole seconds, never negative.
+-- The units Go's time.ParseDuration knows; tp.duration knows "d" as well.
+local GO_UNITS = { ns = true, us = true, ["\u{b5}s"] = true, ["\u{3bc}s"] = true, ms = true, s = true, m = true,
+                   h = true }
+
+-- Why Go would refuse text that tp.duration parses, or nil: a bare number
+-- (only "0" is one, after a sign) or a unit Go does not have.
+local function not_go(text)
+  local rest = text:gsub("^[+-]", "", 1)
+  if rest == "0" then return nil end
+  if rest:match("^[%d.]+$") then return "missing unit" end
+  for unit in rest:gmatch("[^%d.]+") do
+    if not GO_UNITS[unit] then return ('unknown unit "%s"'):format(printable(unit)) end
+  end
+  return nil
+end
+
+-- A duration setting as Arvados reads one (its Duration type: Go duration
+-- text, or the number 0).  Returns seconds, or nil and a message for
+-- `malformed`; a negative duration, which Go and Arvados take, is
+-- returned as it is.
 local function duration(value, where)
   if is_null(value) then return 0 end
   if math.type(value) == "float" and value == math.floor(value) and value > -2 ^ 63 and value < 2 ^ 63 then
     value = math.tointeger(value)
   end
-  if type(value) ~= "string" and math.type(value) ~= "integer" then
+  if math.type(value) == "integer" then
+    if value == 0 then return 0 end
+    return nil, ('%s: invalid duration "%d": missing unit (Arvados reads Go durations)'):format(where, value)
+  end
+  if type(value) ~= "string" then
     local shown = type(value) == "table" and "a list or mapping" or printable(value)
-    return nil, ("%s: a duration is text like \"12h\" or whole seconds, not %s"):format(where, shown)
+    return nil, ("%s: a duration is text like \"12h\", not %s"):format(where, shown)
   end
   local seconds, msg = core.duration(value)
   if not seconds then
     return nil, ("%s: %s"):format(where, (msg:gsub("^malformed: ", "")))
   end
-  if seconds < 0 then
-    return nil, ("%s: a duration must not be negative (%s)"):format(where, printable(value))
+  local why = not_go(value)
+  if why then
+    return nil, ('%s: invalid duration "%s": %s (Arvados reads Go durations)'):format(where, printable(value), why)
   end
   return seconds
 end
@@ -111,8 +138,25 @@ local function boolean(value, where)
   return value
 end
 
+-- The SystemRootToken as Arvados' loader checks it (only a-z, A-Z and 0-9;
+-- a short one is a warning).  The token itself never goes into a message.
+local function root_token(value, where, warnings)
+  if is_null(value) or value == "" then return nil end
+  if type(value) ~= "string" then
+    return nil, ("%s: not text"):format(where)
+  end
+  if value:find("[^%w]") then
+    return nil, ("%s: unacceptable characters in token (only a-z, A-Z, 0-9)"):format(where)
+  end
+  if #value < 32 then
+    warnings[#warnings + 1] = ("%s: shorter than 32 characters"):format(where)
+  end
+  return value
+end
+
 -- The settings of one cluster, or nil and a message for `malformed`.
-local function settings(cluster, prefix)
+-- Problems Arvados' loader only logs go into warnings.
+local function settings(cluster, prefix, warnings)
   local api, login, workbench, err
   api, err = section(cluster, prefix, "API")
   if not api then return nil, err end
@@ -122,56 +166,68 @@ local function settings(cluster, prefix)
   if not workbench then return nil, err end
 
   local s = {}
-  s.max_token_lifetime, err = duration(api.MaxTokenLifetime, prefix .. ".API.MaxTokenLifetime")
-  if not s.max_token_lifetime then return nil, err end
-  s.login_token_lifetime, err = duration(login.TokenLifetime, prefix .. ".Login.TokenLifetime")
-  if not s.login_token_lifetime then return nil, err end
-  s.idle_timeout, err = duration(workbench.IdleTimeout, prefix .. ".Workbench.IdleTimeout")
-  if not s.idle_timeout then return nil, err end
+  for _, setting in ipairs {
+    { "max_token_lifetime", api, "API.MaxTokenLifetime" },
+    { "login_token_lifetime", login, "Login.TokenLifetime" },
+    { "idle_timeout", workbench, "Workbench.IdleTimeout" },
+  } do
+    local name, where = setting[1], prefix .. "." .. setting[3]
+    local value = setting[2][setting[3]:match("%.(.*)")]
+    local seconds
+    seconds, err = duration(value, where)
+    if not seconds then return nil, err end
+    if seconds < 0 then
+      -- Arvados' server applies each rule only when it is above zero.
+      warnings[#warnings + 1] = ("%s: %s is negative: off, as in Arvados' server (its rules apply only above "
+        .. "zero; its rake tasks would take it as is)"):format(where, printable(value))
+      seconds = 0
+    end
+    s[name] = seconds
+  end
 
-  -- IssueTrustedTokens is the key Arvados reads; the documentation calls
-  -- it TrustLoginTokens.  Both are accepted; disagreeing is an error.
-  local issue, trust
+  -- IssueTrustedTokens is the key; TrustLoginTokens was renamed before
+  -- any release, so Arvados' loader calls it unknown and ignores it.
+  local issue
   issue, err = boolean(login.IssueTrustedTokens, prefix .. ".Login.IssueTrustedTokens")
   if err then return nil, err end
-  trust, err = boolean(login.TrustLoginTokens, prefix .. ".Login.TrustLoginTokens")
-  if err then return nil, err end
-  if issue ~= nil and trust ~= nil and issue ~= trust then
-    return nil, ("%s.Login: IssueTrustedTokens (%s) and TrustLoginTokens (%s) disagree")
-      :format(prefix, tostring(issue), tostring(trust))
+  if login.TrustLoginTokens ~= nil then
+    warnings[#warnings + 1] = ("%s.Login.TrustLoginTokens: unknown key, ignored (Arvados reads "
+      .. "Login.IssueTrustedTokens)"):format(prefix)
   end
-  if issue == nil then issue = trust end
   if issue == nil then issue = true end  -- Arvados' default
   s.issue_trusted_tokens = issue
+
+  s.system_root_token, err = root_token(cluster.SystemRootToken, prefix .. ".SystemRootToken", warnings)
+  if err then return nil, err end
   return s
 end
 
---- Builds a policy from an Arvados configuration.
+local OPTIONS = {
+  cluster = "string",
+  compat = function(v)
+    if v ~= "docs" and v ~= "arvados" then return 'must be "docs" or "arvados"' end
+  end,
+}
+
+--- Builds a policy from an Arvados configuration: API.MaxTokenLifetime,
+-- Login.TokenLifetime, Login.IssueTrustedTokens, Workbench.IdleTimeout and
+-- SystemRootToken of one cluster, read as Arvados' config loader reads
+-- them (Go durations; unknown keys reported and ignored).
 -- @tparam string|table config the path of a config.yml, or its parsed content
 -- @tparam[opt] table opts `cluster` (the cluster id; required when the
 --   configuration has several clusters), `compat` ("docs" or "arvados")
--- @treturn tokenpolicy.Policy or the fail triple: `malformed` (YAML, the
---   structure, a setting, the cluster choice), `not_found`, `io`, `too_large`
+-- @treturn tokenpolicy.Policy the policy
+-- @treturn {string,...} warnings: what Arvados' loader would log (unknown
+--   keys, a short SystemRootToken) or read differently (a negative
+--   duration, taken as off); an empty list when there is nothing to say
+-- @return or the fail triple: `malformed` (YAML, the structure, a
+--   setting, the cluster choice), `not_found`, `io`, `too_large`
 function M.policy_from_arvados(config, opts)
   local where = "configuration"
   if type(config) ~= "string" and type(config) ~= "table" then
-    error(("bad argument #1 to 'policy_from_arvados' (path or table expected, got %s)"):format(type(config)), 0)
+    util.argerror(1, "policy_from_arvados", ("path or table expected, got %s"):format(type(config)))
   end
-  if opts ~= nil and type(opts) ~= "table" then
-    error(("bad argument #2 to 'policy_from_arvados' (table expected, got %s)"):format(type(opts)), 0)
-  end
-  opts = opts or {}
-  for k in pairs(opts) do
-    if k ~= "cluster" and k ~= "compat" then
-      error(("bad argument #2 to 'policy_from_arvados' (unknown option '%s')"):format(tostring(k)), 0)
-    end
-  end
-  if opts.cluster ~= nil and type(opts.cluster) ~= "string" then
-    error("bad argument #2 to 'policy_from_arvados' (cluster must be a string)", 0)
-  end
-  if opts.compat ~= nil and opts.compat ~= "docs" and opts.compat ~= "arvados" then
-    error("bad argument #2 to 'policy_from_arvados' (compat must be \"docs\" or \"arvados\")", 0)
-  end
+  opts = util.check_opts(opts, OPTIONS, "policy_from_arvados", 2)
 
   if type(config) == "string" then
     where = config
@@ -207,10 +263,13 @@ function M.policy_from_arvados(config, opts)
     return fail("malformed", ("Clusters.%s is not a mapping"):format(printable(id)))
   end
 
-  local s, err = settings(cluster, "Clusters." .. printable(id))
+  local warnings = {}
+  local s, err = settings(cluster, "Clusters." .. printable(id), warnings)
   if not s then return fail("malformed", err) end
   s.compat = opts.compat
-  return core.policy(s)
+  local policy, msg, code = core.policy(s)
+  if not policy then return nil, msg, code end
+  return policy, warnings
 end
 
 return M
