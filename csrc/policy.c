@@ -1235,7 +1235,7 @@ static int tp_policy_long_lived(lua_State *L)
         const char *owner = lua_tolstring(L, -1, &len);
         skip = owner_is_system_root(owner, len) ? "system_root"
              : owner_is_anonymous(owner, len) ? "anonymous" : NULL;
-    } else if (type == LUA_TLIGHTUSERDATA && tp_is_null(L, -1)) {
+    } else if (tp_is_null(L, -1)) {
         skip = "invalid_user";  /* the user row is missing */
     }
     lua_pop(L, 1);
@@ -1356,10 +1356,11 @@ void tp_open_policy(lua_State *L)
     for (i = 0; record_fields[i]; i++)
         lua_pushstring(L, record_fields[i]);
     luaL_getmetatable(L, TP_VERDICT_CLASS);
-    /* The policy metatable is made here, before tp_register_class fills it
-     * (luaL_newmetatable returns the existing one there), so that the
-     * methods can hold it as an upvalue for self_policy. */
-    luaL_newmetatable(L, TP_POLICY_CLASS);
+    /* The class is registered twice: first bare, so that its metatable
+     * exists and the methods can hold it as an upvalue for self_policy,
+     * then with everything (the helper fills the existing metatable). */
+    tp_register_class(L, TP_POLICY_CLASS, policy_meta, NULL, 0);
+    luaL_getmetatable(L, TP_POLICY_CLASS);
     /* decode is in the module table already (jwt.c registers first). */
     lua_getfield(L, -1 - UV_COUNT + 1, "decode");
     if (!lua_iscfunction(L, -1)) luaL_error(L, "tokenpolicy: decode must be registered before the policy");
