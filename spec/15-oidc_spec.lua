@@ -1,4 +1,4 @@
--- Against a real OpenID provider (oidc-provider, spec/helpers/oidc): discovery,
+-- Against a real OpenID provider (oidc-provider, spec/helpers/oidc): metadata,
 -- JWKS, verifying its JWT access tokens, revocation and introspection of its
 -- opaque tokens, key rotation, and a provider that is gone.
 local tp = require "tokenpolicy"
@@ -37,9 +37,9 @@ describe("a real OpenID provider", function()
     collectgarbage()
   end)
 
-  it("publishes its metadata (discovery)", function()
+  it("publishes its metadata (oidc_metadata)", function()
     local err, code
-    meta, err, code = tp.discovery(p.issuer, { ttl = 0 })
+    meta, err, code = tp.oidc_metadata(p.issuer, { ttl = 0 })
     assert.is_table(meta, err or code)
     assert.are.equal(p.issuer, meta.issuer)
     assert.are.equal(p.jwks_uri, meta.jwks_uri)
@@ -141,7 +141,7 @@ describe("a real OpenID provider", function()
   it("is unreachable once stopped, quickly", function()
     oidc.stop(p)
     local started = os.time()
-    assert.are.equal("unreachable", fails({}, tp.discovery(p.issuer, { timeout = 2, ttl = 0 })))
+    assert.are.equal("unreachable", fails({}, tp.oidc_metadata(p.issuer, { timeout = 2, ttl = 0 })))
     assert.is_true(os.time() - started <= 3)
   end)
 end)
