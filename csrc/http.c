@@ -74,6 +74,7 @@ typedef struct http_call {
 typedef struct http_secret {
     const char *text;   /* anchored on the Lua stack for the whole call */
     size_t len;
+    int base64;         /* an echo's '=' padding goes with it */
 } http_secret;
 
 /* What to send, and how to describe it in messages. */
@@ -233,6 +234,13 @@ static const char *url_load(http_call *c, http_req *req, const char *url, char *
 {
     char scheme[16], host[256], port[8], path[256], user[8];
     if (curl_url_set(c->url, CURLUPART_URL, url, 0) != CURLUE_OK) return "not a valid absolute URL";
+    if (!first) {
+        /* libcurl writes the Basic credentials it was given into the
+         * redirect URL it resolves; they are ours, set as options, never
+         * taken from a URL: drop them (and any a peer put there). */
+        curl_url_set(c->url, CURLUPART_USER, NULL, 0);
+        curl_url_set(c->url, CURLUPART_PASSWORD, NULL, 0);
+    }
     if (!url_part(c, CURLUPART_SCHEME, 0, scheme, sizeof scheme) ||
         !url_part(c, CURLUPART_HOST, 0, host, sizeof host) ||
         !url_part(c, CURLUPART_PORT, CURLU_DEFAULT_PORT, port, sizeof port) ||
@@ -414,10 +422,13 @@ static void clean_text(char *out, const char *s, size_t len, const http_req *req
     size_t used = 0, i = 0;
     while (i < len && used < HTTP_DETAIL_MAX) {
         size_t hit = 0;
-        for (int k = 0; k < req->nsecrets && !hit; k++)
+        int k;
+        for (k = 0; k < req->nsecrets && !hit; k++)
             hit = secret_at(s + i, len - i, &req->secret[k]);
         if (hit) {
             size_t room = HTTP_DETAIL_MAX - used;
+            if (req->secret[k - 1].base64)
+                while (i + hit < len && s[i + hit] == '=') hit++;
             memcpy(out + used, "[redacted]", room < 10 ? room : 10);
             used += room < 10 ? room : 10;
             i += hit;
@@ -551,13 +562,14 @@ static void read_transport(lua_State *L, int arg, http_req *req)
 
 /* Makes the string at -1 (left there: the stack keeps it alive for the
  * call) one more form of a secret to redact. */
-static void add_secret(lua_State *L, http_req *req)
+static void add_secret(lua_State *L, http_req *req, int base64)
 {
     size_t len;
     const char *s = lua_tolstring(L, -1, &len);
     if (len > 0 && req->nsecrets < HTTP_MAX_SECRETS) {
         req->secret[req->nsecrets].text = s;
         req->secret[req->nsecrets].len = len;
+        req->secret[req->nsecrets].base64 = base64;
         req->nsecrets++;
     }
 }
@@ -585,9 +597,9 @@ static void add_secret_forms(lua_State *L, http_req *req, const char *secret)
 {
     luaL_checkstack(L, 4, "secrets");
     lua_pushstring(L, secret);
-    add_secret(L, req);
+    add_secret(L, req, 0);
     push_base64(L);
-    add_secret(L, req);
+    add_secret(L, req, 1);
 }
 
 /* The value of an Authorization: Basic header for user:password, as sent
@@ -597,10 +609,10 @@ static void add_basic_forms(lua_State *L, http_req *req, const char *id, const c
     luaL_checkstack(L, 4, "secrets");
     lua_pushfstring(L, "%s:%s", req->user, req->password);
     push_base64(L);
-    add_secret(L, req);
+    add_secret(L, req, 1);
     lua_pushfstring(L, "%s:%s", id, secret);
     push_base64(L);
-    add_secret(L, req);
+    add_secret(L, req, 1);
 }
 
 /* ---- RFC 7009 and RFC 7662 ----------------------------------------------- */
