@@ -262,7 +262,8 @@ describe("issue 8, HTTP and JWKS", function()
   describe("the shared option readers", function()
     local issuer = "http://127.0.0.1:1/op"
     local cases = {
-      { function() tp.jwks(issuer, { ttl = -1 }) end, "bad argument #2 to 'jwks' (ttl must be an integer of at least 0)" },
+      { function() tp.jwks(issuer, { ttl = -1 }) end,
+        "bad argument #2 to 'jwks' (ttl must be an integer of at least 0)" },
       { function() tp.jwks(issuer, { min_refetch = 1.5 }) end,
         "bad argument #2 to 'jwks' (min_refetch must be an integer of at least 0)" },
       { function() tp.jwks(issuer, { refetch = 1 }) end, "bad argument #2 to 'jwks' (refetch must be a boolean)" },
