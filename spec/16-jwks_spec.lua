@@ -326,7 +326,7 @@ describe("jwks sources", function()
       assert.has_error(function() src:set_keys(42) end)
       assert.has_error(function() src:set_keys({ keys = {} }) end)
       assert.has_error(function() src:set_keys("{}", "soon") end)
-      assert.is_table(tp.jwks{ refetch = false, ttl = 10, now = NOW })
+      assert.are.equal("userdata", type(tp.jwks{ refetch = false, ttl = 10, now = NOW }))
     end)
   end)
 
