@@ -46,6 +46,9 @@ describe("a real OpenID provider", function()
     assert.are.equal(p.token_endpoint, meta.token_endpoint)
     assert.are.equal(p.revocation_endpoint, meta.revocation_endpoint)
     assert.are.equal(p.introspection_endpoint, meta.introspection_endpoint)
+    assert.are.equal(("OIDC metadata for %s: jwks_uri %s, token endpoint %s, revocation endpoint %s, "
+      .. "introspection endpoint %s"):format(p.issuer, p.jwks_uri, p.token_endpoint, p.revocation_endpoint,
+      p.introspection_endpoint), tostring(meta))
   end)
 
   it("issues JWT access tokens for a resource that verify against its JWKS", function()
@@ -72,6 +75,9 @@ describe("a real OpenID provider", function()
     assert.is_nil(token:find(".", 1, true)) -- opaque, not a JWT
     local info = assert(tp.introspect(client{ endpoint = p.introspection_endpoint, token = token }))
     assert.is_true(info.active)
+    assert.are.equal(("introspection: active, client_id %s, token_type Bearer, iss %s, expires %s"):format(
+      oidc.client_id, p.issuer, os.date("!%Y-%m-%d %H:%M:%S UTC", info.exp)), tostring(info))
+    assert.is_nil(tostring(info):find(token, 1, true))
     assert.are.equal(oidc.client_id, info.client_id)
     assert.are.equal(p.issuer, info.iss)
     assert.are.equal("integer", math.type(info.exp))
