@@ -31,6 +31,7 @@ typedef struct tp_jwks {
     lua_Integer fetches;        /* fetch attempts so far */
     lua_Integer feeds;          /* successful set_keys calls so far */
     int has_uri, has_set, failed, attempted, refetched, refetch, now_kind;
+    int set_by_caller;          /* the current set came from set_keys */
 } tp_jwks;
 
 enum { JWKS_CLOCK, JWKS_FIXED, JWKS_FUNCTION };
@@ -95,6 +96,7 @@ static int jwks_fetch(lua_State *L, int idx, tp_jwks *s, lua_Integer now)
         lua_settop(L, uv + 1);
         lua_pushvalue(L, -1);
         jwks_store(L, idx, s, now);
+        s->set_by_caller = 0;
         lua_remove(L, uv);
         return 1;
     }
@@ -299,6 +301,7 @@ static int tp_jwks_set_keys_method(lua_State *L)
     lua_settop(L, 4);
     lua_pushvalue(L, 4);
     jwks_store(L, 1, s, now);
+    s->set_by_caller = 1;
     s->feeds++;
     return 1;
 }
@@ -398,7 +401,7 @@ static int tp_jwks__tostring(lua_State *L)
     if (s->has_set) {
         lua_Integer age = tp_sub_sat(now, s->fetched_at);
         lua_pushfstring(L, ", %d key%s, %s %s ago%s", (int)count, count == 1 ? "" : "s",
-                        s->has_uri ? "fetched" : "set", tp_format_span(span, age < 0 ? 0 : age),
+                        s->set_by_caller ? "set" : "fetched", tp_format_span(span, age < 0 ? 0 : age),
                         age >= s->ttl ? " (stale)" : "");
     } else {
         lua_pushliteral(L, ", no keys yet");

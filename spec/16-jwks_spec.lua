@@ -307,6 +307,7 @@ describe("jwks sources", function()
         assert.are.equal(0, s:stats().fetches)
       end
       assert.is_true(os.time() - started <= 1)
+      assert.matches("/jwks%-rotating, 1 key, set 0s ago, refetch off$", tostring(src))
       assert.are.equal(0, fetches(file))
       for line in io.lines(peer.log) do
         assert.is_nil(line:find('"path":"/slow"', 1, true))
