@@ -160,15 +160,19 @@ describe("issue 8, HTTP and JWKS", function()
       end
     end
 
-    for _, auth in ipairs{ "basic", "post" } do
-      for _, form in ipairs{ "basic", "header", "form" } do
-        it(("revoke (auth=%s): the request's %s echoed back is redacted"):format(auth, form), function()
-          local _, msg = fails(tp.revoke{ endpoint = peer.base .. "/echo?form=" .. form, token = SECRET_TOKEN,
-            client_id = CLIENT_ID, client_secret = CLIENT_SECRET, auth = auth })
-          assert.matches("answered 400: invalid_request: you sent ", msg, 1, true)
-          assert.is_nil(msg:find("s3cret", 1, true))
-        end)
-      end
+    local echoed_parts = { { "basic", "basic" }, { "basic", "header" }, { "basic", "form" }, { "post", "form" } }
+    for _, case in ipairs(echoed_parts) do
+      local auth, form = case[1], case[2]
+      it(("revoke (auth=%s): the request's %s echoed back is redacted"):format(auth, form), function()
+        local _, msg = fails(tp.revoke{ endpoint = peer.base .. "/echo?form=" .. form, token = SECRET_TOKEN,
+          client_id = CLIENT_ID, client_secret = CLIENT_SECRET, auth = auth })
+        assert.matches("answered 400: invalid_request: you sent ", msg, 1, true)
+        assert.is_nil(msg:find("s3cret", 1, true))
+        for _, secret in ipairs(forms_of(SECRET_TOKEN)) do assert.is_nil(msg:find(secret, 1, true), msg) end
+        for _, secret in ipairs(forms_of(CLIENT_SECRET, CLIENT_ID)) do
+          assert.is_nil(msg:find(secret, 1, true), msg)
+        end
+      end)
     end
 
     it("a Basic header value echoed alone is redacted whole, padding included", function()
