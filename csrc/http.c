@@ -1,15 +1,19 @@
 /***
- * HTTP peers on libcurl: OpenID discovery, JWKS, RFC 7009 revocation,
- * RFC 7662 introspection and Arvados' token calls.
+ * HTTP peers on libcurl: OpenID provider metadata, JWKS fetches, RFC 7009
+ * revocation, RFC 7662 introspection and Arvados' token calls.  (JWKS
+ * sources live in jwks.c, which reaches this file only through fetch_keys.)
  *
  * Hygiene every call follows (docs/http.md): TLS verification always on;
  * plain http only to loopback hosts unless `insecure=true`; redirects are
  * followed here (never by libcurl), at most 3, and never to another origin
  * when a token or secret is sent; bodies are capped at 1 MiB; messages show
- * only scheme://host:port/path, never a query string, a body or a secret.
+ * only the original request as scheme://host:port/path (never a redirect
+ * target, which the peer chooses, never a query string, a body or a
+ * secret), and provider texts with every form of a secret redacted.
  * @module tokenpolicy.core
  */
 #include <arpa/inet.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +27,13 @@
 #define HTTP_MAX_REDIRECTS 3
 #define HTTP_CONNECT_TIMEOUT_MS 5000L
 #define HTTP_TIMEOUT_MS 15000L
-#define HTTP_DISCOVERY_TTL 300
+#define HTTP_METADATA_TTL 300
 #define HTTP_DETAIL_MAX 200
-#define HTTP_CACHE_KEY "tokenpolicy.discovery_cache"
+#define HTTP_CACHE_KEY "tokenpolicy.oidc_metadata_cache"
+#define HTTP_MAX_SECRETS 8
+#define HTTP_MAX_TIMEOUT 86400
+#define TP_METADATA_CLASS "tokenpolicy.OidcMetadata"
+#define TP_INTROSPECTION_CLASS "tokenpolicy.Introspection"
 
 /* ---- libcurl's global state --------------------------------------------- */
 
@@ -47,8 +55,10 @@ __attribute__((destructor)) static void curl_stop(void)
 /* ---- one call: a userdata owning every C resource ----------------------- */
 
 /* Everything libcurl allocates for a call hangs off this userdata, created
- * before the first allocation: a Lua error at any point (a bad option, out
- * of memory while pushing results) leaves it to __gc, so nothing leaks. */
+ * before the first allocation and marked to-be-closed (Lua 5.4): a Lua
+ * error at any point (out of memory while pushing results, an error out of
+ * a function the call runs) releases the handle, its connection and the
+ * body at once; on Lua 5.3 its __gc does, at the next collection. */
 typedef struct http_call {
     CURL *easy;
     CURLU *url;
@@ -59,25 +69,43 @@ typedef struct http_call {
     int too_large;
 } http_call;
 
+/* One form of a secret (the token, the client secret, their base64 and
+ * Basic forms), as redacted from provider texts. */
+typedef struct http_secret {
+    const char *text;   /* anchored on the Lua stack for the whole call */
+    size_t len;
+    int base64;         /* an echo's '=' padding goes with it */
+} http_secret;
+
 /* What to send, and how to describe it in messages. */
 typedef struct http_req {
     const char *what;       /* the Lua function, first word of messages */
-    const char *method;     /* GET, POST or DELETE */
+    const char *method;     /* GET, POST or DELETE: what was asked */
+    const char *sent;       /* the method of the last request (GET after a 303) */
     const char *url;
     const char *form;       /* POST body (already encoded), or NULL */
     size_t form_len;
     const char *user, *password;    /* Basic auth, or NULL */
-    const char *secrets[2]; /* texts scrubbed from provider messages */
+    http_secret secret[HTTP_MAX_SECRETS];   /* redacted from provider texts */
+    int nsecrets;
     int credentials;        /* refuse redirects to another origin */
     int follow;             /* follow redirects (else a 3xx is the answer) */
     int insecure;           /* allow plain http to any host */
+    int hops;               /* redirects followed so far */
     long timeout_ms;
     const char *ca_file;
-    char shown[400];        /* scheme://host:port/path of the last request */
+    char shown[400];        /* scheme://host:port/path of the original request */
+    char where[480];        /* the request as messages show it (see set_where) */
 } http_req;
+
+/* Calls whose C resources are not yet released, over every Lua state: a
+ * testing aid (see _http_calls_open), so only ever approximate under
+ * threads, but never torn. */
+static int calls_open;
 
 static void http_call_close(http_call *c)
 {
+    if (c->easy) __atomic_sub_fetch(&calls_open, 1, __ATOMIC_RELAXED);
     if (c->easy) curl_easy_cleanup(c->easy);
     if (c->url) curl_url_cleanup(c->url);
     if (c->headers) curl_slist_free_all(c->headers);
@@ -86,10 +114,25 @@ static void http_call_close(http_call *c)
     memset(c, 0, sizeof *c);
 }
 
-static int tp_http__gc(lua_State *L)
+/* __gc and __close: idempotent, so the normal path may close early too. */
+static int tp_http__close(lua_State *L)
 {
     http_call_close((http_call *)luaL_checkudata(L, 1, TP_HTTP_CLASS));
     return 0;
+}
+
+/***
+ * How many HTTP calls still hold their libcurl resources.  A testing aid:
+ * after any call returns or raises it is 0 on Lua 5.4 (the call is
+ * to-be-closed); on Lua 5.3 an error leaves the call to the next
+ * collection.
+ * @function _http_calls_open
+ * @treturn integer
+ */
+static int tp_http_calls_open(lua_State *L)
+{
+    lua_pushinteger(L, __atomic_load_n(&calls_open, __ATOMIC_RELAXED));
+    return 1;
 }
 
 static void add_header(lua_State *L, http_call *c, const char *line)
@@ -99,14 +142,17 @@ static void add_header(lua_State *L, http_call *c, const char *line)
     c->headers = more;
 }
 
+/* Pushes a new call, marked to-be-closed: it must stay in its stack slot
+ * (nothing below it is removed) until the C function returns. */
 static http_call *http_call_new(lua_State *L)
 {
     http_call *c = (http_call *)tp_newuserdata(L, sizeof *c);
     memset(c, 0, sizeof *c);
     luaL_setmetatable(L, TP_HTTP_CLASS);
+    tp_toclose(L, -1);
     pthread_once(&curl_once, curl_start);
-    if (!curl_ready || !(c->easy = curl_easy_init()) || !(c->url = curl_url()))
-        luaL_error(L, "libcurl could not be initialised");
+    if (curl_ready && (c->easy = curl_easy_init())) __atomic_add_fetch(&calls_open, 1, __ATOMIC_RELAXED);
+    if (!c->easy || !(c->url = curl_url())) luaL_error(L, "libcurl could not be initialised");
     add_header(L, c, "Accept: application/json");
     add_header(L, c, "Expect:");  /* no 100-continue round trip */
     return c;
@@ -181,11 +227,20 @@ static int url_part(http_call *c, CURLUPart part, unsigned flags, char *out, siz
 }
 
 /* Loads url into c->url and checks it against the hygiene rules; fills
- * origin ("scheme://host:port") and req->shown.  NULL or why not. */
-static const char *url_load(http_call *c, http_req *req, const char *url, char *origin, size_t size)
+ * origin ("scheme://host:port") and, for the original request only (first
+ * is set), req->shown: a redirect target is the peer's choice and may hold
+ * what it was sent, so it never reaches a message.  NULL or why not. */
+static const char *url_load(http_call *c, http_req *req, const char *url, char *origin, size_t size, int first)
 {
     char scheme[16], host[256], port[8], path[256], user[8];
     if (curl_url_set(c->url, CURLUPART_URL, url, 0) != CURLUE_OK) return "not a valid absolute URL";
+    if (!first) {
+        /* libcurl writes the Basic credentials it was given into the
+         * redirect URL it resolves; they are ours, set as options, never
+         * taken from a URL: drop them (and any a peer put there). */
+        curl_url_set(c->url, CURLUPART_USER, NULL, 0);
+        curl_url_set(c->url, CURLUPART_PASSWORD, NULL, 0);
+    }
     if (!url_part(c, CURLUPART_SCHEME, 0, scheme, sizeof scheme) ||
         !url_part(c, CURLUPART_HOST, 0, host, sizeof host) ||
         !url_part(c, CURLUPART_PORT, CURLU_DEFAULT_PORT, port, sizeof port) ||
@@ -197,12 +252,25 @@ static const char *url_load(http_call *c, http_req *req, const char *url, char *
         if (!req->insecure && !is_loopback(host))
             return "plain http is allowed only to loopback hosts (or with insecure=true)";
     }
-    if (!url_part(c, CURLUPART_PATH, 0, path, sizeof path)) strcpy(path, "/...");
     snprintf(origin, size, "%s://%s:%s", scheme, host, port);
+    if (!first) return NULL;
+    if (!url_part(c, CURLUPART_PATH, 0, path, sizeof path)) strcpy(path, "/...");
     snprintf(req->shown, sizeof req->shown, "%s%s", origin, path);
     for (char *p = req->shown; *p; p++)
         if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f) *p = '?';
     return NULL;
+}
+
+/* req->where: "POST https://op:443/revoke", and after redirects
+ * "GET (after 1 redirect from POST https://op:443/revoke)": the method
+ * actually used last, and only the original URL. */
+static void set_where(http_req *req)
+{
+    if (req->hops == 0)
+        snprintf(req->where, sizeof req->where, "%s %s", req->method, req->shown);
+    else
+        snprintf(req->where, sizeof req->where, "%s (after %d redirect%s from %s %s)", req->sent, req->hops,
+                 req->hops == 1 ? "" : "s", req->method, req->shown);
 }
 
 /* ---- the request helper -------------------------------------------------- */
@@ -218,14 +286,13 @@ static int fail_curl(lua_State *L, http_call *c, const http_req *req, CURLcode r
 {
     const char *code = "http";
     if (c->too_large || rc == CURLE_FILESIZE_EXCEEDED)
-        return tp_fail(L, "too_large", "%s: %s %s: the response is over the 1 MiB limit", req->what,
-                       req->method, req->shown);
+        return tp_fail(L, "too_large", "%s: %s: the response is over the 1 MiB limit", req->what, req->where);
     if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_RESOLVE_PROXY)
         code = "unreachable";
     else if (rc == CURLE_OPERATION_TIMEDOUT)
         code = "timeout";
     /* curl_easy_strerror, not the error buffer: it never names the URL. */
-    return tp_fail(L, code, "%s: %s %s: %s", req->what, req->method, req->shown, curl_easy_strerror(rc));
+    return tp_fail(L, code, "%s: %s: %s", req->what, req->where, curl_easy_strerror(rc));
 }
 
 /* Sends req, following redirects by the rules above.  Returns 0 with the
@@ -234,13 +301,16 @@ static int fail_curl(lua_State *L, http_call *c, const http_req *req, CURLcode r
 static int http_run(lua_State *L, http_call *c, http_req *req, long *status)
 {
     char first[300], origin[300];
-    const char *why, *method = req->method;
+    const char *why;
     long deadline = now_ms() + req->timeout_ms;
-    int hops = 0, post = req->form != NULL;
+    int post = req->form != NULL;
     CURL *e = c->easy;
 
-    if ((why = url_load(c, req, req->url, first, sizeof first)))
+    req->hops = 0;
+    req->sent = req->method;
+    if ((why = url_load(c, req, req->url, first, sizeof first, 1)))
         return tp_fail(L, "malformed", "%s: %s", req->what, why);
+    set_where(req);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 0L);
@@ -263,11 +333,9 @@ static int http_run(lua_State *L, http_call *c, http_req *req, long *status)
         long left = deadline - now_ms();
         char *full = NULL, *location = NULL;
         CURLcode rc;
-        if (left <= 0)
-            return tp_fail(L, "timeout", "%s: %s %s: out of time after %d redirects", req->what, method,
-                           req->shown, hops);
+        if (left <= 0) return tp_fail(L, "timeout", "%s: %s: out of time", req->what, req->where);
         if (curl_url_get(c->url, CURLUPART_URL, &full, 0) != CURLUE_OK)
-            return tp_fail(L, "malformed", "%s: not a valid URL", req->what);
+            return tp_fail(L, "malformed", "%s: %s: not a valid URL", req->what, req->where);
         rc = curl_easy_setopt(e, CURLOPT_URL, full);  /* libcurl copies it */
         curl_free(full);
         if (rc != CURLE_OK) return luaL_error(L, "out of memory");
@@ -277,7 +345,7 @@ static int http_run(lua_State *L, http_call *c, http_req *req, long *status)
             curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
         } else {
             curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, strcmp(method, "DELETE") == 0 ? "DELETE" : NULL);
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, strcmp(req->sent, "DELETE") == 0 ? "DELETE" : NULL);
         }
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, left);
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, left < HTTP_CONNECT_TIMEOUT_MS ? left
@@ -292,43 +360,80 @@ static int http_run(lua_State *L, http_call *c, http_req *req, long *status)
             return 0;
         curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &location);
         if (!location) return 0;  /* a 3xx without Location is the answer */
-        if (++hops > HTTP_MAX_REDIRECTS)
-            return tp_fail(L, "http", "%s: %s %s: more than %d redirects", req->what, method, req->shown,
-                           HTTP_MAX_REDIRECTS);
-        if ((why = url_load(c, req, location, origin, sizeof origin)))
-            return tp_fail(L, "http", "%s: refused a redirect: %s", req->what, why);
+        if (req->hops >= HTTP_MAX_REDIRECTS)
+            return tp_fail(L, "http", "%s: %s: more than %d redirects", req->what, req->where, HTTP_MAX_REDIRECTS);
+        /* Neither message names the target: the peer chose it. */
+        if ((why = url_load(c, req, location, origin, sizeof origin, 0)))
+            return tp_fail(L, "http", "%s: %s: refused a redirect: %s", req->what, req->where, why);
         if (req->credentials && strcmp(origin, first) != 0)
-            return tp_fail(L, "http", "%s: refused a redirect to another origin (%s): credentials would follow",
-                           req->what, origin);
+            return tp_fail(L, "http", "%s: %s: refused a redirect to another origin: credentials would follow",
+                           req->what, req->where);
         /* As browsers do: 303 always, and 301/302 after a POST, turn into GET. */
         if (*status == 303 || ((*status == 301 || *status == 302) && post)) {
             post = 0;
-            method = "GET";
+            req->sent = "GET";
         }
+        req->hops++;
+        set_where(req);
     }
 }
 
 /* ---- answers ------------------------------------------------------------- */
 
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* How many bytes of s (len) at its start spell secret, or 0.  A peer may
+ * echo what it was sent in any encoding, so each byte of the secret may
+ * appear as itself, percent-encoded (either case of hex), as '+' for a
+ * space (forms), or as '-' / '_' for base64's '+' / '/' (base64url).
+ * Matching too much only redacts more. */
+static size_t secret_at(const char *s, size_t len, const http_secret *secret)
+{
+    size_t i = 0;
+    for (size_t k = 0; k < secret->len; k++) {
+        char want = secret->text[k];
+        if (i >= len) return 0;
+        if (s[i] == want || (want == ' ' && s[i] == '+') || (want == '+' && s[i] == '-') ||
+            (want == '/' && s[i] == '_')) {
+            i++;
+        } else if (s[i] == '%' && len - i >= 3 && hex_value(s[i + 1]) >= 0 && hex_value(s[i + 2]) >= 0 &&
+                   (char)(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2])) == want) {
+            i += 3;
+        } else {
+            return 0;
+        }
+    }
+    return i;
+}
+
 /* Copies at most HTTP_DETAIL_MAX printable bytes of s into out (size >=
- * HTTP_DETAIL_MAX + 4), with every occurrence of a secret of req replaced
- * by "[redacted]": providers sometimes echo what they were sent. */
+ * HTTP_DETAIL_MAX + 4), with every occurrence of any form of a secret of
+ * req replaced by "[redacted]": providers sometimes echo what they were
+ * sent.  A secret is matched against the whole of s, so one that straddles
+ * the cut is redacted too. */
 static void clean_text(char *out, const char *s, size_t len, const http_req *req)
 {
     size_t used = 0, i = 0;
     while (i < len && used < HTTP_DETAIL_MAX) {
-        int hit = 0;
-        for (int k = 0; k < 2 && !hit; k++) {
-            size_t n = req->secrets[k] ? strlen(req->secrets[k]) : 0;
-            if (n > 0 && n <= len - i && memcmp(s + i, req->secrets[k], n) == 0) {
-                size_t room = HTTP_DETAIL_MAX - used;
-                memcpy(out + used, "[redacted]", room < 10 ? room : 10);
-                used += room < 10 ? room : 10;
-                i += n;
-                hit = 1;
-            }
+        size_t hit = 0;
+        int k;
+        for (k = 0; k < req->nsecrets && !hit; k++)
+            hit = secret_at(s + i, len - i, &req->secret[k]);
+        if (hit) {
+            size_t room = HTTP_DETAIL_MAX - used;
+            if (req->secret[k - 1].base64)
+                while (i + hit < len && s[i + hit] == '=') hit++;
+            memcpy(out + used, "[redacted]", room < 10 ? room : 10);
+            used += room < 10 ? room : 10;
+            i += hit;
+            continue;
         }
-        if (hit) continue;
         out[used++] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
         i++;
     }
@@ -389,7 +494,7 @@ static int fail_status(lua_State *L, http_call *c, const http_req *req, long sta
         code = "unauthorized";
     else if (status == 503)
         code = "unavailable";
-    tp_fail(L, code, "%s: %s %s answered %d%s%s%s%s", req->what, req->method, req->shown, (int)status,
+    tp_fail(L, code, "%s: %s answered %d%s%s%s%s", req->what, req->where, (int)status,
             err[0] || desc[0] ? ": " : "", err, err[0] && desc[0] ? ": " : "", desc);
     if (status != 503) return 3;
     if (retry_after(c) >= 0)
@@ -405,91 +510,161 @@ static int push_object(lua_State *L, http_call *c, http_req *req)
     const char *why;
     int is_object = 0;
     if (!tp_json_parse_lua(L, c->body ? c->body : "", c->len, &is_object, &why))
-        return tp_fail(L, "malformed", "%s: %s %s: the answer is not JSON: %s", req->what, req->method,
-                       req->shown, why);
+        return tp_fail(L, "malformed", "%s: %s: the answer is not JSON: %s", req->what, req->where, why);
     if (!is_object) {
         lua_pop(L, 1);
-        return tp_fail(L, "malformed", "%s: %s %s: the answer is not a JSON object", req->what, req->method,
-                       req->shown);
+        return tp_fail(L, "malformed", "%s: %s: the answer is not a JSON object", req->what, req->where);
     }
     return 1;
 }
 
 /* ---- options ------------------------------------------------------------- */
 
-/* A string option without NUL or control characters (header injection). */
-static const char *opt_string(lua_State *L, int idx, const char *name, int required)
+/* A string option (tp_opt_string) checked for what must not go into a
+ * request: NUL and control characters (header injection).  A required one
+ * must be present and not empty. */
+static const char *req_string(lua_State *L, int arg, const char *name, int required)
 {
-    const char *s = NULL;
     size_t len;
-    int t = lua_getfield(L, idx, name);
-    if (t == LUA_TSTRING) {
-        s = lua_tolstring(L, -1, &len);
-        for (size_t i = 0; i < len; i++)
-            if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-                luaL_argerror(L, idx, lua_pushfstring(L, "%s contains a control character", name));
-        if (required && len == 0)
-            luaL_argerror(L, idx, lua_pushfstring(L, "%s must not be empty", name));
-    } else if (t != LUA_TNIL || required) {
-        luaL_argerror(L, idx, lua_pushfstring(L, "%s must be a string", name));
+    const char *s = tp_opt_string(L, arg, name, NULL, &len);
+    if (!s) {
+        if (required) luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a string", name));
+        return NULL;
     }
-    lua_pop(L, 1);  /* still referenced by the options table */
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            luaL_argerror(L, arg, lua_pushfstring(L, "%s contains a control character", name));
+    if (required && len == 0) luaL_argerror(L, arg, lua_pushfstring(L, "%s must not be empty", name));
     return s;
 }
 
-/* timeout, ca_file and insecure, shared by every function. */
-static void read_transport(lua_State *L, int idx, http_req *req)
+/* timeout, ca_file and insecure, shared by every function.  timeout is in
+ * seconds with fractions allowed, the one option no shared reader fits. */
+static void read_transport(lua_State *L, int arg, http_req *req)
 {
     req->timeout_ms = HTTP_TIMEOUT_MS;
-    if (lua_isnoneornil(L, idx)) return;
-    if (lua_getfield(L, idx, "timeout") != LUA_TNIL) {
-        lua_Number t = lua_tonumber(L, -1);
-        if (!lua_isnumber(L, -1) || lua_type(L, -1) != LUA_TNUMBER || !(t > 0 && t <= 86400))
-            luaL_argerror(L, idx, "timeout must be a number of seconds in (0, 86400]");
-        req->timeout_ms = (long)(t * 1000);
-        if (req->timeout_ms < 1) req->timeout_ms = 1;
+    if (lua_type(L, arg) == LUA_TTABLE) {
+        int t = lua_getfield(L, arg, "timeout");
+        if (t != LUA_TNIL) {
+            lua_Number v = lua_tonumber(L, -1);
+            if (t != LUA_TNUMBER || !(v > 0 && v <= HTTP_MAX_TIMEOUT))
+                luaL_argerror(L, arg, "timeout must be a number of seconds in (0, 86400]");
+            req->timeout_ms = (long)(v * 1000);
+            if (req->timeout_ms < 1) req->timeout_ms = 1;
+        }
+        lua_pop(L, 1);
     }
-    lua_pop(L, 1);
-    req->ca_file = opt_string(L, idx, "ca_file", 0);
-    if (lua_getfield(L, idx, "insecure") != LUA_TNIL) {
-        if (!lua_isboolean(L, -1)) luaL_argerror(L, idx, "insecure must be a boolean");
-        req->insecure = lua_toboolean(L, -1);
-    }
-    lua_pop(L, 1);
+    req->ca_file = req_string(L, arg, "ca_file", 0);
+    req->insecure = tp_opt_boolean(L, arg, "insecure", 0);
 }
 
-static lua_Integer opt_integer(lua_State *L, int idx, const char *name, lua_Integer dflt)
+/* ---- secrets --------------------------------------------------------------- */
+
+/* Makes the string at -1 (left there: the stack keeps it alive for the
+ * call) one more form of a secret to redact. */
+static void add_secret(lua_State *L, http_req *req, int base64)
 {
-    lua_Integer v = dflt;
-    if (lua_isnoneornil(L, idx)) return v;
-    if (lua_getfield(L, idx, name) != LUA_TNIL) {
-        int ok;
-        v = lua_tointegerx(L, -1, &ok);
-        if (!ok || lua_type(L, -1) != LUA_TNUMBER)
-            luaL_argerror(L, idx, lua_pushfstring(L, "%s must be an integer", name));
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (len > 0 && req->nsecrets < HTTP_MAX_SECRETS) {
+        req->secret[req->nsecrets].text = s;
+        req->secret[req->nsecrets].len = len;
+        req->secret[req->nsecrets].base64 = base64;
+        req->nsecrets++;
     }
-    lua_pop(L, 1);
-    return v;
+}
+
+/* Pushes the standard base64 (OpenSSL's encoder) of the string at -1,
+ * without '=' padding, so that padded and unpadded echoes both match (and
+ * secret_at lets base64url match too). */
+static void push_base64(lua_State *L)
+{
+    size_t n;
+    const unsigned char *in = (const unsigned char *)lua_tolstring(L, -1, &n);
+    luaL_Buffer b;
+    char *out;
+    int len = 0;
+    if (n > HTTP_MAX_BODY) n = 0;  /* no answer we read could hold its encoding */
+    out = luaL_buffinitsize(L, &b, 4 * ((n + 2) / 3) + 1);
+    if (n) len = EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+    while (len > 0 && out[len - 1] == '=') len--;
+    luaL_pushresultsize(&b, (size_t)len);
+}
+
+/* A secret as it was given and as base64; percent-encoded, form-encoded and
+ * base64url forms are matched by secret_at. */
+static void add_secret_forms(lua_State *L, http_req *req, const char *secret)
+{
+    luaL_checkstack(L, 4, "secrets");
+    lua_pushstring(L, secret);
+    add_secret(L, req, 0);
+    push_base64(L);
+    add_secret(L, req, 1);
+}
+
+/* The value of an Authorization: Basic header for user:password, as sent
+ * (both URL-encoded) and as a client might also have been configured. */
+static void add_basic_forms(lua_State *L, http_req *req, const char *id, const char *secret)
+{
+    luaL_checkstack(L, 4, "secrets");
+    lua_pushfstring(L, "%s:%s", req->user, req->password);
+    push_base64(L);
+    add_secret(L, req, 1);
+    lua_pushfstring(L, "%s:%s", id, secret);
+    push_base64(L);
+    add_secret(L, req, 1);
 }
 
 /* ---- RFC 7009 and RFC 7662 ----------------------------------------------- */
 
-static int oauth_call(lua_State *L, http_call *c, http_req *req, int introspect)
+static int oauth_send(lua_State *L, http_call *c, http_req *req, int introspect)
 {
-    const char *token, *hint, *id, *secret, *auth;
-    int pieces = 0;
     long status;
-    token = opt_string(L, 1, "token", 1);
-    hint = opt_string(L, 1, "token_type_hint", 0);
-    id = opt_string(L, 1, "client_id", 0);
-    secret = opt_string(L, 1, "client_secret", 0);
-    auth = opt_string(L, 1, "auth", 0);
-    if (auth && strcmp(auth, "basic") != 0 && strcmp(auth, "post") != 0)
-        return luaL_argerror(L, 1, "auth must be \"basic\" or \"post\"");
-    if (secret && !id) return luaL_argerror(L, 1, "client_secret needs client_id");
-    req->secrets[0] = token;
-    req->secrets[1] = secret;
+    if (http_run(L, c, req, &status)) return 3;
+    if (status < 200 || status > 299) return fail_status(L, c, req, status, 0);
+    if (!introspect) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (push_object(L, c, req) != 1) return 3;
+    if (lua_getfield(L, -1, "active") != LUA_TBOOLEAN) {
+        lua_pop(L, 2);
+        return tp_fail(L, "malformed", "%s: %s: the answer has no boolean active member", req->what, req->where);
+    }
+    lua_pop(L, 1);
+    luaL_setmetatable(L, TP_INTROSPECTION_CLASS);
+    return 1;
+}
 
+static int oauth_entry(lua_State *L, const char *what, int introspect)
+{
+    static const char *const options[] = { "endpoint", "token", "token_type_hint", "client_id", "client_secret",
+                                           "auth", "timeout", "ca_file", "insecure", NULL };
+    static const char *const auths[] = { "basic", "post", NULL };
+    const char *token, *hint, *id, *secret;
+    int post_auth, pieces, n;
+    http_req req;
+    http_call *c;
+    memset(&req, 0, sizeof req);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    tp_opts(L, 1, options);
+    lua_settop(L, 1);
+    req.what = what;
+    req.method = "POST";
+    req.follow = 1;
+    req.credentials = 1;
+    req.url = req_string(L, 1, "endpoint", 1);
+    token = req_string(L, 1, "token", 1);
+    hint = req_string(L, 1, "token_type_hint", 0);
+    id = req_string(L, 1, "client_id", 0);
+    secret = req_string(L, 1, "client_secret", 0);
+    post_auth = tp_opt_choice(L, 1, "auth", auths, 0) == 1;
+    if (secret && !id) return luaL_argerror(L, 1, "client_secret needs client_id");
+    read_transport(L, 1, &req);
+    add_secret_forms(L, &req, token);
+    if (secret) add_secret_forms(L, &req, secret);
+
+    c = http_call_new(L);
     luaL_checkstack(L, 12, "form");
     lua_pushliteral(L, "token=");
     push_escaped(L, c, token);
@@ -501,7 +676,7 @@ static int oauth_call(lua_State *L, http_call *c, http_req *req, int introspect)
     }
     /* RFC 6749 2.3.1: Basic by default when there is a secret; a public
      * client (no secret) names itself in the body. */
-    if (id && (!secret || (auth && strcmp(auth, "post") == 0))) {
+    if (id && (!secret || post_auth)) {
         lua_pushliteral(L, "&client_id=");
         push_escaped(L, c, id);
         pieces += 2;
@@ -512,46 +687,14 @@ static int oauth_call(lua_State *L, http_call *c, http_req *req, int introspect)
         }
     }
     lua_concat(L, pieces);
-    req->form = lua_tolstring(L, -1, &req->form_len);
-    if (id && secret && !(auth && strcmp(auth, "post") == 0)) {
+    req.form = lua_tolstring(L, -1, &req.form_len);
+    if (id && secret && !post_auth) {
         /* RFC 6749 2.3.1 encodes both before Basic's base64. */
-        req->user = push_escaped(L, c, id);
-        req->password = push_escaped(L, c, secret);
+        req.user = push_escaped(L, c, id);
+        req.password = push_escaped(L, c, secret);
+        add_basic_forms(L, &req, id, secret);
     }
-    if (http_run(L, c, req, &status)) return 3;
-    if (status < 200 || status > 299) return fail_status(L, c, req, status, 0);
-    if (!introspect) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    if (push_object(L, c, req) != 1) return 3;
-    if (lua_getfield(L, -1, "active") != LUA_TBOOLEAN) {
-        lua_pop(L, 2);
-        return tp_fail(L, "malformed", "%s: %s %s: the answer has no boolean active member", req->what,
-                       req->method, req->shown);
-    }
-    lua_pop(L, 1);
-    return 1;
-}
-
-static int oauth_entry(lua_State *L, const char *what, int introspect)
-{
-    static const char *const options[] = { "endpoint", "token", "token_type_hint", "client_id", "client_secret",
-                                           "auth", "timeout", "ca_file", "insecure", NULL };
-    http_req req;
-    http_call *c;
-    int n;
-    memset(&req, 0, sizeof req);
-    luaL_checktype(L, 1, LUA_TTABLE);
-    tp_check_options(L, 1, options);
-    req.what = what;
-    req.method = "POST";
-    req.follow = 1;
-    req.credentials = 1;
-    req.url = opt_string(L, 1, "endpoint", 1);
-    read_transport(L, 1, &req);
-    c = http_call_new(L);
-    n = oauth_call(L, c, &req, introspect);
+    n = oauth_send(L, c, &req, introspect);
     http_call_close(c);  /* early: the connection need not wait for the GC */
     return n;
 }
@@ -575,6 +718,7 @@ static int tp_http_revoke(lua_State *L)
 
 /***
  * Asks the issuer about a token (RFC 7662).  Same options as `revoke`.
+ * The answer prints as "introspection: active, sub alice, ...".
  * @function introspect
  * @tparam table opts
  * @treturn table the answer (`active`, `exp`, `scope`, ...), or the fail
@@ -585,9 +729,109 @@ static int tp_http_introspect(lua_State *L)
     return oauth_entry(L, "introspect", 1);
 }
 
-/* ---- discovery and JWKS -------------------------------------------------- */
+/* ---- readable answers ---------------------------------------------------- */
 
-static int discovery_fetch(lua_State *L, http_call *c, http_req *req, const char *issuer, const char *fallback)
+/* Pushes url without its query or fragment, printable, cut at 96 bytes. */
+static void push_shown_url(lua_State *L, const char *url, size_t len)
+{
+    char shown[100];
+    size_t full = strcspn(url, "?#"), n;
+    if (full > len) full = len;
+    n = full > 96 ? 96 : full;
+    for (size_t i = 0; i < n; i++)
+        shown[i] = ((unsigned char)url[i] < 0x20 || (unsigned char)url[i] >= 0x7f) ? '?' : url[i];
+    memcpy(shown + n, n < full ? "..." : "", n < full ? 4 : 1);
+    lua_pushstring(L, shown);
+}
+
+/* Pushes "<sep><label> <value>" for the member name of the table at 1 when it
+ * is a string (shown as a URL when url is set, else cut to 32 printable
+ * characters) or an integer time (shown in UTC); returns how many strings
+ * it pushed (0 or 1). */
+static int push_member(lua_State *L, const char *sep, const char *name, const char *label, int url)
+{
+    char buf[40];
+    size_t len;
+    int t = lua_getfield(L, 1, name);
+    if (t == LUA_TSTRING) {
+        const char *v = lua_tolstring(L, -1, &len);
+        if (url) {
+            push_shown_url(L, v, len);
+            lua_pushfstring(L, "%s%s %s", sep, label, lua_tostring(L, -1));
+            lua_remove(L, -2);
+        } else {
+            lua_pushfstring(L, "%s%s %s", sep, label, tp_printable(buf, v, len));
+        }
+    } else if (t == LUA_TNUMBER && lua_isinteger(L, -1)) {
+        lua_pushfstring(L, "%s%s %s", sep, label, tp_format_utc(buf, lua_tointeger(L, -1)));
+    } else {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_remove(L, -2);
+    return 1;
+}
+
+/* "OIDC metadata for https://op.example: jwks_uri https://op.example/jwks,
+ * token endpoint ..."; the metadata holds no secret, and URLs are shown
+ * without their query. */
+static int tp_metadata__tostring(lua_State *L)
+{
+    int pieces = 2;
+    size_t len;
+    const char *issuer;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    luaL_checkstack(L, 12, "tostring");
+    lua_pushliteral(L, "OIDC metadata for ");
+    if (lua_getfield(L, 1, "issuer") == LUA_TSTRING) {
+        issuer = lua_tolstring(L, -1, &len);
+        push_shown_url(L, issuer, len);
+        lua_remove(L, -2);
+    } else {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "(no issuer)");
+    }
+    {
+        static const char *const members[][2] = {
+            { "jwks_uri", "jwks_uri" }, { "token_endpoint", "token endpoint" },
+            { "revocation_endpoint", "revocation endpoint" },
+            { "introspection_endpoint", "introspection endpoint" },
+        };
+        for (size_t i = 0; i < sizeof members / sizeof members[0]; i++)
+            pieces += push_member(L, pieces == 2 ? ": " : ", ", members[i][0], members[i][1], 1);
+    }
+    lua_concat(L, pieces);
+    return 1;
+}
+
+/* "introspection: active, sub alice, client_id cli, scope read write,
+ * expires 2030-03-17 17:46:40 UTC", or "introspection: inactive".  Only
+ * these members are shown: none of them is the token or a secret. */
+static int tp_introspection__tostring(lua_State *L)
+{
+    int pieces = 2;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    luaL_checkstack(L, 12, "tostring");
+    lua_pushliteral(L, "introspection: ");
+    lua_getfield(L, 1, "active");
+    lua_pushstring(L, lua_toboolean(L, -1) ? "active" : "inactive");
+    lua_remove(L, -2);
+    pieces += push_member(L, ", ", "sub", "sub", 0);
+    pieces += push_member(L, ", ", "username", "username", 0);
+    pieces += push_member(L, ", ", "client_id", "client_id", 0);
+    pieces += push_member(L, ", ", "scope", "scope", 0);
+    pieces += push_member(L, ", ", "token_type", "token_type", 0);
+    pieces += push_member(L, ", ", "iss", "iss", 1);
+    pieces += push_member(L, ", ", "exp", "expires", 0);
+    lua_concat(L, pieces);
+    return 1;
+}
+
+/* ---- OpenID provider metadata and JWKS ----------------------------------- */
+
+static int metadata_fetch(lua_State *L, http_call *c, http_req *req, const char *issuer, const char *fallback)
 {
     long status;
     size_t len;
@@ -610,7 +854,7 @@ static int discovery_fetch(lua_State *L, http_call *c, http_req *req, const char
         char a[HTTP_DETAIL_MAX + 4], b[HTTP_DETAIL_MAX + 4];
         clean_text(a, got, len, req);
         clean_text(b, issuer, strlen(issuer), req);
-        return tp_fail(L, "malformed", "discovery: %s: the metadata's issuer '%s' is not '%s'", req->shown,
+        return tp_fail(L, "malformed", "oidc_metadata: %s: the metadata's issuer '%s' is not '%s'", req->shown,
                        a, b);
     }
     lua_pop(L, 1);
@@ -631,18 +875,19 @@ static void replace_with_copy(lua_State *L)
 }
 
 /***
- * Fetches an issuer's metadata: `<issuer>/.well-known/openid-configuration`,
- * and on 404 RFC 8414's `/.well-known/oauth-authorization-server<path>`;
- * or exactly the URL given when it contains `/.well-known/`.  The
- * metadata's `issuer` must equal the issuer asked for.  Answers are cached
- * per Lua state for `ttl` seconds.
- * @function discovery
+ * Fetches an OpenID provider's (or OAuth authorization server's) metadata:
+ * `<issuer>/.well-known/openid-configuration`, and on 404 RFC 8414's
+ * `/.well-known/oauth-authorization-server<path>`; or exactly the URL given
+ * when it contains `/.well-known/`.  The metadata's `issuer` must equal the
+ * issuer asked for.  Answers are cached per Lua state for `ttl` seconds.
+ * The result prints as "OIDC metadata for <issuer>: jwks_uri ...".
+ * @function oidc_metadata
  * @tparam string issuer_or_url
  * @tparam[opt] table opts `ttl` (default 300; 0 disables the cache),
  *   `now`, `timeout`, `ca_file`, `insecure`
  * @treturn table the metadata (a fresh shallow copy), or the fail triple
  */
-static int tp_http_discovery(lua_State *L)
+static int tp_http_oidc_metadata(lua_State *L)
 {
     static const char *const options[] = { "ttl", "now", "timeout", "ca_file", "insecure", NULL };
     size_t len;
@@ -652,19 +897,16 @@ static int tp_http_discovery(lua_State *L)
     http_call *c;
     int n;
     memset(&req, 0, sizeof req);
-    req.what = "discovery";
+    req.what = "oidc_metadata";
     req.method = "GET";
     req.follow = 1;
-    if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        tp_check_options(L, 2, options);
-    }
+    tp_opts(L, 2, options);
     lua_settop(L, 2);
-    ttl = opt_integer(L, 2, "ttl", HTTP_DISCOVERY_TTL);
-    now = opt_integer(L, 2, "now", (lua_Integer)time(NULL));
+    ttl = tp_opt_integer(L, 2, "ttl", HTTP_METADATA_TTL, 0);
+    now = tp_opt_integer(L, 2, "now", (lua_Integer)time(NULL), LUA_MININTEGER);
     read_transport(L, 2, &req);
     if (strlen(arg) != len || !(scheme_end = strstr(arg, "://")) || strpbrk(arg, "?# "))
-        return tp_fail(L, "malformed", "discovery: an issuer is an absolute URL without query or fragment");
+        return tp_fail(L, "malformed", "oidc_metadata: an issuer is an absolute URL without query or fragment");
     path = strchr(scheme_end + 3, '/');
     if ((well = strstr(arg, "/.well-known/openid-configuration")) && well[33] == '\0') {
         issuer = lua_pushlstring(L, arg, (size_t)(well - arg));
@@ -677,7 +919,7 @@ static int tp_http_discovery(lua_State *L)
         issuer = lua_tostring(L, -1);
         req.url = arg;
     } else if (strstr(arg, "/.well-known/")) {
-        return tp_fail(L, "malformed", "discovery: unknown well-known document");
+        return tp_fail(L, "malformed", "oidc_metadata: unknown well-known document");
     } else {
         size_t base = len > 0 && arg[len - 1] == '/' ? len - 1 : len;
         issuer = arg;
@@ -709,6 +951,7 @@ static int tp_http_discovery(lua_State *L)
             if (now < lua_tointeger(L, -1)) {
                 lua_rawgeti(L, -2, 2);
                 replace_with_copy(L);
+                luaL_setmetatable(L, TP_METADATA_CLASS);
                 return 1;
             }
             lua_pop(L, 1);
@@ -717,7 +960,7 @@ static int tp_http_discovery(lua_State *L)
     }
 
     c = http_call_new(L);
-    n = discovery_fetch(L, c, &req, issuer, fallback);
+    n = metadata_fetch(L, c, &req, issuer, fallback);
     http_call_close(c);
     if (n != 1) return n;
     if (ttl > 0) {
@@ -730,11 +973,13 @@ static int tp_http_discovery(lua_State *L)
         lua_setfield(L, meta - 2, req.url);  /* meta - 2: the cache table */
         replace_with_copy(L);
     }
+    luaL_setmetatable(L, TP_METADATA_CLASS);
     return 1;
 }
 
 /***
- * Fetches a JWK Set and imports it with `keys`.
+ * Fetches a JWK Set and imports it with `keys`.  (A JwksSource fetches
+ * through this function.)
  * @function fetch_keys
  * @tparam string jwks_uri
  * @tparam[opt] table opts `timeout`, `ca_file`, `insecure`
@@ -752,10 +997,7 @@ static int tp_http_fetch_keys(lua_State *L)
     req.method = "GET";
     req.follow = 1;
     req.url = tp_check_string(L, 1, NULL);
-    if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        tp_check_options(L, 2, options);
-    }
+    tp_opts(L, 2, options);
     lua_settop(L, 2);
     read_transport(L, 2, &req);
     c = http_call_new(L);
@@ -764,355 +1006,13 @@ static int tp_http_fetch_keys(lua_State *L)
         http_call_close(c);
         return n;
     }
+    /* The call owns the body until keys has imported it; should anything
+     * raise meanwhile, the to-be-closed call is released at once. */
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushlstring(L, c->body ? c->body : "", c->len);
-    http_call_close(c);
     lua_call(L, 1, LUA_MULTRET);
+    http_call_close(c);
     return lua_gettop(L) - 3;
-}
-
-/* ---- JWKS sources -------------------------------------------------------- */
-
-#define JWKS_TTL 300
-#define JWKS_MIN_REFETCH 60
-
-/* A JWKS URI with its cached key set.  The uservalue table holds the rest:
- * url, fetch (fetch_keys), http (its options), now (the clock option),
- * set (the current KeySet), err and code (the last failure). */
-typedef struct tp_jwks {
-    lua_Integer ttl, min_refetch;
-    lua_Integer fetched_at;     /* when the current set was fetched */
-    lua_Integer attempt_at;     /* the last fetch, successful or not */
-    lua_Integer refetch_at;     /* the last refetch (unknown kid or refresh) */
-    lua_Integer fixed_now;      /* opts.now as an integer */
-    lua_Integer fetches;        /* fetch attempts so far */
-    int has_set, failed, attempted, refetched, refetch, now_kind;
-} tp_jwks;
-
-enum { JWKS_CLOCK, JWKS_FIXED, JWKS_FUNCTION };
-
-static tp_jwks *check_jwks(lua_State *L, int idx)
-{
-    return (tp_jwks *)luaL_checkudata(L, idx, TP_JWKS_CLASS);
-}
-
-/* The source's time: the method's now argument at arg (when given), else
- * opts.now, else the clock. */
-static lua_Integer jwks_now(lua_State *L, int idx, tp_jwks *s, int arg)
-{
-    lua_Integer now;
-    int ok;
-    if (arg > 0 && !lua_isnoneornil(L, arg)) {
-        now = lua_tointegerx(L, arg, &ok);
-        if (!ok || lua_type(L, arg) != LUA_TNUMBER) luaL_argerror(L, arg, "now must be an integer");
-        return now;
-    }
-    if (s->now_kind == JWKS_FIXED) return s->fixed_now;
-    if (s->now_kind == JWKS_CLOCK) return (lua_Integer)time(NULL);
-    tp_getuservalue(L, idx);
-    lua_getfield(L, -1, "now");
-    lua_call(L, 0, 1);
-    now = lua_tointegerx(L, -1, &ok);
-    if (!ok || lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "jwks: the now function must return an integer");
-    lua_pop(L, 2);
-    return now;
-}
-
-/* Fetches the set.  On success stores it, pushes it and returns 1; on a
- * failure records it and returns 0 with the stack unchanged. */
-static int jwks_fetch(lua_State *L, int idx, tp_jwks *s, lua_Integer now)
-{
-    int top, uv;
-    idx = lua_absindex(L, idx);
-    top = lua_gettop(L);
-    tp_getuservalue(L, idx);
-    uv = lua_gettop(L);
-    lua_getfield(L, uv, "fetch");
-    lua_getfield(L, uv, "url");
-    lua_getfield(L, uv, "http");
-    lua_call(L, 2, LUA_MULTRET);
-    s->fetches++;
-    s->attempt_at = now;
-    s->attempted = 1;
-    if (luaL_testudata(L, uv + 1, TP_KEYSET_CLASS)) {
-        lua_settop(L, uv + 1);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, uv, "set");
-        lua_remove(L, uv);
-        s->has_set = 1;
-        s->failed = 0;
-        s->fetched_at = now;
-        return 1;
-    }
-    lua_settop(L, uv + 3);
-    lua_setfield(L, uv, "code");
-    lua_setfield(L, uv, "err");
-    s->failed = 1;
-    lua_settop(L, top);
-    return 0;
-}
-
-/* Pushes the current set and returns 1, or pushes the fail triple of the
- * last failure and returns 3. */
-static int jwks_push_current(lua_State *L, int idx, tp_jwks *s)
-{
-    tp_getuservalue(L, idx);
-    if (s->has_set) {
-        lua_getfield(L, -1, "set");
-        lua_remove(L, -2);
-        return 1;
-    }
-    if (!s->attempted) {
-        lua_pop(L, 1);
-        return tp_fail(L, "unavailable", "jwks: no key set has been fetched yet");
-    }
-    lua_pushnil(L);
-    lua_getfield(L, -2, "err");
-    lua_getfield(L, -3, "code");
-    lua_remove(L, -4);
-    return 3;
-}
-
-/* The set for use at now: fetched when missing or older than the TTL (and
- * fetching is allowed; after a failure, no sooner than min_refetch). */
-static int jwks_current(lua_State *L, int idx, tp_jwks *s, lua_Integer now, int may_fetch, int *fetched)
-{
-    int stale = !s->has_set || tp_sub_sat(now, s->fetched_at) >= s->ttl;
-    *fetched = 0;
-    if (stale && may_fetch && (!s->failed || tp_sub_sat(now, s->attempt_at) >= s->min_refetch)) {
-        if (jwks_fetch(L, idx, s, now)) {
-            *fetched = 1;
-            return 1;
-        }
-    }
-    return jwks_push_current(L, idx, s);
-}
-
-static int refetch_allowed(const tp_jwks *s, lua_Integer now)
-{
-    return !s->refetched || tp_sub_sat(now, s->refetch_at) >= s->min_refetch;
-}
-
-void tp_check_jwks(lua_State *L, int idx)
-{
-    if (!luaL_testudata(L, idx, TP_JWKS_CLASS))
-        luaL_argerror(L, idx, lua_pushfstring(L, "%s or %s expected, got %s", TP_KEYSET_CLASS, TP_JWKS_CLASS,
-                                              luaL_typename(L, idx)));
-}
-
-int tp_jwks_keys(lua_State *L, int idx, int *fetched)
-{
-    tp_jwks *s = check_jwks(L, idx);
-    return jwks_current(L, idx, s, jwks_now(L, idx, s, 0), s->refetch, fetched);
-}
-
-int tp_jwks_refetch(lua_State *L, int idx)
-{
-    tp_jwks *s = check_jwks(L, idx);
-    lua_Integer now;
-    if (!s->refetch) return 0;
-    now = jwks_now(L, idx, s, 0);
-    if (!refetch_allowed(s, now)) return 0;
-    s->refetch_at = now;
-    s->refetched = 1;
-    return jwks_fetch(L, idx, s, now);
-}
-
-/***
- * A JWKS source: a JWKS URI whose key set is fetched (with `fetch_keys`)
- * when first needed, cached for `ttl` seconds, and refetched at most once
- * per `min_refetch` seconds when `verify` meets an unknown kid.  Creating
- * one does no I/O.  See docs/jwks.md.
- * @function jwks
- * @tparam string jwks_uri
- * @tparam[opt] table opts `ttl` (default 300), `min_refetch` (default 60),
- *   `refetch` (default true; false: verify never fetches), `now` (an
- *   integer or a function returning one), `timeout`, `ca_file`, `insecure`
- * @treturn JwksSource
- */
-static int tp_http_jwks(lua_State *L)
-{
-    static const char *const options[] = { "ttl", "min_refetch", "refetch", "now", "timeout", "ca_file",
-                                           "insecure", NULL };
-    http_req req;
-    tp_jwks *s;
-    int t;
-    tp_check_string(L, 1, NULL);
-    if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        tp_check_options(L, 2, options);
-    }
-    lua_settop(L, 2);
-    memset(&req, 0, sizeof req);
-    read_transport(L, 2, &req);  /* checks the HTTP options now */
-    s = (tp_jwks *)tp_newuserdata(L, sizeof *s);
-    memset(s, 0, sizeof *s);
-    s->refetch = 1;
-    s->ttl = opt_integer(L, 2, "ttl", JWKS_TTL);
-    s->min_refetch = opt_integer(L, 2, "min_refetch", JWKS_MIN_REFETCH);
-    if (s->ttl < 0) return luaL_argerror(L, 2, "ttl must not be negative");
-    if (s->min_refetch < 0) return luaL_argerror(L, 2, "min_refetch must not be negative");
-    lua_createtable(L, 0, 8);
-    if (!lua_isnil(L, 2)) {
-        if (lua_getfield(L, 2, "refetch") != LUA_TNIL) {
-            if (!lua_isboolean(L, -1)) return luaL_argerror(L, 2, "refetch must be a boolean");
-            s->refetch = lua_toboolean(L, -1);
-        }
-        lua_pop(L, 1);
-        t = lua_getfield(L, 2, "now");
-        if (t == LUA_TFUNCTION) {
-            s->now_kind = JWKS_FUNCTION;
-            lua_setfield(L, -2, "now");
-        } else {
-            if (t != LUA_TNIL) {
-                int ok;
-                s->fixed_now = lua_tointegerx(L, -1, &ok);
-                if (!ok || t != LUA_TNUMBER) return luaL_argerror(L, 2, "now must be an integer or a function");
-                s->now_kind = JWKS_FIXED;
-            }
-            lua_pop(L, 1);
-        }
-    }
-    lua_createtable(L, 0, 3);
-    if (!lua_isnil(L, 2)) {
-        static const char *const http_options[] = { "timeout", "ca_file", "insecure", NULL };
-        for (int i = 0; http_options[i]; i++) {
-            lua_getfield(L, 2, http_options[i]);
-            lua_setfield(L, -2, http_options[i]);
-        }
-    }
-    lua_setfield(L, -2, "http");
-    lua_pushvalue(L, 1);
-    lua_setfield(L, -2, "url");
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_setfield(L, -2, "fetch");
-    tp_setuservalue(L, -2);
-    luaL_setmetatable(L, TP_JWKS_CLASS);
-    return 1;
-}
-
-/***
- * The current key set: fetched when there is none yet or it is older than
- * the TTL.  When that fetch fails the old set is served; the fail triple
- * comes back only when there is no set at all.
- * @function JwksSource:keys
- * @tparam[opt] integer now
- * @treturn KeySet, or the fail triple
- */
-static int tp_jwks_keys_method(lua_State *L)
-{
-    tp_jwks *s = check_jwks(L, 1);
-    int fetched;
-    lua_settop(L, 2);
-    return jwks_current(L, 1, s, jwks_now(L, 1, s, 2), 1, &fetched);
-}
-
-/***
- * Fetches the key set now, unless a refetch happened less than
- * `min_refetch` seconds ago (then the current set comes back, with false);
- * `opts.force` skips that limit.
- * @function JwksSource:refresh
- * @tparam[opt] integer now
- * @tparam[opt] table opts `force`
- * @treturn KeySet
- * @treturn boolean whether it was fetched
- * @return or the fail triple
- */
-static int tp_jwks_refresh_method(lua_State *L)
-{
-    static const char *const options[] = { "force", NULL };
-    tp_jwks *s = check_jwks(L, 1);
-    lua_Integer now;
-    int force = 0;
-    if (lua_type(L, 2) == LUA_TTABLE && lua_isnoneornil(L, 3)) {  /* refresh(opts) */
-        lua_settop(L, 2);
-        lua_pushnil(L);
-        lua_insert(L, 2);
-    }
-    lua_settop(L, 3);
-    if (!lua_isnil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
-        tp_check_options(L, 3, options);
-        lua_getfield(L, 3, "force");
-        if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) return luaL_argerror(L, 3, "force must be a boolean");
-        force = lua_toboolean(L, -1);
-        lua_pop(L, 1);
-    }
-    now = jwks_now(L, 1, s, 2);
-    if (!force && !refetch_allowed(s, now)) {
-        if (jwks_push_current(L, 1, s) != 1) return 3;
-        lua_pushboolean(L, 0);
-        return 2;
-    }
-    s->refetch_at = now;
-    s->refetched = 1;
-    if (!jwks_fetch(L, 1, s, now)) {
-        tp_getuservalue(L, 1);
-        lua_pushnil(L);
-        lua_getfield(L, -2, "err");
-        lua_getfield(L, -3, "code");
-        return 3;
-    }
-    lua_pushboolean(L, 1);
-    return 2;
-}
-
-/* "tokenpolicy.JwksSource: http://host:port/path, 2 keys, fetched 30s ago" */
-static int tp_jwks__tostring(lua_State *L)
-{
-    tp_jwks *s = check_jwks(L, 1);
-    luaL_Buffer b;
-    char shown[204], span[32];
-    size_t len, n, count;
-    const char *url;
-    lua_Integer now = jwks_now(L, 1, s, 0);
-    tp_getuservalue(L, 1);
-    lua_getfield(L, -1, "url");
-    url = lua_tolstring(L, -1, &len);
-    n = strcspn(url, "?#");
-    if (n > 200) n = 200;
-    for (size_t i = 0; i < n; i++)
-        shown[i] = ((unsigned char)url[i] < 0x20 || (unsigned char)url[i] >= 0x7f) ? '?' : url[i];
-    shown[n] = '\0';
-    lua_getfield(L, -2, "set");
-    count = s->has_set ? ((tp_keyset *)lua_touserdata(L, -1))->count : 0;
-    luaL_buffinit(L, &b);
-    lua_pushfstring(L, "tokenpolicy.JwksSource: %s%s", shown, n < strcspn(url, "?#") ? "..." : "");
-    luaL_addvalue(&b);
-    if (s->has_set) {
-        lua_Integer age = tp_sub_sat(now, s->fetched_at);
-        lua_pushfstring(L, ", %d key%s, fetched %s ago", (int)count, count == 1 ? "" : "s",
-                        tp_format_span(span, age < 0 ? 0 : age));
-        luaL_addvalue(&b);
-        if (age >= s->ttl) luaL_addstring(&b, " (stale)");
-    } else {
-        luaL_addstring(&b, ", no keys yet");
-    }
-    if (s->failed) luaL_addstring(&b, ", last fetch failed");
-    if (!s->refetch) luaL_addstring(&b, ", refetch off");
-    luaL_pushresult(&b);
-    return 1;
-}
-
-/***
- * Counters for monitoring: `fetches` (attempts), `fetched_at` (of the
- * current set, if any), `failed` (the last attempt failed).
- * @function JwksSource:stats
- * @treturn table
- */
-static int tp_jwks_stats_method(lua_State *L)
-{
-    tp_jwks *s = check_jwks(L, 1);
-    lua_createtable(L, 0, 4);
-    lua_pushinteger(L, s->fetches);
-    lua_setfield(L, -2, "fetches");
-    if (s->has_set) {
-        lua_pushinteger(L, s->fetched_at);
-        lua_setfield(L, -2, "fetched_at");
-    }
-    lua_pushboolean(L, s->failed);
-    lua_setfield(L, -2, "failed");
-    return 1;
 }
 
 /* ---- Arvados ------------------------------------------------------------- */
@@ -1121,33 +1021,34 @@ enum { ARV_CURRENT, ARV_DELETE, ARV_LOGOUT };
 
 static int arvados_call(lua_State *L, int kind, const char *what)
 {
-    static const char *const options[] = { "host", "token", "uuid", "scheme", "timeout", "ca_file", "insecure",
-                                           NULL };
-    const char *host, *token, *uuid = NULL, *scheme;
+    static const char *const options[] = { "host", "token", "scheme", "timeout", "ca_file", "insecure", NULL };
+    static const char *const delete_options[] = { "host", "token", "uuid", "scheme", "timeout", "ca_file",
+                                                  "insecure", NULL };
+    static const char *const schemes[] = { "https", "http", NULL };
+    const char *host, *token, *uuid = NULL, *scheme, *last;
     http_req req;
     http_call *c;
     long status;
     int n;
     memset(&req, 0, sizeof req);
     luaL_checktype(L, 1, LUA_TTABLE);
-    tp_check_options(L, 1, options);
+    tp_opts(L, 1, kind == ARV_DELETE ? delete_options : options);
     lua_settop(L, 1);
     req.what = what;
     req.credentials = 1;
-    host = opt_string(L, 1, "host", 1);
-    token = opt_string(L, 1, "token", 1);
-    if (kind == ARV_DELETE) uuid = opt_string(L, 1, "uuid", 1);
-    else if (opt_string(L, 1, "uuid", 0)) return luaL_argerror(L, 1, "uuid is only for arvados_delete_token");
-    scheme = opt_string(L, 1, "scheme", 0);
-    if (!scheme) scheme = "https";
-    if (strcmp(scheme, "https") != 0 && strcmp(scheme, "http") != 0)
-        return luaL_argerror(L, 1, "scheme must be \"https\" or \"http\"");
+    host = req_string(L, 1, "host", 1);
+    token = req_string(L, 1, "token", 1);
+    if (kind == ARV_DELETE) uuid = req_string(L, 1, "uuid", 1);
+    scheme = schemes[tp_opt_choice(L, 1, "scheme", schemes, 0)];
     if (strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") != strlen(host))
         return luaL_argerror(L, 1, "host must be a host name or address, with an optional :port");
+    read_transport(L, 1, &req);
     if (uuid && strspn(uuid, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(uuid))
         return tp_fail(L, "malformed", "%s: not an Arvados uuid", what);
-    read_transport(L, 1, &req);
-    req.secrets[0] = token;
+    add_secret_forms(L, &req, token);
+    /* A v2 token's secret part may come back alone ("v2/<uuid>/<secret>"). */
+    if (strncmp(token, "v2/", 3) == 0 && (last = strrchr(token, '/')) > token + 2 && last[1])
+        add_secret_forms(L, &req, last + 1);
     c = http_call_new(L);
     if (kind == ARV_LOGOUT) {
         /* The token goes in the query (never shown); the answer, a 2xx or a
@@ -1223,38 +1124,33 @@ void tp_open_http(lua_State *L)
     static const luaL_Reg functions[] = {
         { "revoke", tp_http_revoke },
         { "introspect", tp_http_introspect },
-        { "discovery", tp_http_discovery },
+        { "oidc_metadata", tp_http_oidc_metadata },
         { "arvados_current", tp_http_arvados_current },
         { "arvados_delete_token", tp_http_arvados_delete_token },
         { "arvados_logout", tp_http_arvados_logout },
+        { "_http_calls_open", tp_http_calls_open },
         { NULL, NULL }
     };
-    if (luaL_newmetatable(L, TP_HTTP_CLASS)) {
-        lua_pushcfunction(L, tp_http__gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg call_meta[] = {
+        { "__gc", tp_http__close },
+        { "__close", tp_http__close },
+        { NULL, NULL }
+    };
+    static const luaL_Reg metadata_meta[] = {
+        { "__tostring", tp_metadata__tostring },
+        { NULL, NULL }
+    };
+    static const luaL_Reg introspection_meta[] = {
+        { "__tostring", tp_introspection__tostring },
+        { NULL, NULL }
+    };
+    tp_register_class(L, TP_HTTP_CLASS, call_meta, NULL, 0);
+    tp_register_class(L, TP_METADATA_CLASS, metadata_meta, NULL, 0);
+    tp_register_class(L, TP_INTROSPECTION_CLASS, introspection_meta, NULL, 0);
     luaL_setfuncs(L, functions, 0);
     /* fetch_keys imports through the Lua-visible keys (keys.c registers it
      * first), so keys.c needs no C entry point for JSON text. */
     lua_getfield(L, -1, "keys");
     lua_pushcclosure(L, tp_http_fetch_keys, 1);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "fetch_keys");
-    /* A JwksSource fetches through fetch_keys (kept in each source). */
-    lua_pushcclosure(L, tp_http_jwks, 1);
-    lua_setfield(L, -2, "jwks");
-    if (luaL_newmetatable(L, TP_JWKS_CLASS)) {
-        static const luaL_Reg methods[] = {
-            { "keys", tp_jwks_keys_method },
-            { "refresh", tp_jwks_refresh_method },
-            { "stats", tp_jwks_stats_method },
-            { NULL, NULL }
-        };
-        lua_pushcfunction(L, tp_jwks__tostring);
-        lua_setfield(L, -2, "__tostring");
-        luaL_newlib(L, methods);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
+    lua_setfield(L, -2, "fetch_keys");
 }

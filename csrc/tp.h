@@ -170,16 +170,19 @@ TP_INTERNAL tp_keyset *tp_check_keyset(lua_State *L, int idx);
 TP_INTERNAL int tp_key_verify(tp_keyset *set, tp_key *key, int alg, const unsigned char *input,
                               size_t inlen, const unsigned char *sig, size_t siglen);
 
-/* ---- JWKS sources (http.c), for verify ---------------------------------- */
+/* ---- JWKS sources (jwks.c), for verify ---------------------------------
+ * jwks.c holds no network code: a source fetches only through the fetch
+ * function (fetch_keys) it was given at registration, and a source made
+ * without a URI (fed with :set_keys) never fetches. */
 
 /* Raises an argument error unless idx holds a JwksSource (verify calls it
  * once the value at idx has turned out not to be a KeySet). */
 TP_INTERNAL void tp_check_jwks(lua_State *L, int idx);
 
 /* Pushes the source's current KeySet (fetching it when missing or past its
- * TTL, unless the source has refetch=false) and returns 1, with *fetched
- * telling whether it was just fetched; or pushes the fail triple and
- * returns 3 when there is no set. */
+ * TTL, unless the source has refetch=false or no URI) and returns 1, with
+ * *fetched telling whether it was just fetched; or pushes the fail triple
+ * and returns 3 when there is no set. */
 TP_INTERNAL int tp_jwks_keys(lua_State *L, int idx, int *fetched);
 
 /* For a token whose kid is unknown: refetches when the source allows it
@@ -246,5 +249,7 @@ TP_INTERNAL void tp_open_files(lua_State *L);
 TP_INTERNAL void tp_open_policy(lua_State *L);
 TP_INTERNAL void tp_open_denylist(lua_State *L);
 TP_INTERNAL void tp_open_http(lua_State *L);
+/* After keys and http: a JwksSource imports with keys and fetches with fetch_keys. */
+TP_INTERNAL void tp_open_jwks(lua_State *L);
 
 #endif

@@ -1,4 +1,4 @@
--- HTTP peers: revocation, introspection, discovery, JWKS and Arvados' token
+-- HTTP peers: revocation, introspection, OpenID provider metadata, JWKS and Arvados' token
 -- calls against spec/helpers/http_peer.js, a scripted local Node server
 -- that records every request it gets.
 local tp = require "tokenpolicy"
@@ -165,7 +165,7 @@ describe("HTTP peers", function()
       assert.has_error(function() tp.revoke{ endpoint = peer.base, token = "a\r\nX: y" } end,
         "bad argument #1 to 'revoke' (token contains a control character)")
       assert.has_error(function() tp.revoke{ endpoint = peer.base, token = "t", auth = "digest" } end,
-        "bad argument #1 to 'revoke' (auth must be \"basic\" or \"post\")")
+        "bad argument #1 to 'revoke' (auth must be one of \"basic\", \"post\")")
       assert.has_error(function() tp.revoke{ endpoint = peer.base, token = "t", timeout = 0 } end)
     end)
   end)
@@ -207,9 +207,9 @@ describe("HTTP peers", function()
     end)
   end)
 
-  describe("discovery", function()
+  describe("oidc_metadata", function()
     it("fetches the OpenID configuration and checks its issuer", function()
-      local meta = assert(tp.discovery(peer.base .. "/issuer", { ttl = 0 }))
+      local meta = assert(tp.oidc_metadata(peer.base .. "/issuer", { ttl = 0 }))
       assert.are.equal(peer.base .. "/issuer", meta.issuer)
       assert.are.equal(peer.base .. "/jwks", meta.jwks_uri)
       local r = requests()
@@ -219,14 +219,14 @@ describe("HTTP peers", function()
     end)
 
     it("refuses metadata for another issuer as malformed", function()
-      local code, msg = fails(tp.discovery(peer.base .. "/wrong", { ttl = 0 }))
+      local code, msg = fails(tp.oidc_metadata(peer.base .. "/wrong", { ttl = 0 }))
       assert.are.equal("malformed", code)
       assert.matches("the metadata's issuer 'https://evil.example/wrong' is not '" .. peer.base .. "/wrong'",
         msg, 1, true)
     end)
 
     it("falls back to the RFC 8414 path on 404", function()
-      local meta = assert(tp.discovery(peer.base .. "/as", { ttl = 0 }))
+      local meta = assert(tp.oidc_metadata(peer.base .. "/as", { ttl = 0 }))
       assert.are.equal(peer.base .. "/token", meta.token_endpoint)
       local r = requests()
       assert.are.equal("/as/.well-known/openid-configuration", r[1].path)
@@ -234,27 +234,27 @@ describe("HTTP peers", function()
     end)
 
     it("takes a well-known URL as it is", function()
-      assert(tp.discovery(peer.base .. "/.well-known/oauth-authorization-server/as", { ttl = 0 }))
-      assert(tp.discovery(peer.base .. "/issuer/.well-known/openid-configuration", { ttl = 0 }))
+      assert(tp.oidc_metadata(peer.base .. "/.well-known/oauth-authorization-server/as", { ttl = 0 }))
+      assert(tp.oidc_metadata(peer.base .. "/issuer/.well-known/openid-configuration", { ttl = 0 }))
       assert.are.equal(2, #requests())
     end)
 
     it("caches the metadata for ttl seconds", function()
       local issuer = peer.base .. "/issuer"
-      local first = assert(tp.discovery(issuer, { now = 1000, ttl = 60 }))
-      local again = assert(tp.discovery(issuer, { now = 1059, ttl = 60 }))
+      local first = assert(tp.oidc_metadata(issuer, { now = 1000, ttl = 60 }))
+      local again = assert(tp.oidc_metadata(issuer, { now = 1059, ttl = 60 }))
       assert.are.same(first, again)
       again.issuer = "changed"  -- a copy: the cache is not affected
-      assert.are.equal(issuer, tp.discovery(issuer, { now = 1059, ttl = 60 }).issuer)
+      assert.are.equal(issuer, tp.oidc_metadata(issuer, { now = 1059, ttl = 60 }).issuer)
       assert.are.equal(1, #requests())
-      assert(tp.discovery(issuer, { now = 1060, ttl = 60 }))
+      assert(tp.oidc_metadata(issuer, { now = 1060, ttl = 60 }))
       assert.are.equal(2, #requests())
     end)
 
     it("reports a missing document as http", function()
-      local code, msg = fails(tp.discovery(peer.base .. "/none", { ttl = 0 }))
+      local code, msg = fails(tp.oidc_metadata(peer.base .. "/none", { ttl = 0 }))
       assert.are.equal("http", code)
-      assert.are.equal("http: discovery: GET " .. peer.base ..
+      assert.are.equal("http: oidc_metadata: GET " .. peer.base ..
         "/.well-known/oauth-authorization-server/none answered 404: not_found", msg)
     end)
   end)

@@ -1,4 +1,4 @@
--- Against a real OpenID provider (oidc-provider, spec/helpers/oidc): discovery,
+-- Against a real OpenID provider (oidc-provider, spec/helpers/oidc): metadata,
 -- JWKS, verifying its JWT access tokens, revocation and introspection of its
 -- opaque tokens, key rotation, and a provider that is gone.
 local tp = require "tokenpolicy"
@@ -37,15 +37,18 @@ describe("a real OpenID provider", function()
     collectgarbage()
   end)
 
-  it("publishes its metadata (discovery)", function()
+  it("publishes its metadata (oidc_metadata)", function()
     local err, code
-    meta, err, code = tp.discovery(p.issuer, { ttl = 0 })
+    meta, err, code = tp.oidc_metadata(p.issuer, { ttl = 0 })
     assert.is_table(meta, err or code)
     assert.are.equal(p.issuer, meta.issuer)
     assert.are.equal(p.jwks_uri, meta.jwks_uri)
     assert.are.equal(p.token_endpoint, meta.token_endpoint)
     assert.are.equal(p.revocation_endpoint, meta.revocation_endpoint)
     assert.are.equal(p.introspection_endpoint, meta.introspection_endpoint)
+    assert.are.equal(("OIDC metadata for %s: jwks_uri %s, token endpoint %s, revocation endpoint %s, "
+      .. "introspection endpoint %s"):format(p.issuer, p.jwks_uri, p.token_endpoint, p.revocation_endpoint,
+      p.introspection_endpoint), tostring(meta))
   end)
 
   it("issues JWT access tokens for a resource that verify against its JWKS", function()
@@ -72,6 +75,9 @@ describe("a real OpenID provider", function()
     assert.is_nil(token:find(".", 1, true)) -- opaque, not a JWT
     local info = assert(tp.introspect(client{ endpoint = p.introspection_endpoint, token = token }))
     assert.is_true(info.active)
+    assert.are.equal(("introspection: active, client_id %s, token_type Bearer, iss %s, expires %s"):format(
+      oidc.client_id, p.issuer, os.date("!%Y-%m-%d %H:%M:%S UTC", info.exp)), tostring(info))
+    assert.is_nil(tostring(info):find(token, 1, true))
     assert.are.equal(oidc.client_id, info.client_id)
     assert.are.equal(p.issuer, info.iss)
     assert.are.equal("integer", math.type(info.exp))
@@ -141,7 +147,7 @@ describe("a real OpenID provider", function()
   it("is unreachable once stopped, quickly", function()
     oidc.stop(p)
     local started = os.time()
-    assert.are.equal("unreachable", fails({}, tp.discovery(p.issuer, { timeout = 2, ttl = 0 })))
+    assert.are.equal("unreachable", fails({}, tp.oidc_metadata(p.issuer, { timeout = 2, ttl = 0 })))
     assert.is_true(os.time() - started <= 3)
   end)
 end)

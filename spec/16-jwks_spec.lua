@@ -1,5 +1,6 @@
 -- JWKS sources: tp.jwks(uri, opts), a cached key set with a TTL and a
--- rate-limited refetch on unknown kids, used by verify in place of a KeySet.
+-- rate-limited refetch on unknown kids, used by verify in place of a KeySet;
+-- and sources fed with :set_keys(text) by a caller that fetched the JWKS.
 -- The JWKS comes from spec/helpers/http_peer.js (/jwks-rotating), which
 -- serves whatever JWK Set a file holds and logs every fetch.
 local tp = require "tokenpolicy"
@@ -237,6 +238,97 @@ describe("jwks sources", function()
     local set = assert(tp.keys(tp.json_encode({ keys = { old_jwk } })))
     assert(verify(token(old_signer), set))
     fails("unknown_key", verify(token(new_signer), set))
+  end)
+
+  describe("set_keys (a caller that fetched the JWKS itself feeds the source)", function()
+    local function jwks_text(...)
+      return assert(tp.json_encode({ keys = { ... } }))
+    end
+
+    it("replaces the key set with the text and starts the TTL again", function()
+      local clock = { t = NOW }
+      local src = tp.jwks{ now = function() return clock.t end, ttl = 60 }
+      assert.are.equal("tokenpolicy.JwksSource: fed with set_keys, no keys yet", tostring(src))
+      local set = assert(src:set_keys(jwks_text(old_jwk)))
+      assert.are.equal("tokenpolicy.KeySet", getmetatable(set).__name)
+      assert.are.same({ "old" }, set:kids())
+      assert.are.equal(set, src:keys())
+      assert.are.same({ fetches = 0, fed = 1, fetched_at = NOW, failed = false }, src:stats())
+      clock.t = NOW + 90
+      assert.are.equal("tokenpolicy.JwksSource: fed with set_keys, 1 key, set 1m30s ago (stale)", tostring(src))
+      assert.are.equal(set, src:keys())  -- stale, but nothing else to serve
+      local newer = assert(src:set_keys(jwks_text(old_jwk, new_jwk)))
+      assert.are.same({ "old", "new" }, newer:kids())
+      assert.are.equal(NOW + 90, src:stats().fetched_at)
+      assert.are.equal("tokenpolicy.JwksSource: fed with set_keys, 2 keys, set 0s ago", tostring(src))
+      assert(src:set_keys(jwks_text(new_jwk), NOW + 200))  -- an explicit now
+      assert.are.equal(NOW + 200, src:stats().fetched_at)
+      assert.are.equal(3, src:stats().fed)
+    end)
+
+    it("keeps the old key set when the text is bad, with the exact fail triple of keys", function()
+      local src = tp.jwks{ now = NOW }
+      local set = assert(src:set_keys(jwks_text(old_jwk)))
+      for _, text in ipairs{ "{not json", '{"kty":"oct","k":"c2hvcnQ"}', "", '{"keys":{}}' } do
+        local ok, msg, code = src:set_keys(text)
+        local want_ok, want_msg, want_code = tp.keys(text)
+        assert.is_nil(want_ok)
+        assert.is_nil(ok)
+        assert.are.equal(want_msg, msg)
+        assert.are.equal(want_code, code)
+        assert.are.equal(set, src:keys())
+      end
+      assert.are.equal("malformed", select(3, src:set_keys("{not json")))
+      assert.are.equal(1, src:stats().fed)
+      assert(verify(token(old_signer), src))
+    end)
+
+    it("verifies through a fed source, and picks up a rotation when fed again", function()
+      local src = tp.jwks{ now = NOW }
+      fails("unavailable", verify(token(old_signer), src))
+      assert(src:set_keys(jwks_text(old_jwk)))
+      assert.are.equal("alice", assert(verify(token(old_signer), src)).sub)
+      fails("unknown_key", verify(token(new_signer), src))
+      assert(src:set_keys(jwks_text(new_jwk)))
+      assert.are.equal("alice", assert(verify(token(new_signer), src)).sub)
+      fails("unknown_key", verify(token(old_signer), src))
+    end)
+
+    it("with refetch=false and a URI, an unknown kid is unknown_key without any request", function()
+      -- /slow answers after 3 s: a request would show in the log and in the time taken.
+      local src, file = source({ old_jwk }, { refetch = false, timeout = 2 })
+      local slow = tp.jwks(peer.base .. "/slow", { refetch = false, timeout = 2, now = NOW })
+      local started = os.time()
+      for _, s in ipairs{ src, slow } do
+        assert(s:set_keys(jwks_text(old_jwk)))
+        assert(verify(token(old_signer), s))
+        local msg = fails("unknown_key", verify(token(new_signer), s))
+        assert.matches("kid new", msg)
+        assert.are.equal(0, s:stats().fetches)
+      end
+      assert.is_true(os.time() - started <= 1)
+      assert.matches("/jwks%-rotating, 1 key, set 0s ago, refetch off$", tostring(src))
+      assert.are.equal(0, fetches(file))
+      for line in io.lines(peer.log) do
+        assert.is_nil(line:find('"path":"/slow"', 1, true))
+      end
+    end)
+
+    it("a source without a URI has nothing to fetch from", function()
+      local src = tp.jwks{}
+      assert.are.equal("unavailable: jwks: no key set has been given yet (set_keys)", select(2, src:keys()))
+      fails("unavailable", verify(token(old_signer), src))
+      assert.has_error(function() src:refresh() end,
+        "calling 'refresh' on bad self (the source has no jwks_uri: feed it with set_keys)")
+      assert.has_error(function() tp.jwks{ refetch = true } end,
+        "bad argument #1 to 'jwks' (refetch needs a jwks_uri (a source without one is fed with set_keys))")
+      assert.has_error(function() tp.jwks{ timeout = 1 } end, "bad argument #1 to 'jwks' (unknown option 'timeout')")
+      assert.has_error(function() tp.jwks(nil, {}) end, "bad argument #1 to 'jwks' (string or table expected, got nil)")
+      assert.has_error(function() src:set_keys(42) end)
+      assert.has_error(function() src:set_keys({ keys = {} }) end)
+      assert.has_error(function() src:set_keys("{}", "soon") end)
+      assert.are.equal("userdata", type(tp.jwks{ refetch = false, ttl = 10, now = NOW }))
+    end)
   end)
 
   it("raises on misuse", function()

@@ -36,6 +36,51 @@ function arvadosRecord(expiresAt) {
   };
 }
 
+// The forms in which a careless (or hostile) peer might echo a secret s
+// back; spec/19-review_http_spec.lua checks that none reaches a message.
+function echoed(s, form, req, body) {
+  switch (form) {
+    case 'raw': return s;
+    case 'pct': return encodeURIComponent(s);
+    case 'lower': return encodeURIComponent(s).replace(/%[0-9A-F]{2}/g, (x) => x.toLowerCase());
+    case 'plus': return new URLSearchParams({ v: s }).toString().slice(2);
+    case 'b64': return Buffer.from(s).toString('base64');
+    case 'b64url': return Buffer.from(s).toString('base64url');
+    case 'header': return req.headers.authorization || '(none)';
+    case 'basic': return (req.headers.authorization || '').replace(/^Basic /, '');
+    case 'form': return body;
+    default: return '(unknown form ' + form + ')';
+  }
+}
+
+// The client secret of a request: from the form body, or from the Basic header.
+function clientSecret(req, body) {
+  const f = form(body);
+  if (f.client_secret) return f.client_secret;
+  const basic = /^Basic (.*)$/.exec(req.headers.authorization || '');
+  if (!basic) return '';
+  const pair = Buffer.from(basic[1], 'base64').toString('latin1');
+  return decodeURIComponent(pair.slice(pair.indexOf(':') + 1));
+}
+
+// Arvados tokens whose secret part starts with echo_<form>_ or redirect_
+// make the peer misbehave with that token; others are answered normally.
+function arvadosTrick(req, res, token) {
+  const secret = token.slice(token.lastIndexOf('/') + 1);
+  const echo = /^echo_([a-z0-9]+)_/.exec(secret);
+  if (echo) {
+    const text = echo[1] === 'secret' ? secret : echoed(token, echo[1], req, '');
+    json(res, 401, { errors: ['bad token ' + text] });
+    return true;
+  }
+  if (secret.startsWith('redirect_')) {
+    res.writeHead(302, { Location: '/x/' + token });
+    res.end();
+    return true;
+  }
+  return false;
+}
+
 const routes = {
   '/revoke': (req, res) => { res.writeHead(200); res.end(); },
   '/revoke-503': (req, res) =>
@@ -58,6 +103,36 @@ const routes = {
     }
   },
   '/introspect-bad': (req, res) => json(res, 200, { exp: 1 }),
+  // A redirect to a path that holds the token it was sent (?status=302,
+  // 303 or 307; ?enc=pct URL-encodes it first).
+  '/to-token': (req, res, body) => {
+    const q = new URL(req.url, 'http://peer').searchParams;
+    const token = form(body).token || '';
+    res.writeHead(Number(q.get('status') || 302),
+      { Location: '/x/' + (q.get('enc') === 'pct' ? encodeURIComponent(token) : token) });
+    res.end();
+  },
+  // A redirect to another origin whose host name is the token it was sent.
+  '/to-token-host': (req, res, body) => {
+    res.writeHead(302, { Location: 'https://' + (form(body).token || '') + '.example/' });
+    res.end();
+  },
+  // A redirect to a path that holds the value of ?s= of the request.
+  '/to-query': (req, res) => {
+    res.writeHead(302, { Location: '/x/' + new URL(req.url, 'http://peer').searchParams.get('s') });
+    res.end();
+  },
+  // An error whose description echoes the token (?of=token) or the client
+  // secret (?of=secret) in the form ?form= names.
+  '/echo': (req, res, body) => {
+    const q = new URL(req.url, 'http://peer').searchParams;
+    const secret = q.get('of') === 'secret' ? clientSecret(req, body) : (form(body).token || '');
+    json(res, 400, { error: 'invalid_request', error_description: 'you sent ' + echoed(secret, q.get('form'), req, body) });
+  },
+  '/meta-redirect/.well-known/openid-configuration': (req, res) => {
+    res.writeHead(302, { Location: '/x/peer-chosen-path' });
+    res.end();
+  },
   '/same-307': (req, res) => { res.writeHead(307, { Location: base + '/revoke' }); res.end(); },
   '/other-host': (req, res) => {
     res.writeHead(302, { Location: base.replace('127.0.0.1', 'localhost') + '/revoke' });
@@ -99,6 +174,7 @@ const routes = {
   '/.well-known/oauth-authorization-server/as': (req, res) =>
     json(res, 200, { issuer: base + '/as', token_endpoint: base + '/token' }),
   '/arvados/v1/api_client_authorizations/current': (req, res) => {
+    if (arvadosTrick(req, res, (req.headers.authorization || '').replace(/^Bearer /, ''))) return;
     if (req.headers.authorization === 'Bearer ' + ARV_TOKEN) {
       json(res, 200, arvadosRecord(null));
     } else {
@@ -117,9 +193,11 @@ const server = http.createServer((req, res) => {
     const route = routes[url.pathname];
     if (route) return route(req, res, body);
     if (req.method === 'DELETE' && url.pathname === '/arvados/v1/api_client_authorizations/' + ARV_UUID) {
+      if (arvadosTrick(req, res, (req.headers.authorization || '').replace(/^Bearer /, ''))) return;
       return json(res, 200, arvadosRecord('2026-11-23T16:00:00.000000000Z'));
     }
     if (url.pathname === '/logout') {
+      if (arvadosTrick(req, res, url.searchParams.get('api_token') || '')) return;
       res.writeHead(303, { Location: 'https://workbench.example/' });
       return res.end();
     }
