@@ -106,28 +106,33 @@ local function exists(path)
   return core.stat(path) ~= nil
 end
 
--- Whether a file holds anything but whitespace. Reads only as far as the
--- first non-space character, and keeps nothing.
+local A_TYPE = {
+  file = "a regular file", directory = "a directory", symlink = "a symbolic link", fifo = "a FIFO (named pipe)",
+  socket = "a socket", other = "a device",
+}
+
+-- Whether the file at path (whose lstat is st) holds anything but
+-- whitespace, read only through the core's safe reader: a FIFO, device or
+-- directory there is never read, so it cannot hang discovery. Keeps
+-- nothing of what it read. The second result is a problem to report.
 local function holds_token(path, st)
-  if st.type == "file" then
-    -- The C reader is several times faster than io.open; it is asked for
-    -- nothing but whether a token is there, whoever owns the file.
-    local token, _, code = core.read_token(path, { allow_insecure = true, uid = st.uid })
-    if token or code == "too_large" then return true end
-    if code == "malformed" then return false end  -- only whitespace
+  if st.type == "symlink" then
+    -- read_token never follows a link; the tools do. A link to a regular
+    -- file is judged by its target's size, without opening it.
+    local target = core.stat(path, { follow = true })
+    if target and target.type ~= "file" then
+      return false, ("io: %s is a symbolic link to %s, not to a regular file"):format(path, A_TYPE[target.type])
+    end
+    return target ~= nil and target.size > 0
   end
-  local f = io.open(path, "rb")
-  if not f then
-    return false
+  -- Asked for nothing but whether a token is there, whoever owns it.
+  local token, msg, code = core.read_token(path, { allow_insecure = true, uid = st.uid })
+  if token or code == "too_large" then
+    return true
+  elseif code == "io" then
+    return false, (msg:gsub("^io: read_token: ", "io: "))
   end
-  local found
-  repeat
-    -- nil at the end, and also for a directory
-    local chunk = f:read(4096)
-    found = chunk ~= nil and chunk:find(NOT_SPACE) ~= nil
-  until found or not chunk
-  f:close()
-  return found
+  return false  -- only whitespace, or gone since stat
 end
 
 -- os.path.abspath for absolute paths (Rucio takes its tmp dir through it):
@@ -213,26 +218,29 @@ end
 local config_cache, config_cache_size = {}, 0
 
 local function read_config(path)
-  local st = core.stat(path)
-  if not st then
-    return ini.read(path)         -- its own not_found or io message
-  end
-  local signature = ("%d:%d:%d:%d:%d"):format(st.dev, st.ino, st.size, st.mtime, st.mtime_ns)
-  local cached = config_cache[path]
-  if cached and cached.signature == signature then
-    return cached.config
-  end
-  local cfg, msg, code = ini.read(path)
-  if cfg then
-    if not config_cache[path] then
-      config_cache_size = config_cache_size + 1
-      if config_cache_size > 32 then
-        config_cache, config_cache_size = {}, 1
-      end
+  local st = core.stat(path, { follow = true })
+  if st then
+    local cached = config_cache[path]
+    if cached and cached.signature == ("%d:%d:%d:%d:%d"):format(st.dev, st.ino, st.size, st.mtime, st.mtime_ns) then
+      return cached.config
     end
-    config_cache[path] = { signature = signature, config = cfg }
   end
-  return cfg, msg, code
+  local cfg, info, code = ini.read(path)
+  if not cfg then
+    return nil, info, code
+  end
+  if not config_cache[path] then
+    config_cache_size = config_cache_size + 1
+    if config_cache_size > 32 then
+      config_cache, config_cache_size = {}, 1
+    end
+  end
+  -- The signature of what was read, not of what stat saw before.
+  config_cache[path] = {
+    signature = ("%d:%d:%d:%d:%d"):format(info.dev, info.ino, info.size, info.mtime, info.mtime_ns),
+    config = cfg,
+  }
+  return cfg
 end
 
 local function rucio(ctx, out)
@@ -335,9 +343,12 @@ local function wlcg(ctx, out)
   local function file(source, variable, path)
     local st = core.stat(path)
     local present = st ~= nil
-    local yields = present and holds_token(path, st)
+    local yields, problem = false, nil
+    if present then
+      yields, problem = holds_token(path, st)
+    end
     add({ source = source, variable = variable, path = path, exists = present,
-          empty = (present and not yields) or nil }, yields)
+          empty = (present and not yields and not problem) or nil, problem = problem }, yields)
   end
 
   local token = getenv("BEARER_TOKEN")
@@ -365,14 +376,9 @@ end
 -- settings.conf: KEY=VALUE lines; blank lines and "#" comments skipped.
 -- Returns the host and whether a token is there, never the token.
 local function arvados_settings(path)
-  local f, msg = io.open(path, "rb")
-  if not f then
-    return fail("io", msg)
-  end
-  local text = f:read("a")
-  f:close()
+  local text, msg, code = core.read_config(path)
   if not text then
-    return fail("io", path .. ": cannot read")
+    return nil, msg, code
   end
   local host, has_token
   local lineno = 0
