@@ -37,6 +37,18 @@ static int fail_errno(lua_State *L, int err, const char *what, const char *path)
 }
 
 /* The word stat() reports as `type` (a stable value scripts compare). */
+static const char *a_file_type(mode_t mode);
+
+/* Pushes the fail triple for an open of path that failed with err: a
+ * socket cannot be opened at all (ENXIO), so say what is there. */
+static int fail_open(lua_State *L, int err, const char *what, const char *path)
+{
+    struct stat st;
+    if ((err == ENXIO || err == EOPNOTSUPP) && lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return tp_fail(L, "io", "%s: %s is %s, not a regular file", what, path, a_file_type(st.st_mode));
+    return fail_errno(L, err, what, path);
+}
+
 static const char *file_type(mode_t mode)
 {
     if (S_ISREG(mode)) return "file";
@@ -686,7 +698,9 @@ static int read_token(lua_State *L, work *w, const char *path, const file_opts *
     int insecure, r;
     /* O_NONBLOCK: a FIFO planted at the path must not hang the caller. */
     int fd = work_keep(w, open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
-    if (fd < 0 || fstat(fd, &st) != 0)
+    if (fd < 0)
+        return fail_open(L, errno, "read_token", path);
+    if (fstat(fd, &st) != 0)
         return fail_errno(L, errno, "read_token", path);
     if (!S_ISREG(st.st_mode))
         return tp_fail(L, "io", "read_token: %s is %s, not a regular file", path, a_file_type(st.st_mode));
@@ -799,7 +813,9 @@ static int read_config(lua_State *L, work *w, const char *path, size_t max)
     fd = work_keep(w, open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
     if (fd < 0 && errno == ELOOP)
         return tp_fail(L, "io", "read_config: %s: too many levels of symbolic links", path);
-    if (fd < 0 || fstat(fd, &st) != 0)
+    if (fd < 0)
+        return fail_open(L, errno, "read_config", path);
+    if (fstat(fd, &st) != 0)
         return fail_errno(L, errno, "read_config", path);
     if (!S_ISREG(st.st_mode))
         return tp_fail(L, "io", "read_config: %s is %s, not a regular file", path, a_file_type(st.st_mode));
@@ -1193,8 +1209,13 @@ static int remove_tree(lua_State *L, work *w, const char *path, const char *name
     fd = work_keep(w, openat(k.fd, name, TP_FILES_DIR_FLAGS));
     if (fd < 0) {
         err = errno;
-        if (fstatat(k.fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(lst.st_mode))
-            return tp_fail(L, "symlink", "remove_tree: %s is a symbolic link; nothing was followed or removed", path);
+        if (fstatat(k.fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0) {
+            if (S_ISLNK(lst.st_mode))
+                return tp_fail(L, "symlink", "remove_tree: %s is a symbolic link; nothing was followed or removed",
+                               path);
+            if (!S_ISDIR(lst.st_mode))
+                return tp_fail(L, "io", "remove_tree: %s is %s, not a directory", path, a_file_type(lst.st_mode));
+        }
         if (err == ENOTDIR)
             return tp_fail(L, "io", "remove_tree: %s is not a directory", path);
         return fail_errno(L, err, "remove_tree", path);
