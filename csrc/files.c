@@ -1282,9 +1282,13 @@ static int tp_files_remove_tree(lua_State *L)
 
 /* Appends {path=, code=, problem=} to the list at index list; the problem
  * is at the top of the stack (popped). */
+#define TP_FILES_FINDING_CLASS "tokenpolicy.AuditFinding"
+#define TP_FILES_FINDINGS_CLASS "tokenpolicy.AuditFindings"
+
 static void add_finding(lua_State *L, int list, const char *path, const char *code)
 {
     lua_createtable(L, 0, 3);
+    luaL_setmetatable(L, TP_FILES_FINDING_CLASS);
     lua_insert(L, -2);
     lua_setfield(L, -2, "problem");
     lua_pushstring(L, path);
@@ -1411,6 +1415,52 @@ static int tp_files_audit(lua_State *L)
         lua_pop(L, 2);
     }
     lua_settop(L, list);
+    luaL_setmetatable(L, TP_FILES_FINDINGS_CLASS);
+    return 1;
+}
+
+/* Pushes "code: problem" for the finding at idx (the problem names the
+ * path already). */
+static void push_finding_line(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_getfield(L, idx, "code");
+    lua_getfield(L, idx, "problem");
+    lua_pushfstring(L, "%s: %s", luaL_optstring(L, -2, "?"), luaL_optstring(L, -1, "?"));
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+}
+
+static int tp_files_finding__tostring(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    push_finding_line(L, 1);
+    return 1;
+}
+
+/* One finding per line, or "no findings". */
+static int tp_files_findings__tostring(lua_State *L)
+{
+    lua_Integer n;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    n = (lua_Integer)lua_rawlen(L, 1);
+    if (n == 0) {
+        lua_pushliteral(L, "no findings");
+        return 1;
+    }
+    /* Joined two strings at a time: findings are a handful (one per
+     * directory up to "/" at most), and no buffer is open meanwhile. */
+    lua_pushliteral(L, "");
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (i > 1) {
+            lua_pushliteral(L, "\n");
+            lua_concat(L, 2);
+        }
+        lua_rawgeti(L, 1, i);
+        push_finding_line(L, -1);
+        lua_remove(L, -2);
+        lua_concat(L, 2);
+    }
     return 1;
 }
 
@@ -1517,6 +1567,16 @@ void tp_open_files(lua_State *L)
         { NULL, NULL }
     };
     tp_register_class(L, TP_FILES_WORK_CLASS, work_meta, NULL, 0);
+    static const luaL_Reg finding_meta[] = {
+        { "__tostring", tp_files_finding__tostring },
+        { NULL, NULL }
+    };
+    static const luaL_Reg findings_meta[] = {
+        { "__tostring", tp_files_findings__tostring },
+        { NULL, NULL }
+    };
     tp_register_class(L, TP_FILES_INFO_CLASS, info_meta, NULL, 0);
+    tp_register_class(L, TP_FILES_FINDING_CLASS, finding_meta, NULL, 0);
+    tp_register_class(L, TP_FILES_FINDINGS_CLASS, findings_meta, NULL, 0);
     luaL_setfuncs(L, functions, 0);
 }

@@ -461,3 +461,246 @@ describe("discover: one bad source spoils only its own scheme", function()
     end)
   end
 end)
+
+-- ---- files: what is at a path, in words ------------------------------------
+
+describe("messages about what is at a path", function()
+  -- Each kind: how to make it at P, its stat().type (unchanged), and the
+  -- words messages use. Device nodes are made in the sandbox (root only).
+  local kinds = {
+    { name = "character device", make = "mknod P c 1 5", type = "other", words = "a character device", root = true },
+    { name = "block device", make = "mknod P b 7 250", type = "other", words = "a block device", root = true },
+    { name = "FIFO", make = "mkfifo P", type = "fifo", words = "a FIFO (named pipe)" },
+    { name = "socket", make = "python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' P",
+      type = "socket", words = "a socket" },
+    { name = "directory", make = "mkdir P", type = "directory", words = "a directory" },
+  }
+  for _, kind in ipairs(kinds) do
+    it("names a " .. kind.name .. " in every message, and stat().type stays " .. kind.type, function()
+      if kind.root and tp.euid() ~= 0 then
+        pending("mknod needs root")
+        return
+      end
+      local p = dir .. "/entry"
+      sh((kind.make:gsub("P", quote(p))))
+      assert.are.equal(kind.type, tp.stat(p).type)
+      local tail = " is " .. kind.words .. ", not a regular file"
+      assert.are.equal("io: read_token: " .. p .. tail, expect.fails("io", tp.read_token(p)))
+      assert.are.equal("io: read_config: " .. p .. tail, expect.fails("io", tp.read_config(p)))
+      assert.are.equal("io: fix_permissions: " .. p .. tail, expect.fails("io", tp.fix_permissions(p)))
+      if kind.type ~= "directory" then
+        local found
+        for _, f in ipairs(assert(tp.audit(p))) do
+          if f.path == p and f.code == "io" then found = f.problem end
+        end
+        assert.are.equal(p .. tail .. ": remove it and write the token again", found)
+        assert.are.equal("io: remove_tree: " .. p .. " is " .. kind.words .. ", not a directory",
+          expect.fails("io", tp.remove_tree(p)))
+      end
+    end)
+  end
+
+  it("reads /dev/zero as a character device (the report's case)", function()
+    assert.are.equal("io: read_token: /dev/zero is a character device, not a regular file",
+      expect.fails("io", tp.read_token("/dev/zero")))
+  end)
+end)
+
+describe("read_config", function()
+  it("returns the whole text, unstripped, and the status of what it read", function()
+    write(dir .. "/rucio.cfg", "\n[client]\naccount = a\n\n")
+    local text, st = tp.read_config(dir .. "/rucio.cfg")
+    assert.are.equal("\n[client]\naccount = a\n\n", text)
+    assert.are.equal("file", st.type)
+    assert.are.equal(#text, st.size)
+  end)
+
+  it("follows a symbolic link, as Python's open does", function()
+    write(dir .. "/real.cfg", "[client]\n")
+    sh("ln -s real.cfg " .. quote(dir .. "/link.cfg"))
+    assert.are.equal("[client]\n", tp.read_config(dir .. "/link.cfg"))
+    sh("ln -s nowhere " .. quote(dir .. "/dangling.cfg"))
+    expect.fails("not_found", tp.read_config(dir .. "/dangling.cfg"))
+    sh("ln -s loop " .. quote(dir .. "/loop"))
+    assert.are.equal("io: read_config: " .. dir .. "/loop: too many levels of symbolic links",
+      expect.fails("io", tp.read_config(dir .. "/loop")))
+  end)
+
+  it("caps the size: 1 MiB by default, or max_size", function()
+    write(dir .. "/big.cfg", ("x"):rep(1024 * 1024 + 1))
+    assert.are.equal("too_large: read_config: " .. dir .. "/big.cfg is 1048577 bytes, over the limit of 1048576",
+      expect.fails("too_large", tp.read_config(dir .. "/big.cfg")))
+    assert.are.equal(1024 * 1024 + 1, #assert(tp.read_config(dir .. "/big.cfg", { max_size = 2 * 1024 * 1024 })))
+    expect.fails("too_large", tp.read_config(dir .. "/big.cfg", { max_size = 10 }))
+  end)
+
+  it("fails with not_found for a missing file", function()
+    assert.are.equal("not_found: read_config: " .. dir .. "/none does not exist",
+      expect.fails("not_found", tp.read_config(dir .. "/none")))
+  end)
+
+  it("raises on misuse, naming the argument", function()
+    assert.has_error(function() tp.read_config(1) end, "bad argument #1 to 'read_config' (string expected, got number)")
+    assert.has_error(function() tp.read_config("") end, "bad argument #1 to 'read_config' (path is empty)")
+    assert.has_error(function() tp.read_config("x", { uid = 1 }) end,
+      "bad argument #2 to 'read_config' (unknown option 'uid')")
+    assert.has_error(function() tp.read_config("x", { max_size = 0 }) end,
+      "bad argument #2 to 'read_config' (max_size must be an integer of at least 1)")
+  end)
+end)
+
+describe("the Lua modules reach files only through the core", function()
+  for _, module in ipairs({ "discovery", "ini", "classify" }) do
+    it(module .. ".lua has no io.open or io.lines, and no own fail or option checker", function()
+      local f = assert(io.open("lua/tokenpolicy/" .. module .. ".lua"))
+      local source = f:read("a")
+      f:close()
+      assert.is_nil(source:find("io%.open"))
+      assert.is_nil(source:find("io%.lines"))
+      assert.is_nil(source:find("local function fail"))
+      assert.is_nil(source:find("local function check_opts"))
+    end)
+  end
+
+  it("files.c reads options only through the shared readers", function()
+    local f = assert(io.open("csrc/files.c"))
+    local source = f:read("a")
+    f:close()
+    assert.is_nil(source:find("lua_next"))
+    assert.is_nil(source:find("[^_]opt_boolean"))
+    assert.is_nil(source:find("luaL_newmetatable"))
+  end)
+
+  it("ini.read fails at once on a FIFO", function()
+    fifo(dir .. "/rucio.cfg")
+    expect.fails("io", require("tokenpolicy.ini").read(dir .. "/rucio.cfg"))
+  end)
+end)
+
+-- ---- deterministic release --------------------------------------------------
+
+describe("an error raised mid-call", function()
+  -- A sparse file of 4 EiB: read_token accepts its size (max_size is
+  -- larger) and then cannot allocate the buffer, so it raises "not enough
+  -- memory" while its descriptor is open. The child process lets the
+  -- sanitizer allocator return NULL instead of aborting.
+  local huge = "/dev/shm/tokenpolicy-spec-" .. tostring(os.time()) .. "-" .. math.random(1e9)
+  before_each(function()
+    local st = tp.stat("/dev/shm")
+    if not st or st.type ~= "directory" then
+      return
+    end
+    os.execute("truncate -s 4611686018427387903 " .. quote(huge) .. " 2>/dev/null")
+  end)
+  after_each(function() os.remove(huge) end)
+
+  for _, fn in ipairs({ "read_token", "read_config" }) do
+    it(("leaves no descriptor open after %s raises (%s)"):format(fn, _VERSION), function()
+      if not tp.stat(huge) then
+        pending("no tmpfs at /dev/shm for a sparse 4 EiB file")
+        return
+      end
+      local script = ([[
+        local tp = require "tokenpolicy"
+        local path = %q
+        local f = assert(io.open("/proc/self/stat"))
+        local pid = f:read("a"):match("^%%d+")
+        f:close()
+        local function open_on_path()
+          local p = assert(io.popen("ls -l /proc/" .. pid .. "/fd"))
+          local n = 0
+          for line in p:lines() do
+            if line:sub(-#path) == path then n = n + 1 end
+          end
+          p:close()
+          return n
+        end
+        collectgarbage("stop")
+        local ok, err = pcall(tp.%s, path, { max_size = 1 << 62, allow_insecure = %s })
+        local now = open_on_path()
+        collectgarbage("restart")
+        collectgarbage()
+        print(ok, err, now, open_on_path())
+      ]]):format(huge, fn, fn == "read_token" and "true" or "nil")
+      local out = child(script, 20, 'ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}allocator_may_return_null=1"')
+      -- Lua 5.4 closes the to-be-closed work as the error unwinds; on 5.3
+      -- only the collector releases it.
+      local at_error = _VERSION == "Lua 5.3" and 1 or 0
+      assert.are.equal(("false\t%s: not enough memory\t%d\t0\nrc=0\n"):format(fn, at_error), out)
+    end)
+  end
+end)
+
+-- ---- values print readably --------------------------------------------------
+
+describe("printing", function()
+  local SECRET = "abcdefghijklmnopqrstuvwxyz0123456789SECRET"
+
+  it("prints discover's list as a header and one aligned line per candidate, and each candidate alone", function()
+    local uid = math.random(3000000000, 3999999999)
+    local list = assert(discover({ scheme = "wlcg", uid = uid, env = { BEARER_TOKEN = SECRET,
+      BEARER_TOKEN_FILE = dir .. "/missing" } }))
+    local tmp = "/tmp/bt_u" .. uid
+    local w = math.max(#tmp, #dir + 8)
+    local function line(cells)
+      return (("%-6s  %-7s  %-7s  %-" .. w .. "s  %-7s  %-6s  %s"):format(table.unpack(cells)):gsub("%s+$", ""))
+    end
+    assert.are.equal(table.concat({
+      line({ "scheme", "account", "source", "path", "exists", "active", "problem" }),
+      line({ "wlcg", "-", "env", "$BEARER_TOKEN", "exists", "active", "" }),
+      line({ "wlcg", "-", "env", dir .. "/missing", "missing", "-", "" }),
+      line({ "wlcg", "-", "default", tmp, "missing", "-", "" }),
+    }, "\n"), tostring(list))
+    assert.are.equal("wlcg  -  env  $BEARER_TOKEN  exists  active", tostring(list[1]))
+    assert.is_nil(tostring(list):find(SECRET, 1, true))
+  end)
+
+  it("prints an empty list and a candidate's problem", function()
+    local list = assert(discover({ scheme = "rucio", env = { RUCIO_CONFIG = "", LOGNAME = "a", TMPDIR = dir } }))
+    assert.are.equal("rucio  -  default  " .. dir .. "/a/.rucio_a/auth_token_for_default_account  missing  -  "
+      .. "not_found: RUCIO_CONFIG is set to the empty string: the Rucio client stops (ConfigNotFound)",
+      tostring(list[1]))
+    assert.are.equal("no candidates", tostring(setmetatable({}, getmetatable(list))))
+  end)
+
+  it("prints classify's result on one line, without the secret", function()
+    local cases = {
+      { "root-jdoe-app-0123456789abcdef0123456789abcdef",
+        'tokenpolicy.Classification: rucio (account "root", identity "jdoe", app_id "app")' },
+      { "v2/zzzzz-gj3su-012345678901234/" .. SECRET,
+        'tokenpolicy.Classification: arvados_v2 (uuid "zzzzz-gj3su-012345678901234")' },
+      { SECRET, "tokenpolicy.Classification: arvados_v1" },
+      { "x", "tokenpolicy.Classification: opaque" },
+      { tp.b64url_encode('{"alg":"RS256","kid":"k1"}') .. "." .. tp.b64url_encode('{"iss":"a\\nb","exp":0}')
+        .. "." .. tp.b64url_encode(SECRET),
+        'tokenpolicy.Classification: jwt (alg "RS256", kid "k1", iss "a\\nb", exp 1970-01-01 00:00:00 UTC, decoded)' },
+    }
+    for _, case in ipairs(cases) do
+      assert.are.equal(case[2], tostring(tp.classify(case[1])))
+    end
+  end)
+
+  it("prints audit's findings, one per line, and read_token's info", function()
+    write(dir .. "/token", SECRET)
+    sh("chmod 0644 " .. quote(dir .. "/token") .. " && chmod 0777 " .. quote(dir))
+    local findings = assert(tp.audit(dir .. "/token"))
+    assert.are.equal(table.concat({
+      "insecure_permissions: group or others can access the token file " .. dir .. "/token (mode 0644): run chmod "
+        .. "600 " .. dir .. "/token",
+      "insecure_permissions: group or others can write the directory " .. dir .. " (mode 0777), so they can replace "
+        .. "the token: run chmod go-w " .. dir,
+    }, "\n"), tostring(findings))
+    assert.are.equal(tostring(findings):match("^[^\n]*"), tostring(findings[1]))
+    sh("chmod 0700 " .. quote(dir))
+    sh("chmod 0600 " .. quote(dir .. "/token"))
+    assert.are.equal("no findings", tostring(assert(tp.audit(dir .. "/token"))))
+    local token, info = assert(tp.read_token(dir .. "/token"))
+    assert.are.equal(SECRET, token)
+    assert.matches("^tokenpolicy%.TokenFileInfo: mode 0600, uid %d+, 42 bytes, modified %d%d%d%d%-%d%d%-%d%d "
+      .. "%d%d:%d%d:%d%d UTC$", tostring(info))
+    sh("chmod 0640 " .. quote(dir .. "/token"))
+    info = select(2, assert(tp.read_token(dir .. "/token", { allow_insecure = true })))
+    assert.matches("\nwarning: the token file .* is readable by others %(mode 0640%)", tostring(info))
+    assert.is_nil(tostring(info):find(SECRET, 1, true))
+  end)
+end)

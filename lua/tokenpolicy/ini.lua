@@ -98,15 +98,16 @@ function Config.__tostring(self)
   return ("tokenpolicy.IniConfig: %d section%s"):format(n, n == 1 and "" or "s")
 end
 
+-- Level 4: argerror, this check, the public function, its caller.
 local function check_string(value, n, fname)
   if type(value) ~= "string" then
-    error(("bad argument #%d to '%s' (string expected, got %s)"):format(n, fname, type(value)), 3)
+    util.argerror(n, fname, "string expected, got " .. type(value), 4)
   end
 end
 
 local function check_config(self, fname)
   if getmetatable(self) ~= Config then
-    error(("bad argument #1 to '%s' (tokenpolicy.IniConfig expected, got %s)"):format(fname, type(self)), 3)
+    util.argerror(1, fname, "tokenpolicy.IniConfig expected, got " .. type(self), 4)
   end
 end
 
