@@ -169,12 +169,6 @@ local function exists(path)
   return core.stat(path) ~= nil
 end
 
--- Python's os.path.isfile: a regular file at the end of any links.
-local function is_file(path)
-  local st = core.stat(path, { follow = true })
-  return st ~= nil and st.type == "file"
-end
-
 -- os.path.join(a, b): b alone when absolute; no "/" added after one.
 local function join(a, b)
   if b:sub(1, 1) == "/" then
@@ -242,26 +236,42 @@ end
 -- Python's tempfile.gettempdir(): the first of TMPDIR, TEMP, TMP (when set
 -- and not empty), /tmp, /var/tmp, /usr/tmp and the working directory that
 -- is a directory the uid can create files in, made absolute.
+local TEMP_VARS = { "TMPDIR", "TEMP", "TMP" }
+local TEMP_DIRS = { "/tmp", "/var/tmp", "/usr/tmp" }
+
 local function gettempdir(ctx)
   local uid = ctx.uid()
-  local cwd = core.cwd()
-  local tried = {}
-  local list = {}
-  for _, var in ipairs({ "TMPDIR", "TEMP", "TMP" }) do
-    list[#list + 1] = ctx.getenv_set(var)
-  end
-  list[#list + 1] = "/tmp"
-  list[#list + 1] = "/var/tmp"
-  list[#list + 1] = "/usr/tmp"
-  list[#list + 1] = cwd or "." -- Python falls back to os.curdir
-  for _, dir in ipairs(list) do
-    if dir ~= "." then
-      dir = normpath(cwd and join(cwd, dir) or dir)
+  local cwd -- asked for only when a relative path needs it
+  local function absolute(dir)
+    if dir:sub(1, 1) ~= "/" and dir ~= "." then
+      cwd = cwd or core.cwd()
+      dir = cwd and join(cwd, dir) or dir
     end
+    return normpath(dir)
+  end
+  local tried = {}
+  local function try(dir)
     if writable_dir(ctx, dir, uid) then
       return dir
     end
     tried[#tried + 1] = dir
+  end
+  for _, var in ipairs(TEMP_VARS) do
+    local dir = ctx.getenv_set(var)
+    dir = dir and try(absolute(dir))
+    if dir then
+      return dir
+    end
+  end
+  for _, dir in ipairs(TEMP_DIRS) do
+    if try(dir) then
+      return dir
+    end
+  end
+  cwd = cwd or core.cwd()
+  local last = try(cwd or ".") -- Python falls back to os.curdir
+  if last then
+    return last
   end
   return fail("io", ("no usable temporary directory (none of %s is a directory uid %d can write): the Rucio "
     .. "client stops (tempfile finds none)"):format(table.concat(tried, ", "), uid))
@@ -312,7 +322,7 @@ local function holds_token(path, st)
   return false -- only whitespace, or gone since stat
 end
 
-local function wlcg(ctx, out)
+local function wlcg_candidates(ctx, out)
   local getenv = ctx.getenv
   local active_taken, stopped = false, false
   local function add(c, yields)
@@ -359,9 +369,35 @@ local function wlcg(ctx, out)
   file("default", nil, "/tmp/" .. name)
 end
 
+-- Rucio with OIDC asks WLCG first: one call looks at the files once.
+local function wlcg(ctx, out)
+  if not ctx.wlcg then
+    ctx.wlcg = {}
+    wlcg_candidates(ctx, ctx.wlcg)
+  end
+  if out then
+    for _, c in ipairs(ctx.wlcg) do
+      out[#out + 1] = c
+    end
+  end
+  return ctx.wlcg
+end
+
 -- Rucio ------------------------------------------------------------------
 
 local CONFIG_NOT_FOUND = "the Rucio client stops (ConfigNotFound)"
+
+-- The status of a config path at the end of its links, kept for the
+-- call (the search looks at it, then the cache).
+local function config_stat(ctx, path)
+  ctx.config_stats = ctx.config_stats or {}
+  local st = ctx.config_stats[path]
+  if st == nil then
+    st = core.stat(path, { follow = true }) or false
+    ctx.config_stats[path] = st
+  end
+  return st or nil
+end
 
 -- The rucio.cfg the client reads, and how it was chosen; or the fail
 -- triple saying why the client would stop.
@@ -375,7 +411,7 @@ local function rucio_config(ctx)
     -- os.path.exists: anything at the end of the links.
     if path == "" then
       return fail("not_found", ("RUCIO_CONFIG is set to the empty string: %s"):format(CONFIG_NOT_FOUND))
-    elseif not core.stat(path, { follow = true }) then
+    elseif not config_stat(ctx, path) then
       return fail("not_found", ("%s %s, which does not exist: %s"):format(
         source == "env" and "RUCIO_CONFIG names" or "opts.config names", path, CONFIG_NOT_FOUND))
     end
@@ -387,14 +423,16 @@ local function rucio_config(ctx)
     if dir ~= nil then
       -- os.path.join: an empty RUCIO_HOME means the relative etc/rucio.cfg.
       local candidate_path = join(join(dir, "etc"), "rucio.cfg")
-      if is_file(candidate_path) then
+      local st = config_stat(ctx, candidate_path)
+      if st and st.type == "file" then
         return candidate_path, "default"
       end
       looked[#looked + 1] = candidate_path
     end
   end
   local default = "/opt/rucio/etc/rucio.cfg"
-  if is_file(default) then
+  local st = config_stat(ctx, default)
+  if st and st.type == "file" then
     return default, "default"
   end
   looked[#looked + 1] = default
@@ -432,8 +470,8 @@ local function signature(st)
   return ("%d:%d:%d:%d:%d"):format(st.dev, st.ino, st.size, st.mtime, st.mtime_ns)
 end
 
-local function read_config(path)
-  local st = core.stat(path, { follow = true })
+local function read_config(ctx, path)
+  local st = config_stat(ctx, path)
   local cached = config_cache[path]
   if st and cached and cached.signature == signature(st) then
     return cached.config
@@ -459,7 +497,7 @@ local function rucio(ctx, out)
   local cfg
   local cfg_path, msg = rucio_config(ctx)
   if cfg_path then
-    cfg, msg = read_config(cfg_path)
+    cfg, msg = read_config(ctx, cfg_path)
     if not cfg then
       problem = msg .. ": the Rucio client cannot load its config and stops"
     end
@@ -542,9 +580,7 @@ local function rucio(ctx, out)
 
   -- Rucio 38+ with OIDC reads a WLCG-discovered token before its own file.
   if auth_type == "oidc" then
-    local found = {}
-    wlcg(ctx, found)
-    for _, c in ipairs(found) do
+    for _, c in ipairs(wlcg(ctx)) do
       if c.active then
         files[1].active = false
         out[#out + 1] = candidate({
