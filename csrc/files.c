@@ -6,9 +6,11 @@
  * directory descriptors they opened themselves, one path component at a
  * time, and never follow a symbolic link that someone other than root could
  * have planted.  Every descriptor and buffer a call holds sits in a work
- * userdata whose __gc releases it, so a Lua error (out of memory while a
- * result is built) leaks nothing; on the normal paths the call releases
- * them itself before returning. */
+ * userdata marked to-be-closed, so a Lua error (out of memory while a
+ * result is built) releases them as it unwinds the call on Lua 5.4 (on 5.3
+ * its __gc does, later); on the normal paths the call releases them itself
+ * before returning.  Configuration files are read by read_config, which
+ * follows links but, like read_token, never blocks on a FIFO. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
