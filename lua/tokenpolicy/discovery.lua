@@ -53,6 +53,7 @@ local OPTIONS = {
   config = "string",
 }
 local NOT_SPACE = "[^ \t\n\v\f\r]" -- C isspace(), as the WLCG text says
+local FOLLOW = { follow = true } -- stat's options, made once
 -- RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" /
 -- "~" / "+" / "/" ) *"="
 local B64TOKEN = "^[A-Za-z0-9%-%._~%+/]+=*$"
@@ -209,7 +210,7 @@ end
 -- write and search permission by the owner, group or other bits that
 -- apply to uid, as the kernel decides them; root may always.
 local function writable_dir(ctx, path, uid)
-  local st = core.stat(path, { follow = true })
+  local st = core.stat(path, FOLLOW)
   if not st or st.type ~= "directory" then
     return false
   end
@@ -242,34 +243,32 @@ local TEMP_DIRS = { "/tmp", "/var/tmp", "/usr/tmp" }
 local function gettempdir(ctx)
   local uid = ctx.uid()
   local cwd -- asked for only when a relative path needs it
-  local function absolute(dir)
-    if dir:sub(1, 1) ~= "/" and dir ~= "." then
+  local tried = {}
+  local function usable(dir)
+    if dir ~= "." and dir:sub(1, 1) ~= "/" then
       cwd = cwd or core.cwd()
       dir = cwd and join(cwd, dir) or dir
     end
-    return normpath(dir)
-  end
-  local tried = {}
-  local function try(dir)
+    dir = normpath(dir)
     if writable_dir(ctx, dir, uid) then
       return dir
     end
     tried[#tried + 1] = dir
   end
-  for _, var in ipairs(TEMP_VARS) do
-    local dir = ctx.getenv_set(var)
-    dir = dir and try(absolute(dir))
+  for i = 1, #TEMP_VARS do
+    local dir = ctx.getenv_set(TEMP_VARS[i])
+    dir = dir and usable(dir)
     if dir then
       return dir
     end
   end
-  for _, dir in ipairs(TEMP_DIRS) do
-    if try(dir) then
-      return dir
+  for i = 1, #TEMP_DIRS do
+    if usable(TEMP_DIRS[i]) then
+      return TEMP_DIRS[i]
     end
   end
   cwd = cwd or core.cwd()
-  local last = try(cwd or ".") -- Python falls back to os.curdir
+  local last = usable(cwd or ".") -- Python falls back to os.curdir
   if last then
     return last
   end
@@ -301,7 +300,7 @@ local function holds_token(path, st)
   if st.type == "symlink" then
     -- read_token never follows a link; the tools do. A link to a regular
     -- file is judged by its target's size, without opening it.
-    local target = core.stat(path, { follow = true })
+    local target = core.stat(path, FOLLOW)
     if target and target.type ~= "file" then
       return false, ("io: %s is a symbolic link to %s, not to a regular file"):format(path, A_TYPE[target.type])
     end
@@ -393,7 +392,7 @@ local function config_stat(ctx, path)
   ctx.config_stats = ctx.config_stats or {}
   local st = ctx.config_stats[path]
   if st == nil then
-    st = core.stat(path, { follow = true }) or false
+    st = core.stat(path, FOLLOW) or false
     ctx.config_stats[path] = st
   end
   return st or nil
@@ -640,7 +639,7 @@ local function arvados(ctx, out)
   end
   local path = home and (home .. "/.config/arvados/settings.conf")
   -- os.path.exists, as the SDK tests it: at the end of any links.
-  local present = path ~= nil and core.stat(path, { follow = true }) ~= nil
+  local present = path ~= nil and core.stat(path, FOLLOW) ~= nil
   local settings, problem
   if present then
     local msg
