@@ -543,14 +543,14 @@ local function rucio(ctx, out)
 
   local files = {}
   local seen = {}
-  local function add(source, path, expiry_path, why)
+  local function add(source, path, expiry_path)
     if path and seen[path] then
       return
     end
     seen[path or ""] = true
     files[#files + 1] = candidate({
       scheme = "rucio", account = account, vo = vo, source = source, path = path, expiry_path = expiry_path,
-      exists = path ~= nil and exists(path), active = false, problem = why,
+      exists = path ~= nil and exists(path), active = false,
     })
   end
 
