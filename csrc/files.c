@@ -6,12 +6,15 @@
  * directory descriptors they opened themselves, one path component at a
  * time, and never follow a symbolic link that someone other than root could
  * have planted.  Every descriptor and buffer a call holds sits in a work
- * userdata whose __gc releases it, so a Lua error (out of memory while a
- * result is built) leaks nothing; on the normal paths the call releases
- * them itself before returning. */
+ * userdata marked to-be-closed, so a Lua error (out of memory while a
+ * result is built) releases them as it unwinds the call on Lua 5.4 (on 5.3
+ * its __gc does, later); on the normal paths the call releases them itself
+ * before returning.  Configuration files are read by read_config, which
+ * follows links but, like read_token, never blocks on a FIFO. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdint.h>
@@ -35,6 +38,19 @@ static int fail_errno(lua_State *L, int err, const char *what, const char *path)
     return tp_fail(L, "io", "%s: %s: %s", what, path, strerror(err));
 }
 
+/* The word stat() reports as `type` (a stable value scripts compare). */
+static const char *a_file_type(mode_t mode);
+
+/* Pushes the fail triple for an open of path that failed with err: a
+ * socket cannot be opened at all (ENXIO), so say what is there. */
+static int fail_open(lua_State *L, int err, const char *what, const char *path)
+{
+    struct stat st;
+    if ((err == ENXIO || err == EOPNOTSUPP) && lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return tp_fail(L, "io", "%s: %s is %s, not a regular file", what, path, a_file_type(st.st_mode));
+    return fail_errno(L, err, what, path);
+}
+
 static const char *file_type(mode_t mode)
 {
     if (S_ISREG(mode)) return "file";
@@ -43,6 +59,19 @@ static const char *file_type(mode_t mode)
     if (S_ISFIFO(mode)) return "fifo";
     if (S_ISSOCK(mode)) return "socket";
     return "other";
+}
+
+/* The same, as a phrase for messages: "%s is <a_file_type>". */
+static const char *a_file_type(mode_t mode)
+{
+    if (S_ISREG(mode)) return "a regular file";
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISLNK(mode)) return "a symbolic link";
+    if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+    if (S_ISSOCK(mode)) return "a socket";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    return "neither a file nor a directory";
 }
 
 /* Pushes {type=, mode=, uid=, gid=, size=, mtime=} for st. */
@@ -73,22 +102,32 @@ static void push_stat(lua_State *L, const struct stat *st)
 }
 
 /***
- * What is at a path, without following a symbolic link there (lstat).
+ * What is at a path, without following a symbolic link there (lstat), or,
+ * with `follow`, at the end of the links (stat: a dangling link is then
+ * `not_found`, as Python's os.path.exists sees it).
  * @function stat
  * @tparam string path
+ * @tparam[opt] table opts `follow` (default false)
  * @treturn table `{type=, mode=, uid=, gid=, size=, mtime=, mtime_ns=, ino=, dev=}`, `type` one of
- *   "file", "directory", "symlink", "fifo", "socket", "other"; or the fail
+ *   "file", "directory", "symlink", "fifo", "socket", "other" (devices); or the fail
  *   triple (`not_found`, `io`)
  */
 static int tp_files_stat(lua_State *L)
 {
+    static const char *const options[] = { "follow", NULL };
     size_t len;
     const char *path = tp_check_string(L, 1, &len);
     struct stat st;
+    int follow;
     if (strlen(path) != len)
         return luaL_argerror(L, 1, "path contains a NUL byte");
-    if (lstat(path, &st) != 0)
+    tp_opts(L, 2, options);
+    follow = tp_opt_boolean(L, 2, "follow", 0);
+    if ((follow ? stat(path, &st) : lstat(path, &st)) != 0) {
+        if (follow && errno == ELOOP)
+            return tp_fail(L, "io", "stat: %s: too many levels of symbolic links", path);
         return fail_errno(L, errno, "stat", path);
+    }
     push_stat(L, &st);
     return 1;
 }
@@ -118,13 +157,97 @@ static int tp_files_user(lua_State *L)
 }
 
 /***
- * The effective uid of the process.
+ * The effective uid of the process (whose files /tmp/bt_u<uid> names).
  * @function euid
  * @treturn integer
  */
 static int tp_files_euid(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)geteuid());
+    return 1;
+}
+
+/***
+ * The real uid of the process (the one Python's getpass falls back to).
+ * @function uid
+ * @treturn integer
+ */
+static int tp_files_uid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getuid());
+    return 1;
+}
+
+/***
+ * The groups a user is in, to tell what they may write: for the effective
+ * uid (the default) the process's own groups (getegid and getgroups), for
+ * another uid the password database's primary group and the group
+ * database's memberships (getgrouplist).
+ * @function groups
+ * @tparam[opt] integer uid default: the effective uid
+ * @treturn {integer,...} group ids, the primary one first; or the fail
+ *   triple (`not_found` for a uid the password database does not know)
+ */
+static int tp_files_groups(lua_State *L)
+{
+    uid_t uid = lua_isnoneornil(L, 1) ? geteuid() : (uid_t)luaL_checkinteger(L, 1);
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+    gid_t *gids;
+    int n;
+    if (uid == geteuid()) {
+        n = getgroups(0, NULL);
+        if (n < 0) n = 0;
+        gids = (gid_t *)lua_newuserdata(L, ((size_t)n + 1) * sizeof *gids);
+        gids[0] = getegid();
+        n = getgroups(n, gids + 1);
+        n = n < 0 ? 1 : n + 1;
+    } else {
+        int err = getpwuid_r(uid, &pw, buf, sizeof buf, &found);
+        if (err != 0 || !found)
+            return tp_fail(L, "not_found", "no user with uid %I in the password database", (lua_Integer)uid);
+        n = 64;
+        for (;;) {
+            int want = n;
+            gids = (gid_t *)lua_newuserdata(L, (size_t)n * sizeof *gids);
+            if (getgrouplist(pw.pw_name, pw.pw_gid, gids, &want) >= 0) {
+                n = want;
+                break;
+            }
+            lua_pop(L, 1);
+            if (want <= n || want > 65536) {  /* no progress: the primary group alone */
+                gids = (gid_t *)lua_newuserdata(L, sizeof *gids);
+                gids[0] = pw.pw_gid;
+                n = 1;
+                break;
+            }
+            n = want;
+        }
+    }
+    /* The list, without repeats (getgroups may repeat the primary group). */
+    lua_createtable(L, n, 0);
+    for (int i = 0, count = 0; i < n; i++) {
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++) seen = gids[j] == gids[i];
+        if (seen) continue;
+        lua_pushinteger(L, (lua_Integer)gids[i]);
+        lua_rawseti(L, -2, ++count);
+    }
+    return 1;
+}
+
+/***
+ * The current working directory (what a relative path is relative to).
+ * @function cwd
+ * @treturn string an absolute path, or the fail triple (`io`, `not_found`
+ *   when it was removed)
+ */
+static int tp_files_cwd(lua_State *L)
+{
+    char buf[PATH_MAX + 1];
+    if (!getcwd(buf, sizeof buf))
+        return fail_errno(L, errno, "cwd", ".");
+    lua_pushstring(L, buf);
     return 1;
 }
 
@@ -160,13 +283,18 @@ static void work_clear(work *w)
     w->cap = 0;
 }
 
+/* __gc and __close alike: releasing twice is harmless. */
 static int tp_files_work__gc(lua_State *L)
 {
     work_clear((work *)luaL_checkudata(L, 1, TP_FILES_WORK_CLASS));
     return 0;
 }
 
-/* Pushes a new, empty work.  Call it before acquiring anything. */
+/* Pushes a new, empty work, marked to-be-closed: on Lua 5.4 an error
+ * raised while it holds descriptors or the token's bytes (out of memory
+ * while a result is built) releases them as the error unwinds the call;
+ * on 5.3 __gc is the net.  Call it before acquiring anything, and do not
+ * move or remove it from the stack afterwards. */
 static work *work_new(lua_State *L)
 {
     work *w = (work *)tp_newuserdata(L, sizeof *w);
@@ -176,6 +304,7 @@ static work *work_new(lua_State *L)
     w->buf = NULL;
     w->cap = 0;
     luaL_setmetatable(L, TP_FILES_WORK_CLASS);
+    tp_toclose(L, -1);
     return w;
 }
 
@@ -231,48 +360,24 @@ typedef struct file_opts {
     int allow_insecure, newline, make_dirs;
 } file_opts;
 
-static int opt_boolean(lua_State *L, int idx, const char *name, int dflt)
+/* Reads the options table at arg (absent means every default) through the
+ * shared option readers; allowed names the keys this function takes. */
+static void check_file_opts(lua_State *L, int arg, const char *const allowed[], file_opts *o,
+                            lua_Integer max_size)
 {
-    int value = dflt;
-    if (lua_getfield(L, idx, name) != LUA_TNIL) {
-        if (!lua_isboolean(L, -1))
-            luaL_argerror(L, idx, lua_pushfstring(L, "%s must be a boolean", name));
-        value = lua_toboolean(L, -1);
-    }
-    lua_pop(L, 1);
-    return value;
-}
-
-/* Reads the options table at idx (absent means every default); allowed
- * names the keys this function takes. */
-static void check_file_opts(lua_State *L, int idx, const char *const allowed[], file_opts *o)
-{
-    o->uid = geteuid();
-    o->max_size = TP_FILES_DEFAULT_MAX_SIZE;
-    o->allow_insecure = 0;
-    o->newline = 0;
-    o->make_dirs = 1;
-    if (lua_isnoneornil(L, idx)) return;
-    luaL_checktype(L, idx, LUA_TTABLE);
-    tp_check_options(L, idx, allowed);
-    if (lua_getfield(L, idx, "uid") != LUA_TNIL) {
-        /* (uid_t)-1 means "no change" to chown, so it cannot name an owner. */
-        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 ||
-            lua_tointeger(L, -1) >= (lua_Integer)(uid_t)-1)
-            luaL_argerror(L, idx, "uid must be a user id (a non-negative integer)");
-        o->uid = (uid_t)lua_tointeger(L, -1);
-    }
-    lua_pop(L, 1);
-    if (lua_getfield(L, idx, "max_size") != LUA_TNIL) {
-        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) <= 0 ||
-            (uint64_t)lua_tointeger(L, -1) >= (uint64_t)(SIZE_MAX / 2))
-            luaL_argerror(L, idx, "max_size must be a positive integer");
-        o->max_size = lua_tointeger(L, -1);
-    }
-    lua_pop(L, 1);
-    o->allow_insecure = opt_boolean(L, idx, "allow_insecure", 0);
-    o->newline = opt_boolean(L, idx, "newline", 0);
-    o->make_dirs = opt_boolean(L, idx, "make_dirs", 1);
+    lua_Integer uid;
+    tp_opts(L, arg, allowed);
+    uid = tp_opt_integer(L, arg, "uid", (lua_Integer)geteuid(), 0);
+    /* (uid_t)-1 means "no change" to chown, so it cannot name an owner. */
+    if (uid >= (lua_Integer)(uid_t)-1)
+        luaL_argerror(L, arg, "uid must be an integer below 4294967295");
+    o->uid = (uid_t)uid;
+    o->max_size = tp_opt_integer(L, arg, "max_size", max_size, 1);
+    if ((uint64_t)o->max_size >= (uint64_t)(SIZE_MAX / 2))
+        luaL_argerror(L, arg, "max_size is too large");
+    o->allow_insecure = tp_opt_boolean(L, arg, "allow_insecure", 0);
+    o->newline = tp_opt_boolean(L, arg, "newline", 0);
+    o->make_dirs = tp_opt_boolean(L, arg, "make_dirs", 1);
 }
 
 static const char *check_path(lua_State *L, int idx, size_t *len)
@@ -550,18 +655,57 @@ static int walk_to_parent(walk *k)
 
 /* ---- read_token --------------------------------------------------------- */
 
+/* Reads the regular file fd (its status in st) into w->buf: at most max
+ * bytes, sized from fstat and grown if the file grows, never past max + 1
+ * bytes (enough to know it is too large).  Returns 0 with *used set, or 3
+ * with the fail triple pushed; raises when memory runs out (w, marked
+ * to-be-closed, then releases fd at once). */
+static int read_whole(lua_State *L, work *w, int fd, const char *what, const char *path,
+                      const struct stat *st, size_t max, size_t *used)
+{
+    *used = 0;
+    if (st->st_size < 0 || (uint64_t)st->st_size > (uint64_t)max)
+        return tp_fail(L, "too_large", "%s: %s is %I bytes, over the limit of %I", what, path,
+                       (lua_Integer)st->st_size, (lua_Integer)max);
+    if (!work_grow(w, (size_t)st->st_size + 1, 0))
+        return luaL_error(L, "%s: not enough memory", what);
+    for (;;) {
+        ssize_t n;
+        size_t want;
+        if (*used == w->cap) {
+            if (w->cap > max) break;
+            if (!work_grow(w, w->cap > max / 2 ? max + 1 : w->cap * 2, *used))
+                return luaL_error(L, "%s: not enough memory", what);
+        }
+        want = w->cap - *used;
+        n = read(fd, w->buf + *used, want);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return tp_fail(L, "io", "%s: reading %s: %s", what, path, strerror(errno));
+        if (n == 0) break;
+        *used += (size_t)n;
+        if ((size_t)n < want) break;  /* a regular file reads short only at its end */
+    }
+    if (*used > max)
+        return tp_fail(L, "too_large", "%s: %s grew past the limit of %I bytes", what, path, (lua_Integer)max);
+    return 0;
+}
+
+#define TP_FILES_INFO_CLASS "tokenpolicy.TokenFileInfo"
+
 static int read_token(lua_State *L, work *w, const char *path, const file_opts *o)
 {
     size_t max = (size_t)o->max_size, used = 0, start, end;
     struct stat st;
     char mode[8];
-    int insecure;
+    int insecure, r;
     /* O_NONBLOCK: a FIFO planted at the path must not hang the caller. */
     int fd = work_keep(w, open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
-    if (fd < 0 || fstat(fd, &st) != 0)
+    if (fd < 0)
+        return fail_open(L, errno, "read_token", path);
+    if (fstat(fd, &st) != 0)
         return fail_errno(L, errno, "read_token", path);
     if (!S_ISREG(st.st_mode))
-        return tp_fail(L, "io", "read_token: %s is a %s, not a regular file", path, file_type(st.st_mode));
+        return tp_fail(L, "io", "read_token: %s is %s, not a regular file", path, a_file_type(st.st_mode));
     if (st.st_uid != o->uid)
         return tp_fail(L, "not_owner", "read_token: %s belongs to uid %I, not uid %I", path,
                        (lua_Integer)st.st_uid, (lua_Integer)o->uid);
@@ -570,30 +714,8 @@ static int read_token(lua_State *L, work *w, const char *path, const file_opts *
         return tp_fail(L, "insecure_permissions",
                        "read_token: group or others can access %s (mode %s): run chmod 600 on it",
                        path, octal(mode, st.st_mode));
-    if (st.st_size < 0 || (uint64_t)st.st_size > (uint64_t)max)
-        return tp_fail(L, "too_large", "read_token: %s is %I bytes, over the limit of %I", path,
-                       (lua_Integer)st.st_size, o->max_size);
-    /* Sized from fstat, grown if the file grows, and never past max + 1
-     * bytes: enough to know it is too large. */
-    if (!work_grow(w, (size_t)st.st_size + 1, 0))
-        return luaL_error(L, "read_token: not enough memory");
-    for (;;) {
-        ssize_t n;
-        if (used == w->cap) {
-            if (w->cap > max) break;
-            if (!work_grow(w, w->cap > max / 2 ? max + 1 : w->cap * 2, used))
-                return luaL_error(L, "read_token: not enough memory");
-        }
-        size_t want = w->cap - used;
-        n = read(fd, w->buf + used, want);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return tp_fail(L, "io", "read_token: reading %s: %s", path, strerror(errno));
-        if (n == 0) break;
-        used += (size_t)n;
-        if ((size_t)n < want) break;  /* a regular file reads short only at its end */
-    }
-    if (used > max)
-        return tp_fail(L, "too_large", "read_token: %s grew past the limit of %I bytes", path, o->max_size);
+    if ((r = read_whole(L, w, fd, "read_token", path, &st, max, &used)) != 0)
+        return r;
     for (start = 0; start < used && is_c_space((unsigned char)w->buf[start]); start++) {}
     for (end = used; end > start && is_c_space((unsigned char)w->buf[end - 1]); end--) {}
     if (end == start)
@@ -613,7 +735,36 @@ static int read_token(lua_State *L, work *w, const char *path, const file_opts *
                         path, octal(mode, st.st_mode), path);
         lua_setfield(L, -2, "warning");
     }
+    luaL_setmetatable(L, TP_FILES_INFO_CLASS);
     return 2;
+}
+
+/* "tokenpolicy.TokenFileInfo: mode 0600, uid 1000, 42 bytes, modified
+ * 2026-11-23 14:52:54 UTC" and the warning on a second line: the info
+ * never holds the token, so nothing secret can show. */
+static int tp_files_info__tostring(lua_State *L)
+{
+    char mode[8], when[32];
+    lua_Integer m, uid, size, mtime;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "mode");
+    lua_getfield(L, 1, "uid");
+    lua_getfield(L, 1, "size");
+    lua_getfield(L, 1, "mtime");
+    m = lua_tointeger(L, -4);
+    uid = lua_tointeger(L, -3);
+    size = lua_tointeger(L, -2);
+    mtime = lua_tointeger(L, -1);
+    lua_pushfstring(L, "%s: mode %s, uid %I, %I byte%s, modified %s", TP_FILES_INFO_CLASS,
+                    octal(mode, (mode_t)m), uid, size, size == 1 ? "" : "s", tp_format_utc(when, mtime));
+    if (lua_getfield(L, 1, "warning") == LUA_TSTRING) {
+        lua_pushliteral(L, "\nwarning: ");
+        lua_insert(L, -2);
+        lua_concat(L, 3);
+    } else {
+        lua_pop(L, 1);
+    }
+    return 1;
 }
 
 /***
@@ -639,9 +790,70 @@ static int tp_files_read_token(lua_State *L)
     file_opts o;
     work *w;
     int n;
-    check_file_opts(L, 2, options, &o);
+    check_file_opts(L, 2, options, &o, TP_FILES_DEFAULT_MAX_SIZE);
     w = work_new(L);
     n = read_token(L, w, path, &o);
+    work_clear(w);
+    return n;
+}
+
+/* ---- read_config -------------------------------------------------------- */
+
+#define TP_FILES_CONFIG_MAX_SIZE (1024 * 1024)
+
+static int read_config(lua_State *L, work *w, const char *path, size_t max)
+{
+    struct stat st;
+    size_t used;
+    int r, fd;
+    /* A symbolic link is followed, as Python's open() follows it: configs
+     * are not secret and are often links (a container's /opt/rucio/etc).
+     * O_NONBLOCK: opening a FIFO planted at the path returns at once
+     * instead of waiting for a writer; O_NOCTTY: a terminal is not
+     * adopted.  Every check is on what was opened (fstat), so a swap
+     * between a check and the open cannot slip through. */
+    fd = work_keep(w, open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+    if (fd < 0 && errno == ELOOP)
+        return tp_fail(L, "io", "read_config: %s: too many levels of symbolic links", path);
+    if (fd < 0)
+        return fail_open(L, errno, "read_config", path);
+    if (fstat(fd, &st) != 0)
+        return fail_errno(L, errno, "read_config", path);
+    if (!S_ISREG(st.st_mode))
+        return tp_fail(L, "io", "read_config: %s is %s, not a regular file", path, a_file_type(st.st_mode));
+    if ((r = read_whole(L, w, fd, "read_config", path, &st, max, &used)) != 0)
+        return r;
+    lua_pushlstring(L, w->buf, used);
+    push_stat(L, &st);
+    return 2;
+}
+
+/***
+ * Reads a configuration file (rucio.cfg, settings.conf, an Arvados
+ * config.yml) whole, safely enough to point at any path: a FIFO, device or
+ * socket there is refused without blocking, a directory is refused, and
+ * the size is capped.  A symbolic link is followed, as the tools' own
+ * readers follow it (configs are not secret); the checks apply to the file
+ * it leads to.  The text is returned as it is (not stripped).
+ * @function read_config
+ * @tparam string path
+ * @tparam[opt] table opts `max_size` (bytes, default 1 MiB)
+ * @treturn string the text
+ * @treturn table the status of the file read, as `stat` gives it
+ *   (`{type="file", mode=, uid=, gid=, size=, mtime=, mtime_ns=, ino=, dev=}`),
+ *   or the fail triple (`not_found`, `io`, `too_large`)
+ */
+static int tp_files_read_config(lua_State *L)
+{
+    static const char *const options[] = { "max_size", NULL };
+    size_t len;
+    const char *path = check_path(L, 1, &len);
+    file_opts o;
+    work *w;
+    int n;
+    check_file_opts(L, 2, options, &o, TP_FILES_CONFIG_MAX_SIZE);
+    w = work_new(L);
+    n = read_config(L, w, path, (size_t)o.max_size);
     work_clear(w);
     return n;
 }
@@ -762,7 +974,7 @@ static int tp_files_write_token(lua_State *L)
     file_opts o;
     work *w;
     int n;
-    check_file_opts(L, 3, options, &o);
+    check_file_opts(L, 3, options, &o, TP_FILES_DEFAULT_MAX_SIZE);
     if (tlen == 0)
         return tp_fail(L, "malformed", "write_token: the token is empty");
     w = work_new(L);
@@ -810,7 +1022,7 @@ static int run_path_op(lua_State *L, const char *path, path_op op)
     file_opts o;
     work *w;
     int n;
-    check_file_opts(L, 2, options, &o);
+    check_file_opts(L, 2, options, &o, TP_FILES_DEFAULT_MAX_SIZE);
     w = work_new(L);
     n = op(L, w, path, name, o.uid);
     work_clear(w);
@@ -999,8 +1211,13 @@ static int remove_tree(lua_State *L, work *w, const char *path, const char *name
     fd = work_keep(w, openat(k.fd, name, TP_FILES_DIR_FLAGS));
     if (fd < 0) {
         err = errno;
-        if (fstatat(k.fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(lst.st_mode))
-            return tp_fail(L, "symlink", "remove_tree: %s is a symbolic link; nothing was followed or removed", path);
+        if (fstatat(k.fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0) {
+            if (S_ISLNK(lst.st_mode))
+                return tp_fail(L, "symlink", "remove_tree: %s is a symbolic link; nothing was followed or removed",
+                               path);
+            if (!S_ISDIR(lst.st_mode))
+                return tp_fail(L, "io", "remove_tree: %s is %s, not a directory", path, a_file_type(lst.st_mode));
+        }
         if (err == ENOTDIR)
             return tp_fail(L, "io", "remove_tree: %s is not a directory", path);
         return fail_errno(L, err, "remove_tree", path);
@@ -1067,9 +1284,13 @@ static int tp_files_remove_tree(lua_State *L)
 
 /* Appends {path=, code=, problem=} to the list at index list; the problem
  * is at the top of the stack (popped). */
+#define TP_FILES_FINDING_CLASS "tokenpolicy.AuditFinding"
+#define TP_FILES_FINDINGS_CLASS "tokenpolicy.AuditFindings"
+
 static void add_finding(lua_State *L, int list, const char *path, const char *code)
 {
     lua_createtable(L, 0, 3);
+    luaL_setmetatable(L, TP_FILES_FINDING_CLASS);
     lua_insert(L, -2);
     lua_setfield(L, -2, "problem");
     lua_pushstring(L, path);
@@ -1133,8 +1354,8 @@ static void audit_entry(lua_State *L, int list, uid_t uid, const char *path, con
         add_finding(L, list, path, "not_owner");
     }
     if (!S_ISREG(st->st_mode)) {
-        lua_pushfstring(L, "%s is a %s, not a regular file: remove it and write the token again",
-                        path, file_type(st->st_mode));
+        lua_pushfstring(L, "%s is %s, not a regular file: remove it and write the token again",
+                        path, a_file_type(st->st_mode));
         add_finding(L, list, path, "io");
     } else if (st->st_mode & 077) {
         lua_pushfstring(L, "group or others can access the token file %s (mode %s): run chmod 600 %s",
@@ -1164,7 +1385,7 @@ static int tp_files_audit(lua_State *L)
     file_opts o;
     int list, dirs;
     lua_Integer count = 0;
-    check_file_opts(L, 2, options, &o);
+    check_file_opts(L, 2, options, &o, TP_FILES_DEFAULT_MAX_SIZE);
     if (lstat(path, &st) != 0)
         return fail_errno(L, errno, "audit", path);
     lua_newtable(L);
@@ -1196,6 +1417,52 @@ static int tp_files_audit(lua_State *L)
         lua_pop(L, 2);
     }
     lua_settop(L, list);
+    luaL_setmetatable(L, TP_FILES_FINDINGS_CLASS);
+    return 1;
+}
+
+/* Pushes "code: problem" for the finding at idx (the problem names the
+ * path already). */
+static void push_finding_line(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_getfield(L, idx, "code");
+    lua_getfield(L, idx, "problem");
+    lua_pushfstring(L, "%s: %s", luaL_optstring(L, -2, "?"), luaL_optstring(L, -1, "?"));
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+}
+
+static int tp_files_finding__tostring(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    push_finding_line(L, 1);
+    return 1;
+}
+
+/* One finding per line, or "no findings". */
+static int tp_files_findings__tostring(lua_State *L)
+{
+    lua_Integer n;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    n = (lua_Integer)lua_rawlen(L, 1);
+    if (n == 0) {
+        lua_pushliteral(L, "no findings");
+        return 1;
+    }
+    /* Joined two strings at a time: findings are a handful (one per
+     * directory up to "/" at most), and no buffer is open meanwhile. */
+    lua_pushliteral(L, "");
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (i > 1) {
+            lua_pushliteral(L, "\n");
+            lua_concat(L, 2);
+        }
+        lua_rawgeti(L, 1, i);
+        push_finding_line(L, -1);
+        lua_remove(L, -2);
+        lua_concat(L, 2);
+    }
     return 1;
 }
 
@@ -1218,7 +1485,7 @@ static int fix_permissions(lua_State *L, work *w, const char *path, const char *
         return tp_fail(L, "symlink", "fix_permissions: %s is a symbolic link, which is never followed: "
                        "replace it with the token file", path);
     if (!S_ISREG(st.st_mode))
-        return tp_fail(L, "io", "fix_permissions: %s is a %s, not a regular file", path, file_type(st.st_mode));
+        return tp_fail(L, "io", "fix_permissions: %s is %s, not a regular file", path, a_file_type(st.st_mode));
     work_clear(w);
 
     lua_newtable(L);
@@ -1244,7 +1511,7 @@ static int fix_permissions(lua_State *L, work *w, const char *path, const char *
     if (fd < 0 || fstat(fd, &st) != 0)
         return fail_errno(L, errno, "fix_permissions", path);
     if (!S_ISREG(st.st_mode))
-        return tp_fail(L, "io", "fix_permissions: %s is a %s, not a regular file", path, file_type(st.st_mode));
+        return tp_fail(L, "io", "fix_permissions: %s is %s, not a regular file", path, a_file_type(st.st_mode));
     if (st.st_uid == uid && (st.st_mode & 077)) {
         if (fchmod(fd, 0600) != 0)
             return tp_fail(L, "io", "fix_permissions: chmod %s: %s", path, strerror(errno));
@@ -1280,7 +1547,11 @@ void tp_open_files(lua_State *L)
         { "stat", tp_files_stat },
         { "user", tp_files_user },
         { "euid", tp_files_euid },
+        { "uid", tp_files_uid },
+        { "groups", tp_files_groups },
+        { "cwd", tp_files_cwd },
         { "read_token", tp_files_read_token },
+        { "read_config", tp_files_read_config },
         { "write_token", tp_files_write_token },
         { "remove_token", tp_files_remove_token },
         { "remove_tree", tp_files_remove_tree },
@@ -1288,10 +1559,26 @@ void tp_open_files(lua_State *L)
         { "fix_permissions", tp_files_fix_permissions },
         { NULL, NULL }
     };
-    if (luaL_newmetatable(L, TP_FILES_WORK_CLASS)) {
-        lua_pushcfunction(L, tp_files_work__gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg work_meta[] = {
+        { "__gc", tp_files_work__gc },
+        { "__close", tp_files_work__gc },
+        { NULL, NULL }
+    };
+    static const luaL_Reg info_meta[] = {
+        { "__tostring", tp_files_info__tostring },
+        { NULL, NULL }
+    };
+    tp_register_class(L, TP_FILES_WORK_CLASS, work_meta, NULL, 0);
+    static const luaL_Reg finding_meta[] = {
+        { "__tostring", tp_files_finding__tostring },
+        { NULL, NULL }
+    };
+    static const luaL_Reg findings_meta[] = {
+        { "__tostring", tp_files_findings__tostring },
+        { NULL, NULL }
+    };
+    tp_register_class(L, TP_FILES_INFO_CLASS, info_meta, NULL, 0);
+    tp_register_class(L, TP_FILES_FINDING_CLASS, finding_meta, NULL, 0);
+    tp_register_class(L, TP_FILES_FINDINGS_CLASS, findings_meta, NULL, 0);
     luaL_setfuncs(L, functions, 0);
 }

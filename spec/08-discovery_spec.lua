@@ -76,9 +76,13 @@ end)
 
 describe("rucio", function()
   -- The environment most cases start from: tmp in the sandbox, a named
-  -- user, and a rucio.cfg path that does not exist (no config values).
+  -- user, and a rucio.cfg with no values.
+  before_each(function()
+    write(dir .. "/empty.cfg", "[client]\n")
+    assert(os.execute("mkdir -p " .. quote(dir .. "/tmp")))
+  end)
   local function env(extra)
-    local e = { TMPDIR = dir .. "/tmp", LOGNAME = "alice", RUCIO_CONFIG = dir .. "/none.cfg" }
+    local e = { TMPDIR = dir .. "/tmp", LOGNAME = "alice", RUCIO_CONFIG = dir .. "/empty.cfg" }
     for k, v in pairs(extra or {}) do
       e[k] = v ~= false and v or nil
     end
@@ -175,23 +179,27 @@ describe("rucio", function()
     end
 
     it("is TMPDIR, then TEMP, then TMP, then /tmp", function()
-      local e = env({ TMPDIR = "/t1", TEMP = "/t2", TMP = "/t3" })
-      assert.are.equal("/t1", tmp_of(e))
+      assert(os.execute("mkdir " .. quote(dir .. "/t1") .. " " .. quote(dir .. "/t2") .. " " .. quote(dir .. "/t3")))
+      local e = env({ TMPDIR = dir .. "/t1", TEMP = dir .. "/t2", TMP = dir .. "/t3" })
+      assert.are.equal(dir .. "/t1", tmp_of(e))
       e.TMPDIR = nil
-      assert.are.equal("/t2", tmp_of(e))
+      assert.are.equal(dir .. "/t2", tmp_of(e))
       e.TEMP = nil
-      assert.are.equal("/t3", tmp_of(e))
+      assert.are.equal(dir .. "/t3", tmp_of(e))
       e.TMP = nil
       assert.are.equal("/tmp", tmp_of(e))
     end)
 
     it("skips empty values, as Python's tempfile does", function()
-      assert.are.equal("/t2", tmp_of(env({ TMPDIR = "", TEMP = "/t2" })))
+      assert(os.execute("mkdir " .. quote(dir .. "/t2")))
+      assert.are.equal(dir .. "/t2", tmp_of(env({ TMPDIR = "", TEMP = dir .. "/t2" })))
     end)
 
-    it("is normalised like os.path.abspath", function()
-      assert.are.equal("/var/folders/T", tmp_of(env({ TMPDIR = "/var/folders//x/../T/" })))
-      assert.are.equal("//net", tmp_of(env({ TMPDIR = "//net/" })))
+    it("is normalised like os.path.abspath, and joined like os.path.join", function()
+      assert(os.execute("mkdir " .. quote(dir .. "/T")))
+      assert.are.equal(dir .. "/T", tmp_of(env({ TMPDIR = dir .. "//x/../T/" })))
+      assert.are.equal("", tmp_of(env({ TMPDIR = "/" })))      -- /alice/..., not //alice/...
+      assert.are.equal("/", tmp_of(env({ TMPDIR = "//" })))    -- POSIX keeps a leading "//": //alice
     end)
   end)
 
@@ -199,11 +207,11 @@ describe("rucio", function()
     local names = { "LOGNAME", "USER", "LNAME", "USERNAME" }
     local function user_of(opts)
       local path = run(opts, "rucio")[1].path
-      return (path:match("^/t/([^/]+)/%.rucio_"))
+      return (path:match("^" .. dir:gsub("%p", "%%%0") .. "/tmp/([^/]+)/%.rucio_"))
     end
 
     it("is opts.user, then LOGNAME, USER, LNAME, USERNAME", function()
-      local e = { TMPDIR = "/t", RUCIO_CONFIG = dir .. "/none.cfg" }
+      local e = { TMPDIR = dir .. "/tmp", RUCIO_CONFIG = dir .. "/empty.cfg" }
       for _, name in ipairs(names) do
         e[name] = name:lower()
       end
@@ -215,17 +223,16 @@ describe("rucio", function()
     end)
 
     it("then the password database", function()
-      local e = { TMPDIR = "/t", RUCIO_CONFIG = dir .. "/none.cfg" }
-      assert.are.equal(tp.user(tp.euid()).name, user_of({ env = e }))
+      local e = { TMPDIR = dir .. "/tmp", RUCIO_CONFIG = dir .. "/empty.cfg" }
+      assert.are.equal(tp.user(tp.uid()).name, user_of({ env = e }))
       assert.are.equal("root", user_of({ env = e, uid = 0 }))
     end)
 
-    it("fails with not_found when there is no name at all", function()
-      local list, msg, code = discover({ scheme = "rucio", uid = 4000000000, env = { RUCIO_CONFIG = "/nonexistent" } })
-      assert.is_nil(list)
-      assert.are.equal("not_found", code)
-      assert.are.equal("not_found: no user name: LOGNAME, USER, LNAME and USERNAME are unset and uid 4000000000 "
-        .. "is not in the password database", msg)
+    it("stops the client when there is no name at all: a pathless candidate with the problem", function()
+      local list = run({ uid = 4000000000, env = { RUCIO_CONFIG = dir .. "/empty.cfg" } }, "rucio")
+      assert.are.same({ { scheme = "rucio", vo = "def", source = "default", exists = false, active = false,
+        problem = "not_found: no user name: LOGNAME, USER, LNAME and USERNAME are unset and uid 4000000000 "
+          .. "is not in the password database: the Rucio client stops (getpass finds no user name)" } }, list)
     end)
   end)
 
@@ -283,7 +290,8 @@ describe("rucio", function()
     it("are left out when equal to the active path", function()
       -- No TMPDIR: <tmp> is /tmp, and with user = account the shared docs
       -- layout is exactly the current one.
-      local list = run({ env = { LOGNAME = "root", RUCIO_ACCOUNT = "root", RUCIO_CONFIG = dir .. "/none" } }, "rucio")
+      local list = run({ env = { LOGNAME = "root", RUCIO_ACCOUNT = "root", RUCIO_CONFIG = dir .. "/empty.cfg" } },
+        "rucio")
       assert.are.equal(2, #list)
       assert.are.equal("/tmp/root/.rucio_root/auth_token_for_account_root", list[1].path)
       assert.is_true(list[1].active)
@@ -307,11 +315,15 @@ describe("rucio", function()
       assert.are.equal("bobby", run({ env = e }, "rucio")[1].account)
     end)
 
-    it("is RUCIO_CONFIG alone, even when it does not exist", function()
+    it("is RUCIO_CONFIG alone: when it does not exist, the client stops", function()
       write(home .. "/etc/rucio.cfg", "[client]\naccount = fromhome\n")
       local e = { RUCIO_CONFIG = dir .. "/missing.cfg", RUCIO_HOME = home, LOGNAME = "alice" }
-      assert.are.same({ dir .. "/missing.cfg", "env" }, { rucio_config({ env = e }) })
+      assert.are.same({ nil, "not_found: RUCIO_CONFIG names " .. dir .. "/missing.cfg, which does not exist: "
+        .. "the Rucio client stops (ConfigNotFound)", "not_found" }, { rucio_config({ env = e }) })
       assert.is_nil(run({ env = e }, "rucio")[1].account)
+      write(dir .. "/there.cfg", "[client]\n")
+      e.RUCIO_CONFIG = dir .. "/there.cfg"
+      assert.are.same({ dir .. "/there.cfg", "env" }, { rucio_config({ env = e }) })
     end)
 
     it("is opts.config over RUCIO_CONFIG", function()
@@ -353,28 +365,28 @@ describe("rucio", function()
         assert.is_nil(path)
         assert.are.equal("not_found", code)
         assert.are.equal("not_found: no rucio.cfg at " .. home .. "/etc/rucio.cfg, " .. venv .. "/etc/rucio.cfg, "
-          .. conda .. "/etc/rucio.cfg, /opt/rucio/etc/rucio.cfg", msg)
+          .. conda .. "/etc/rucio.cfg, /opt/rucio/etc/rucio.cfg: the Rucio client stops (ConfigNotFound)", msg)
       end
     end)
 
-    it("that is malformed makes discover fail", function()
+    it("that is malformed stops the client: every candidate has the problem, none is active", function()
       write(dir .. "/bad.cfg", "[client]\naccount = a\naccount = b\n")
-      local list, msg, code = discover({ scheme = "rucio", env = { RUCIO_CONFIG = dir .. "/bad.cfg", LOGNAME = "a" } })
-      assert.is_nil(list)
-      assert.are.equal("malformed", code)
-      assert.are.equal("malformed: " .. dir .. "/bad.cfg: line 3: option 'account' in section 'client' already exists",
-        msg)
+      local list = run({ env = { RUCIO_CONFIG = dir .. "/bad.cfg", LOGNAME = "a" } }, "rucio")
+      assert.is_nil(active_of(list))
+      assert.are.equal("malformed: " .. dir .. "/bad.cfg: line 3: option 'account' in section 'client' already exists"
+        .. ": the Rucio client cannot load its config and stops", list[1].problem)
       write(dir .. "/bad.cfg", "[client]\naccount = %(nobody)s\n")
-      list, msg, code = discover({ scheme = "rucio", env = { RUCIO_CONFIG = dir .. "/bad.cfg", LOGNAME = "a" } })
-      assert.is_nil(list)
-      assert.are.equal("malformed", code)
-      assert.matches("refers to the missing option 'nobody'", msg, 1, true)
+      list = run({ env = { RUCIO_CONFIG = dir .. "/bad.cfg", LOGNAME = "a" } }, "rucio")
+      assert.is_nil(active_of(list))
+      assert.matches("^malformed: .*refers to the missing option 'nobody': the Rucio client stops on it$",
+        list[1].problem)
     end)
 
-    it("that cannot be read makes discover fail with io", function()
-      local list, _, code = discover({ scheme = "rucio", env = { RUCIO_CONFIG = dir, LOGNAME = "a" } })
-      assert.is_nil(list)
-      assert.are.equal("io", code)
+    it("that cannot be read stops the client (io)", function()
+      local list = run({ env = { RUCIO_CONFIG = dir, LOGNAME = "a" } }, "rucio")
+      assert.is_nil(active_of(list))
+      assert.are.equal("io: read_config: " .. dir .. " is a directory, not a regular file: the Rucio client cannot "
+        .. "load its config and stops", list[1].problem)
     end)
   end)
 end)
@@ -531,12 +543,16 @@ describe("arvados", function()
     assert.are.equal(tp.user(0).home .. "/.config/arvados/settings.conf", list[1].path)
   end)
 
-  it("fails on a settings.conf line without '='", function()
+  it("reports a settings.conf line without '=' as the problem, and uses nothing", function()
     write(settings, "ARVADOS_API_HOST=h\nARVADOS_API_TOKEN secret\n")
-    local list, msg, code = discover({ scheme = "arvados", env = { HOME = dir } })
-    assert.is_nil(list)
-    assert.are.equal("malformed", code)
-    assert.are.equal("malformed: " .. settings .. ": line 2: not a KEY=VALUE line", msg)
+    local list = run({ env = { HOME = dir, ARVADOS_API_TOKEN = "envsecret" } }, "arvados")
+    local problem = "malformed: " .. settings .. ": line 2: not a KEY=VALUE line: the Arvados Python SDK stops on it"
+    assert.are.same({
+      { scheme = "arvados", source = "env", variable = "ARVADOS_API_TOKEN", exists = true, active = false,
+        problem = problem },
+      { scheme = "arvados", source = "default", path = settings, exists = true, active = false, problem = problem },
+    }, list)
+    assert.is_false(mentions(list, "secret "))
   end)
 end)
 
@@ -589,7 +605,7 @@ describe("discover", function()
     assert.has_error(function() discover({ scheme = "x509" }) end,
       "bad argument #1 to 'discover' (option 'scheme' must be one of rucio, wlcg, arvados)")
     assert.has_error(function() discover({ account = 1 }) end,
-      "bad argument #1 to 'discover' (option 'account' must be a string, got number)")
+      "bad argument #1 to 'discover' (option 'account' must be string, got number)")
     assert.has_error(function() discover({ uid = -1 }) end,
       "bad argument #1 to 'discover' (option 'uid' must be a non-negative integer)")
     assert.has_error(function() discover({ uid = 1.5 }) end,

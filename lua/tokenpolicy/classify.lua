@@ -8,6 +8,7 @@
 -- @module tokenpolicy.classify
 
 local core = require "tokenpolicy.core"
+local util = require "tokenpolicy.util"
 
 -- C isspace() in the "C" locale.
 local SPACE = "[ \t\n\v\f\r]"
@@ -119,6 +120,57 @@ local function rucio(token)
   return { kind = "rucio", account = account, identity = identity, app_id = app_id }
 end
 
+-- Printing: the kind and the parts that are not secret, one line.
+local Classification = { __name = "tokenpolicy.Classification" }
+
+local function utc(t)
+  local ok, text = pcall(os.date, "!%Y-%m-%d %H:%M:%S UTC", t)
+  return ok and text or tostring(t)
+end
+
+-- Values that came from the token go through %q: quoted, control
+-- characters escaped, so a hostile claim cannot forge a line.
+local function quoted(v)
+  local s = ("%q"):format(v):gsub("\\\n", "\\n")
+  if #s > 80 then
+    s = s:sub(1, 76) .. '..."'
+  end
+  return s
+end
+
+--- `tokenpolicy.Classification: jwt (alg "RS256", kid "k1", iss "...",
+-- sub "...", exp 2026-11-23 14:52:54 UTC, decoded)`; never a secret,
+-- since the result holds none.
+function Classification.__tostring(r)
+  local parts = {}
+  local function add(name, value, show)
+    if value ~= nil then
+      parts[#parts + 1] = name .. " " .. (show or quoted)(value)
+    end
+  end
+  if r.kind == "jwt" then
+    add("alg", r.alg)
+    add("kid", r.kid)
+    add("iss", r.iss)
+    add("sub", r.sub)
+    add("exp", r.exp, utc)
+    parts[#parts + 1] = r.decoded and "decoded" or "not decodable"
+  elseif r.kind == "rucio" then
+    add("account", r.account)
+    add("identity", r.identity)
+    add("app_id", r.app_id)
+  elseif r.kind == "arvados_v2" then
+    add("uuid", r.uuid)
+    add("container_uuid", r.container_uuid)
+  end
+  local detail = #parts > 0 and (" (" .. table.concat(parts, ", ") .. ")") or ""
+  return "tokenpolicy.Classification: " .. tostring(r.kind) .. detail
+end
+
+local function classified(result)
+  return setmetatable(result, Classification)
+end
+
 local M = {}
 
 --- Classify a bearer token.
@@ -129,19 +181,20 @@ local M = {}
 -- `exp` (when present and of the right type) and `decoded` (whether
 -- `decode` accepted the whole token); for `rucio`: `account`, `identity`,
 -- `app_id`; for `arvados_v2`: `uuid`, `container_uuid`. Never the secret.
+-- It prints as one line (`tostring`).
 function M.classify(token)
   if type(token) ~= "string" then
-    error(("bad argument #1 to 'classify' (string expected, got %s)"):format(type(token)), 2)
+    util.argerror(1, "classify", "string expected, got " .. type(token))
   end
   token = strip(token)
   local result = jwt(token) or arvados_v2(token) or rucio(token)
   if result then
-    return result
+    return classified(result)
   end
   if #token >= MIN_V1_SECRET and token:find("^%w+$") then
-    return { kind = "arvados_v1" }
+    return classified({ kind = "arvados_v1" })
   end
-  return { kind = "opaque" }
+  return classified({ kind = "opaque" })
 end
 
 return M

@@ -23,6 +23,9 @@
 -- `rucio.cfg` may hold a password.
 -- @module tokenpolicy.ini
 
+local core = require "tokenpolicy.core"
+local util = require "tokenpolicy.util"
+
 local ini = {}
 
 -- Python's str.isspace() for the ASCII range, which is what strip() and
@@ -61,9 +64,7 @@ local function shown(name)
   return "'" .. s .. "'"
 end
 
-local function fail(code, msg)
-  return nil, code .. ": " .. msg, code
-end
+local fail = util.fail
 
 -- A file read in Python's text mode ends lines at "\n", "\r\n" or "\r".
 local function split_lines(text)
@@ -97,15 +98,16 @@ function Config.__tostring(self)
   return ("tokenpolicy.IniConfig: %d section%s"):format(n, n == 1 and "" or "s")
 end
 
+-- Level 4: argerror, this check, the public function, its caller.
 local function check_string(value, n, fname)
   if type(value) ~= "string" then
-    error(("bad argument #%d to '%s' (string expected, got %s)"):format(n, fname, type(value)), 3)
+    util.argerror(n, fname, "string expected, got " .. type(value), 4)
   end
 end
 
 local function check_config(self, fname)
   if getmetatable(self) ~= Config then
-    error(("bad argument #1 to '%s' (tokenpolicy.IniConfig expected, got %s)"):format(fname, type(self)), 3)
+    util.argerror(1, fname, "tokenpolicy.IniConfig expected, got " .. type(self), 4)
   end
 end
 
@@ -211,24 +213,27 @@ function ini.parse(text, name)
 end
 
 --- Read and parse an INI file.
+-- The file is read through the core's `read_config`: a FIFO or device at
+-- the path is refused without blocking, a link is followed (as Python's
+-- `open` follows it), and the size is capped.
 -- @tparam string path the file
+-- @tparam[opt] table opts `max_size` (bytes, default 1 MiB)
 -- @treturn IniConfig the configuration
--- @return or the fail triple: `not_found`, `io`, or `malformed`
-function ini.read(path)
+-- @treturn table the status of the file read (as `stat` gives it)
+-- @return or the fail triple: `not_found`, `io`, `too_large` or `malformed`
+function ini.read(path, opts)
   check_string(path, 1, "read")
-  local f, msg, errno = io.open(path, "rb")
-  if not f then
-    if errno == 2 then -- ENOENT
-      return fail("not_found", path .. " does not exist")
-    end
-    return fail("io", msg)
-  end
-  local text, rmsg = f:read("a")
-  f:close()
+  opts = util.check_opts(opts, { max_size = "integer" }, "read", 2)
+  local text, st, code = core.read_config(path, opts)
   if not text then
-    return fail("io", path .. ": " .. tostring(rmsg))
+    return nil, st, code
   end
-  return ini.parse(text, path)
+  local cfg, msg
+  cfg, msg, code = ini.parse(text, path)
+  if not cfg then
+    return nil, msg, code
+  end
+  return cfg, st
 end
 
 local function lookup(self, sect, opt)
