@@ -53,6 +53,10 @@ show("unsigned (alg none):", tp.verify(tp.b64url_encode('{"alg":"none"}') .. "."
 -- explicit environment for the user's, so nothing real is read or touched.
 section("where is my token? (discover, in a sandbox)")
 local sandbox = assert(io.popen("mktemp -d")):read("l")
+-- The Rucio client refuses to start without a rucio.cfg: give it one.
+local cfg = assert(io.open(sandbox .. "/rucio.cfg", "w"))
+cfg:write("[client]\n")
+cfg:close()
 local env = { TMPDIR = sandbox, LOGNAME = "alice", RUCIO_ACCOUNT = "alice",
               RUCIO_CONFIG = sandbox .. "/rucio.cfg", HOME = sandbox .. "/home" }
 local rucio_path

@@ -994,7 +994,7 @@ Clusters:
     local p, msg, code = tp.policy_from_arvados(dir .. "/missing.yml")
     assert.is_nil(p)
     assert.are.equal("not_found", code)
-    assert.are.equal("not_found: " .. dir .. "/missing.yml does not exist", msg)
+    assert.are.equal("not_found: read_config: " .. dir .. "/missing.yml does not exist", msg)
   end)
 
   it("raises on misuse", function()

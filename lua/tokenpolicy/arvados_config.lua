@@ -33,22 +33,12 @@ end
 
 -- All file reading of this module: the text of the file at path, or the
 -- fail triple (`not_found`, `io`, `too_large`).
+-- Through the core's non-blocking reader: a FIFO or a device at the path
+-- fails at once instead of hanging or reading forever.
 local function read_file(path)
-  local f, err, errno = io.open(path, "rb")
-  if not f then
-    if errno == 2 then  -- ENOENT
-      return fail("not_found", ("%s does not exist"):format(path))
-    end
-    return fail("io", err)
-  end
-  local text, rerr = f:read(M.MAX_SIZE + 1)
-  f:close()
-  if not text and rerr then
-    return fail("io", ("%s: %s"):format(path, rerr))
-  end
-  text = text or ""
-  if #text > M.MAX_SIZE then
-    return fail("too_large", ("%s is over the %d-byte limit for a configuration"):format(path, M.MAX_SIZE))
+  local text, msg, code = core.read_config(path, { max_size = M.MAX_SIZE })
+  if not text then
+    return nil, msg, code
   end
   return text
 end

@@ -43,6 +43,8 @@ local SUMMARY = {
   { "stat", "stat(path) -> {type, mode, uid, gid, size, mtime} without following a link" },
   { "user", "user(uid) -> {name, uid, gid, home} from the password database" },
   { "euid", "euid() -> the effective user id" },
+  { "uid", "uid() -> the real user id (whose name getpass would give)" },
+  { "cwd", "cwd() -> the current directory, for making relative paths absolute" },
   { "groups", "groups(uid) -> the group ids a user is in (for who may write where)" },
   { "duration", "duration(\"1h30m\") -> 5400: Go-style durations (d, h, m, s, ms)" },
   { "format_duration", "format_duration(5400) -> \"1h30m\"" },
