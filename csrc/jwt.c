@@ -124,7 +124,8 @@ static const char *strip_token(const char *token, size_t *len)
     const char *end = token + *len;
     while (token < end && isspace((unsigned char)*token)) token++;
     while (end > token && isspace((unsigned char)end[-1])) end--;
-    if (end - token > 6 && strncasecmp(token, "bearer", 6) == 0 && (token[6] == ' ' || token[6] == '\t')) {
+    if (end - token >= 6 && strncasecmp(token, "bearer", 6) == 0 &&
+        (end - token == 6 || token[6] == ' ' || token[6] == '\t')) {
         token += 6;
         while (token < end && (*token == ' ' || *token == '\t')) token++;
     }
@@ -728,44 +729,41 @@ static void show_raw(shown *s, const char *p, size_t n)
 
 #define show_lit(s, lit) show_raw((s), (lit), sizeof(lit) - 1)
 
-/* The length of the UTF-8 character at p (n bytes left) when it is valid
- * and prints as itself, else 0: C0 and C1 controls (C1 includes the
- * one-byte CSI), DEL, invalid or overlong sequences, surrogates, and the
- * invisible and bidirectional formatting characters are not. */
-static size_t printable_char(const unsigned char *p, size_t n)
+/* The length of the character at p (n bytes left): a valid UTF-8
+ * sequence, else 1.  *ok tells whether it prints as itself: C0 and C1
+ * controls (C1 includes the one-byte CSI), DEL, invalid or overlong
+ * sequences, surrogates, and the invisible and bidirectional formatting
+ * characters do not. */
+static size_t utf8_char(const unsigned char *p, size_t n, int *ok)
 {
     unsigned c = p[0], cp;
     size_t len;
-    if (c >= 0x20 && c < 0x7f) return 1;
-    if (c < 0xc2 || c > 0xf4) return 0;
+    *ok = c >= 0x20 && c < 0x7f;
+    if (c < 0xc2 || c > 0xf4) return 1;
     len = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
-    if (len > n) return 0;
+    if (len > n) return 1;
     cp = c & (0x7fu >> len);
     for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80) return 0;
+        if ((p[i] & 0xc0) != 0x80) return 1;
         cp = cp << 6 | (p[i] & 0x3fu);
     }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff))) return 0;
-    if (cp < 0xa0 || cp == 0xad || (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x200b && cp <= 0x200f) ||
-        (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x206f) || cp == 0xfeff ||
-        (cp >= 0xfff9 && cp <= 0xfffb))
-        return 0;
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 1;
+    *ok = !(cp < 0xa0 || cp == 0xad || (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202e) ||
+            (cp >= 0x2060 && cp <= 0x206f) || cp == 0xfeff || (cp >= 0xfff9 && cp <= 0xfffb));
     return len;
 }
 
-/* Appends text made printable: other bytes become '?'; a character is
- * never split by the cut. */
+/* Appends text made printable: a character that does not print as itself
+ * becomes one '?', and no character is split by the cut. */
 static void show_text(shown *s, const char *p, size_t n)
 {
     for (size_t i = 0; i < n && !s->cut;) {
-        size_t k = printable_char((const unsigned char *)p + i, n - i);
-        if (k) {
-            show_raw(s, p + i, k);
-            i += k;
-        } else {
-            show_lit(s, "?");
-            i++;
-        }
+        int ok;
+        size_t k = utf8_char((const unsigned char *)p + i, n - i, &ok);
+        if (ok) show_raw(s, p + i, k); else show_lit(s, "?");
+        i += k;
     }
 }
 
