@@ -373,7 +373,8 @@ describe("tp.keys refuses a private key whose public part does not match", funct
     local full = private_jwk(rsa_pem())
     local d = tp.b64url_decode(full.d)
     local changed = b64(d:sub(1, -2) .. string.char((d:byte(-1) ~ 2)))
-    for _, jwk in ipairs { copy(full, { d = changed }), without(copy(full, { d = changed }), { "p", "q", "dp", "dq", "qi" }) } do
+    local crt = { "p", "q", "dp", "dq", "qi" }
+    for _, jwk in ipairs { copy(full, { d = changed }), without(copy(full, { d = changed }), crt) } do
       assert.are.equal("malformed: the private part of this RSA key does not match its public part",
         fails("malformed", tp.keys(jwk)))
     end
@@ -510,7 +511,8 @@ describe("forgiving token input", function()
     { "a parent-relative path", "../tokens/access", "the header is empty" .. PATH },
     { "a relative file name with a slash", "tokens/access.jwt", "a JWS has 3 dot-separated parts, this has 2" .. PATH },
     { "a home path", "~/.token", "a JWS has 3 dot-separated parts, this has 2" .. PATH },
-    { "a path with a slash and no dots", "run/user/1000/bt_u1000", "a JWS has 3 dot-separated parts, this has 1" .. PATH },
+    { "a path with a slash and no dots", "run/user/1000/bt_u1000",
+      "a JWS has 3 dot-separated parts, this has 1" .. PATH },
     { "PEM text", "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----",
       "a JWS has 3 dot-separated parts, this has 1" .. KEY },
     { "a JWK", '{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}', "a JWS has 3 dot-separated parts, this has 1" .. KEY },
@@ -570,8 +572,8 @@ describe("readable results", function()
     assert.are.equal(getmetatable(claims), getmetatable(header))
     assert.are.equal("alg    ES256\nkid    k1\ntyp    JWT", tostring(header))
     local text = tostring(claims)
-    assert.matches("^sub    alice\naud    a, b\nexp    2023%-11%-14 22:14:20 UTC %(expired [%dhd]+ ago%)\nrole   admin%?%]0;x%?$",
-      text)
+    assert.matches("^sub    alice\naud    a, b\n"
+      .. "exp    2023%-11%-14 22:14:20 UTC %(expired [%dhd]+ ago%)\nrole   admin%?%]0;x%?$", text)
   end)
 
   it("prints an empty claims table as {}", function()
@@ -616,7 +618,8 @@ describe("options and classes through the shared helpers", function()
       { function() tp.verify(token, set, { typ = 1 }) end, "bad argument #3 to 'verify' (typ must be a string)" },
       { function() tp.verify(token, set, { require = 5 }) end,
         "bad argument #3 to 'verify' (require must be a string or a non-empty list of strings)" },
-      { function() tp.verify(token, set, { [1] = true }) end, "bad argument #3 to 'verify' (option names must be strings)" },
+      { function() tp.verify(token, set, { [1] = true }) end,
+        "bad argument #3 to 'verify' (option names must be strings)" },
       { function() tp.sign({}, set, { typ = 5 }) end, "bad argument #3 to 'sign' (typ must be a string)" },
       { function() tp.sign({}, set, { header = "x" }) end, "bad argument #3 to 'sign' (header must be a table)" },
       { function() tp.sign({}, set, { kid = {} }) end, "bad argument #3 to 'sign' (kid must be a string)" },
