@@ -892,9 +892,11 @@ static int fail_skipped(lua_State *L, int set_idx, const char *code)
  * Imports keys: a JWK Set (`{"keys":[...]}`), a single JWK (JSON text or a
  * Lua table), or PEM text (public keys, certificates, unencrypted private
  * keys; several blocks allowed).  Keys a set cannot use (unsupported type or
- * curve, `use` other than `sig`, RSA under 2048 bits, HMAC secrets shorter
- * than their hash) are skipped and listed by `:skipped()`; a single JWK or a
- * PEM with no usable key fails.
+ * curve, `use` other than `sig`, `key_ops` allowing neither verify nor sign,
+ * RSA under 2048 bits, HMAC secrets shorter than their hash) and malformed
+ * keys (a base64url member that is not canonical, a partial RSA CRT set, a
+ * private part that does not match the public part) are skipped and listed
+ * by `:skipped()`; a single JWK or a PEM with no usable key fails.
  * @function keys
  * @tparam string|table material
  * @tparam[opt] table opts `kid`: the key id to give keys that have none (PEM)
@@ -996,7 +998,8 @@ static int tp_keyset_kids(lua_State *L)
 }
 
 /***
- * The keys that were skipped on import, each `{index=, kid=, reason=}`.
+ * The keys that were skipped on import, each `{index=, kid=, reason=}`;
+ * entries and the list print readably.
  * @function KeySet:skipped
  * @treturn {table,...}
  */
@@ -1008,7 +1011,9 @@ static int tp_keyset_skipped(lua_State *L)
 }
 
 /***
- * A description of every key: `{kid=, kty=, bits=, algs={...}, private=}`.
+ * A description of every key: `{kid=, kty=, bits=, algs={...}, private=}`,
+ * and `key_ops` when a JWK's key_ops leave out verify or sign.  Entries
+ * and the list print readably.
  * @function KeySet:list
  * @treturn {table,...}
  */
