@@ -1146,8 +1146,11 @@ static int tp_skippedkey__tostring(lua_State *L)
         append(out, sizeof out, kid);
     }
     append(out, sizeof out, ": ");
-    /* Reasons are ours, but may be long: the 32-byte cut would hide them. */
+    /* Reasons are ours, but may be long: the 32-byte cut would hide them.
+     * The table may have been changed, so controls still become '?'. */
     snprintf(out + strlen(out), sizeof out - strlen(out), "%s", reason ? reason : "?");
+    for (char *p = out; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
     lua_pushstring(L, out);
     return 1;
 }
