@@ -6,7 +6,10 @@
  * exact signature lengths (cjose's HMAC check reads digest-length bytes of
  * the signature before comparing lengths), `crit`, and canonical
  * base64url.  Claims are checked only after the signature verified. */
+#include <ctype.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -14,6 +17,8 @@
 #include "tp.h"
 
 #define TP_DEFAULT_MAX_SIZE 16384
+/* The shared metatable of claims and header tables (for printing). */
+#define TP_CLAIMS_CLASS "tokenpolicy.Claims"
 #define TP_DEFAULT_LEEWAY 60
 
 /* ---- compact serialization ---------------------------------------------- */
@@ -99,26 +104,85 @@ static const char *parse_part(lua_State *L, const decoded *d, int part)
     return NULL;
 }
 
+/* ---- forgiving input ---------------------------------------------------- */
+
+/* Whether the token may need strip_token: a compact JWS starts with 'e'
+ * (base64url of '{'), so only a space or a 'B' of "Bearer" in front, or
+ * a space at the end, sends a token the slow way. */
+static int needs_strip(const char *token, size_t len)
+{
+    unsigned char first = len ? (unsigned char)token[0] : 'e', last = len ? (unsigned char)token[len - 1] : 'e';
+    return isspace(first) || first == 'B' || first == 'b' || isspace(last);
+}
+
+/* Strips what people paste along with a token: surrounding whitespace (C
+ * isspace, as WLCG discovery does; a file's trailing newline) and an
+ * Authorization header's "Bearer" scheme (any case) with the spaces after
+ * it. */
+static const char *strip_token(const char *token, size_t *len)
+{
+    const char *end = token + *len;
+    while (token < end && isspace((unsigned char)*token)) token++;
+    while (end > token && isspace((unsigned char)end[-1])) end--;
+    if (end - token >= 6 && strncasecmp(token, "bearer", 6) == 0 &&
+        (end - token == 6 || token[6] == ' ' || token[6] == '\t')) {
+        token += 6;
+        while (token < end && (*token == ' ' || *token == '\t')) token++;
+    }
+    *len = (size_t)(end - token);
+    return token;
+}
+
+static int contains(const char *s, size_t len, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (size_t i = 0; i + n <= len; i++)
+        if (memcmp(s + i, needle, n) == 0) return 1;
+    return 0;
+}
+
+/* A hint for a malformed token that is something else: a file path
+ * (starts with "/", "./", "../" or "~/", or holds a '/', which base64url
+ * never does, and fewer than two dots), or a key (PEM, or a JSON object
+ * with a "kty" or "keys" member). */
+static const char *token_hint(const char *token, size_t len)
+{
+    static const char *const starts[] = { "/", "./", "../", "~/", NULL };
+    size_t dots = 0;
+    if (len >= 11 && memcmp(token, "-----BEGIN ", 11) == 0)
+        return " (looks like a key: load it with tp.keys(material))";
+    if (len && token[0] == '{' && (contains(token, len, "\"kty\"") || contains(token, len, "\"keys\"")))
+        return " (looks like a key: load it with tp.keys(material))";
+    for (int i = 0; starts[i]; i++)
+        if (len >= strlen(starts[i]) && memcmp(token, starts[i], strlen(starts[i])) == 0)
+            return " (looks like a file path: read it with tp.read_token(path))";
+    for (size_t i = 0; i < len; i++) dots += token[i] == '.';
+    if (dots < 2 && memchr(token, '/', len))
+        return " (looks like a file path: read it with tp.read_token(path))";
+    return "";
+}
+
+/* The malformed fail triple for a token that did not parse, with a hint
+ * when the input looks like something else. */
+static int fail_token(lua_State *L, const char *msg, const char *token, size_t len)
+{
+    if (len == 0) return tp_fail(L, "malformed", "the token is empty");
+    return tp_fail(L, "malformed", "%s%s", msg, token_hint(token, len));
+}
+
 /* ---- decode ------------------------------------------------------------- */
 
-static lua_Integer opt_max_size(lua_State *L, int idx)
-{
-    lua_Integer max = TP_DEFAULT_MAX_SIZE;
-    lua_getfield(L, idx, "max_size");
-    if (!lua_isnil(L, -1)) {
-        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) <= 0)
-            luaL_argerror(L, idx, "max_size must be a positive integer");
-        max = lua_tointeger(L, -1);
-    }
-    lua_pop(L, 1);
-    return max;
-}
+/* Upvalues of decode and verify: the metatables they give their results. */
+#define CLAIMS_META lua_upvalueindex(1)
+#define JWT_META lua_upvalueindex(2)
 
 /***
  * Decodes a JWT without verifying it.  The result has `header`, `claims`
  * (JSON integers stay integers, null is `tokenpolicy.null`),
  * `signing_input` (the first two parts) and `signature` (raw bytes), and a
- * `__tostring` that shows alg, kid, typ, the main claims and the times.
+ * `__tostring` that shows alg, kid, typ and every claim (the known ones
+ * first, the times as times).  Surrounding whitespace and a "Bearer "
+ * prefix are stripped first.
  * @function decode
  * @tparam string token
  * @tparam[opt] table opts `max_size` (bytes, default 16384)
@@ -135,28 +199,31 @@ static int tp_jwt_decode(lua_State *L)
     decoded d;
     compact c;
 
-    if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        tp_check_options(L, 2, options);
-        max_size = opt_max_size(L, 2);
-    }
+    tp_opts(L, 2, options);
+    max_size = tp_opt_integer(L, 2, "max_size", TP_DEFAULT_MAX_SIZE, 1);
     if ((lua_Integer)len > max_size)
         return tp_fail(L, "too_large", "token of %I bytes is over the %I-byte limit",
                        (lua_Integer)len, max_size);
+    if (needs_strip(token, len)) token = strip_token(token, &len);
     if ((msg = check_compact(L, token, len, &c)) || (msg = decode_parts(L, &c, small, &d)))
-        return tp_fail(L, "malformed", "%s", msg);
+        return fail_token(L, msg, token, len);
     lua_createtable(L, 0, 4);
     if ((msg = parse_part(L, &d, 0)))
         return tp_fail(L, "malformed", "%s", msg);
+    lua_pushvalue(L, CLAIMS_META);
+    lua_setmetatable(L, -2);
     lua_setfield(L, -2, "header");
     if ((msg = parse_part(L, &d, 1)))
         return tp_fail(L, "malformed", "%s", msg);
+    lua_pushvalue(L, CLAIMS_META);
+    lua_setmetatable(L, -2);
     lua_setfield(L, -2, "claims");
     lua_pushlstring(L, token, c.len[0] + 1 + c.len[1]);
     lua_setfield(L, -2, "signing_input");
     lua_pushlstring(L, (const char *)d.part[2], d.len[2]);
     lua_setfield(L, -2, "signature");
-    luaL_setmetatable(L, TP_JWT_CLASS);
+    lua_pushvalue(L, JWT_META);
+    lua_setmetatable(L, -2);
     return 1;
 }
 
@@ -166,47 +233,23 @@ typedef struct verify_opts {
     unsigned algs;
     lua_Integer now, leeway, max_size;
     int require_exp;
-    int has_iss, has_aud, has_typ, has_require;
+    int iss, aud, require;  /* stack index of the option's value, or 0 */
+    const char *typ;        /* NULL when not checked */
 } verify_opts;
 
-/* Checks that the option value at -1 is a string or a non-empty list of
- * strings. */
-static void check_string_or_list(lua_State *L, int opts_idx, const char *name)
-{
-    if (lua_type(L, -1) == LUA_TSTRING) return;
-    if (lua_type(L, -1) == LUA_TTABLE && lua_rawlen(L, -1) > 0) {
-        for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
-            int t = lua_rawgeti(L, -1, i);
-            lua_pop(L, 1);
-            if (t != LUA_TSTRING)
-                luaL_argerror(L, opts_idx, lua_pushfstring(L, "%s must be a string or a list of strings", name));
-        }
-        return;
-    }
-    luaL_argerror(L, opts_idx, lua_pushfstring(L, "%s must be a string or a list of strings", name));
-}
-
-static lua_Integer check_opt_integer(lua_State *L, int opts_idx, const char *name, lua_Integer min)
-{
-    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < min)
-        luaL_argerror(L, opts_idx, lua_pushfstring(L, "%s must be an integer of at least %I", name, min));
-    return lua_tointeger(L, -1);
-}
-
+/* The allow-list from the string or list at -1 (checked by
+ * tp_opt_strings). */
 static unsigned parse_algs(lua_State *L, int opts_idx)
 {
     unsigned algs = 0;
-    lua_Integer n = 0;
-    if (!lua_istable(L, -1) || (n = (lua_Integer)lua_rawlen(L, -1)) == 0)
-        luaL_argerror(L, opts_idx, "algs must be a non-empty list of algorithm names");
+    int single = lua_type(L, -1) == LUA_TSTRING;
+    lua_Integer n = single ? 1 : (lua_Integer)lua_rawlen(L, -1);
     for (lua_Integer i = 1; i <= n; i++) {
         size_t len;
         const char *name;
         int alg;
-        lua_rawgeti(L, -1, i);
+        if (single) lua_pushvalue(L, -1); else lua_rawgeti(L, -1, i);
         name = lua_tolstring(L, -1, &len);
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_argerror(L, opts_idx, "algs must be a list of strings");
         if ((alg = tp_alg_lookup(name, len)) < 0)
             luaL_argerror(L, opts_idx, lua_pushfstring(L, "algs: '%s' is not a supported signature algorithm"
                                                        " (none is never allowed)", name));
@@ -216,56 +259,45 @@ static unsigned parse_algs(lua_State *L, int opts_idx)
     return algs;
 }
 
-/* One pass over the options table: rejects unknown names and reads all
- * scalar options; list options are only type-checked here and read when
- * the claims are checked. */
+/* Reads the options table at idx through the shared readers.  The values
+ * of iss, aud and require stay pushed (their indices in o) for the claim
+ * checks. */
 static void parse_verify_opts(lua_State *L, int idx, verify_opts *o)
 {
+    static const char *const options[] = {
+        "algs", "iss", "aud", "typ", "leeway", "require", "require_exp", "max_size", "now", NULL
+    };
     o->algs = TP_ALGS_ASYMMETRIC;
-    o->now = (lua_Integer)time(NULL);
     o->leeway = TP_DEFAULT_LEEWAY;
     o->max_size = TP_DEFAULT_MAX_SIZE;
     o->require_exp = 1;
-    o->has_iss = o->has_aud = o->has_typ = o->has_require = 0;
-    if (lua_isnoneornil(L, idx)) return;
-    luaL_checktype(L, idx, LUA_TTABLE);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
-        if (strcmp(key, "now") == 0) {
-            o->now = check_opt_integer(L, idx, "now", LUA_MININTEGER);
-        } else if (strcmp(key, "leeway") == 0) {
-            o->leeway = check_opt_integer(L, idx, "leeway", 0);
-        } else if (strcmp(key, "max_size") == 0) {
-            o->max_size = check_opt_integer(L, idx, "max_size", 1);
-        } else if (strcmp(key, "algs") == 0) {
-            o->algs = parse_algs(L, idx);
-        } else if (strcmp(key, "iss") == 0) {
-            check_string_or_list(L, idx, "iss");
-            o->has_iss = 1;
-        } else if (strcmp(key, "aud") == 0) {
-            check_string_or_list(L, idx, "aud");
-            o->has_aud = 1;
-        } else if (strcmp(key, "typ") == 0) {
-            if (lua_type(L, -1) != LUA_TSTRING) luaL_argerror(L, idx, "typ must be a string");
-            o->has_typ = 1;
-        } else if (strcmp(key, "require") == 0) {
-            if (lua_type(L, -1) != LUA_TTABLE) luaL_argerror(L, idx, "require must be a list of claim names");
-            for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
-                if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
-                    luaL_argerror(L, idx, "require must be a list of claim names");
-                lua_pop(L, 1);
-            }
-            o->has_require = 1;
-        } else if (strcmp(key, "require_exp") == 0) {
-            if (!lua_isboolean(L, -1)) luaL_argerror(L, idx, "require_exp must be a boolean");
-            o->require_exp = lua_toboolean(L, -1);
-        } else if (lua_type(L, -2) == LUA_TSTRING) {
-            luaL_argerror(L, idx, lua_pushfstring(L, "unknown option '%s'", key));
-        } else {
-            luaL_argerror(L, idx, "option names must be strings");
-        }
+    o->iss = o->aud = o->require = 0;
+    o->typ = NULL;
+    if (!tp_opts(L, idx, options)) {
+        o->now = (lua_Integer)time(NULL);
+        return;
+    }
+    {
+        int has_now = lua_getfield(L, idx, "now") != LUA_TNIL;
         lua_pop(L, 1);
+        o->now = has_now ? tp_opt_integer(L, idx, "now", 0, LUA_MININTEGER) : (lua_Integer)time(NULL);
+    }
+    o->leeway = tp_opt_integer(L, idx, "leeway", TP_DEFAULT_LEEWAY, 0);
+    o->max_size = tp_opt_integer(L, idx, "max_size", TP_DEFAULT_MAX_SIZE, 1);
+    o->require_exp = tp_opt_boolean(L, idx, "require_exp", 1);
+    o->typ = tp_opt_string(L, idx, "typ", NULL, NULL);
+    if (tp_opt_strings(L, idx, "algs")) {
+        o->algs = parse_algs(L, idx);
+        lua_pop(L, 1);
+    }
+    if (tp_opt_strings(L, idx, "iss")) o->iss = lua_gettop(L);
+    if (tp_opt_strings(L, idx, "aud")) o->aud = lua_gettop(L);
+    /* An empty require list (built by a caller) requires nothing. */
+    if (lua_getfield(L, idx, "require") == LUA_TTABLE && lua_rawlen(L, -1) == 0) {
+        lua_pop(L, 1);
+    } else {
+        lua_pop(L, 1);
+        if (tp_opt_strings(L, idx, "require")) o->require = lua_gettop(L);
     }
 }
 
@@ -327,7 +359,7 @@ static int matches_option(lua_State *L, int value_idx)
 /* Checks header typ and the claims (tables at hdr and cl); pushes the fail
  * triple and returns 3 on a failure, else returns 0 with the stack as it
  * was. */
-static int check_claims(lua_State *L, int opts_idx, const verify_opts *o, int hdr, int cl)
+static int check_claims(lua_State *L, const verify_opts *o, int hdr, int cl)
 {
     lua_Integer exp, nbf, iat;
     int has;
@@ -349,10 +381,10 @@ static int check_claims(lua_State *L, int opts_idx, const verify_opts *o, int hd
     if (has && iat > tp_add_sat(o->now, o->leeway))
         return tp_fail(L, "issued_in_future", "issued %s in the future", tp_format_span(span, tp_sub_sat(iat, o->now)));
 
-    if (o->has_iss) {
+    if (o->iss) {
         int ok;
         if (lua_getfield(L, cl, "iss") == LUA_TNIL) return tp_fail(L, "missing_claim", "iss is required");
-        lua_getfield(L, opts_idx, "iss");
+        lua_pushvalue(L, o->iss);
         ok = matches_option(L, -2);
         lua_pop(L, 1);
         if (!ok) {
@@ -363,10 +395,10 @@ static int check_claims(lua_State *L, int opts_idx, const verify_opts *o, int hd
         }
         lua_pop(L, 1);
     }
-    if (o->has_aud) {
+    if (o->aud) {
         int ok = 0, type = lua_getfield(L, cl, "aud");
         if (type == LUA_TNIL) return tp_fail(L, "missing_claim", "aud is required");
-        lua_getfield(L, opts_idx, "aud");
+        lua_pushvalue(L, o->aud);
         if (type == LUA_TTABLE) {
             for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -2) && !ok; i++) {
                 lua_rawgeti(L, -2, i);
@@ -380,29 +412,25 @@ static int check_claims(lua_State *L, int opts_idx, const verify_opts *o, int hd
         lua_pop(L, 2);
         if (!ok) return tp_fail(L, "bad_audience", "the token is not meant for this audience");
     }
-    if (o->has_typ) {
+    if (o->typ) {
         size_t len = 0;
         const char *typ = lua_getfield(L, hdr, "typ") == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-        int ok;
-        lua_getfield(L, opts_idx, "typ");
-        ok = typ && typ_equal(typ, lua_tostring(L, -1));
-        lua_pop(L, 1);
-        if (!ok)
+        if (!typ || !typ_equal(typ, o->typ))
             return tp_fail(L, "bad_type", "typ %s is not accepted", typ ? tp_printable(safe, typ, len) : "(absent)");
         lua_pop(L, 1);
     }
-    if (o->has_require) {
-        lua_getfield(L, opts_idx, "require");
-        for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
-            lua_rawgeti(L, -1, i);
+    if (o->require) {
+        int single = lua_type(L, o->require) == LUA_TSTRING;
+        lua_Integer n = single ? 1 : (lua_Integer)lua_rawlen(L, o->require);
+        for (lua_Integer i = 1; i <= n; i++) {
+            if (single) lua_pushvalue(L, o->require); else lua_rawgeti(L, o->require, i);
             if (lua_rawget(L, cl) == LUA_TNIL) {
-                lua_rawgeti(L, -2, i);
+                if (single) lua_pushvalue(L, o->require); else lua_rawgeti(L, o->require, i);
                 return tp_fail(L, "missing_claim", "%s is required",
                                tp_printable(safe, lua_tostring(L, -1), lua_rawlen(L, -1)));
             }
             lua_pop(L, 1);
         }
-        lua_pop(L, 1);
     }
     return 0;
 }
@@ -422,11 +450,11 @@ static int signature_length_ok(const tp_key *key, int alg, size_t siglen)
     return siglen == (size_t)(key->bits + 7) / 8;
 }
 
-/* Whether a key of the set has exactly this kid. */
+/* Whether a key of the set that may verify has exactly this kid. */
 static int keyset_has_kid(const tp_keyset *set, const char *kid, size_t kidlen)
 {
     for (size_t i = 0; i < set->count; i++)
-        if (set->key[i].kid && strlen(set->key[i].kid) == kidlen && memcmp(set->key[i].kid, kid, kidlen) == 0)
+        if (set->key[i].kid && tp_key_can_verify(&set->key[i]) && strlen(set->key[i].kid) == kidlen && memcmp(set->key[i].kid, kid, kidlen) == 0)
             return 1;
     return 0;
 }
@@ -442,8 +470,8 @@ static int keyset_has_kid(const tp_keyset *set, const char *kid, size_t kidlen)
  * @function verify
  * @tparam string token
  * @tparam KeySet keyset
- * @tparam[opt] table opts `algs`, `iss`, `aud`, `typ`, `leeway`, `require`,
- *   `require_exp`, `max_size`, `now`
+ * @tparam[opt] table opts `algs` (a name or a list), `iss`, `aud`, `typ`,
+ *   `leeway`, `require`, `require_exp`, `max_size`, `now`
  * @treturn table claims
  * @treturn table header
  * @return or the fail triple
@@ -462,12 +490,13 @@ static int tp_jwt_verify(lua_State *L)
     int source = set == NULL;
 
     if (source) tp_check_jwks(L, 2);
-    parse_verify_opts(L, 3, &o);
     lua_settop(L, 3);
+    parse_verify_opts(L, 3, &o);
     if ((lua_Integer)len > o.max_size)
         return tp_fail(L, "too_large", "token of %I bytes is over the %I-byte limit", (lua_Integer)len, o.max_size);
+    if (needs_strip(token, len)) token = strip_token(token, &len);
     if ((msg = check_compact(L, token, len, &c)) || (msg = decode_parts(L, &c, small, &d)))
-        return tp_fail(L, "malformed", "%s", msg);
+        return fail_token(L, msg, token, len);
     if ((msg = parse_part(L, &d, 0)))
         return tp_fail(L, "malformed", "%s", msg);
     hdr = lua_gettop(L);
@@ -518,6 +547,7 @@ static int tp_jwt_verify(lua_State *L)
         } else if (kid && key->kid) {
             continue;  /* a key with another kid is never tried */
         }
+        if (!tp_key_can_verify(key)) continue;  /* key_ops without verify */
         pool++;
         if (!key_fits(key, alg)) continue;
         tried++;
@@ -539,22 +569,18 @@ static int tp_jwt_verify(lua_State *L)
     if ((msg = parse_part(L, &d, 1)))
         return tp_fail(L, "malformed", "%s", msg);
     cl = lua_gettop(L);
-    if (check_claims(L, 3, &o, hdr, cl))
+    if (check_claims(L, &o, hdr, cl))
         return 3;
+    /* One shared metatable, so that claims and header print readably. */
+    lua_pushvalue(L, CLAIMS_META);
+    lua_setmetatable(L, cl);
+    lua_pushvalue(L, CLAIMS_META);
+    lua_setmetatable(L, hdr);
     lua_pushvalue(L, hdr);
     return 2;
 }
 
 /* ---- sign --------------------------------------------------------------- */
-
-/* The string option at idx (NULL when nil); raises for other types. */
-static const char *opt_string(lua_State *L, int idx, const char *name)
-{
-    if (lua_isnil(L, idx)) return NULL;
-    if (lua_type(L, idx) != LUA_TSTRING)
-        luaL_argerror(L, 3, lua_pushfstring(L, "%s must be a string", name));
-    return lua_tostring(L, idx);
-}
 
 static int default_alg(const tp_key *key)
 {
@@ -591,35 +617,38 @@ static int tp_jwt_sign(lua_State *L)
 
     luaL_checktype(L, 1, LUA_TTABLE);
     set = tp_check_keyset(L, 2);
-    if (!lua_isnoneornil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
-        tp_check_options(L, 3, options);
-        lua_getfield(L, 3, "alg");
-        lua_getfield(L, 3, "kid");
-        lua_getfield(L, 3, "typ");
-        lua_getfield(L, 3, "header");
-        algname = opt_string(L, -4, "alg");
-        kid = opt_string(L, -3, "kid");
-        if (!lua_isnil(L, -2)) typ = opt_string(L, -2, "typ");
-        if (!lua_isnil(L, -1) && !lua_istable(L, -1)) luaL_argerror(L, 3, "header must be a table");
-        lua_pop(L, 4);  /* the strings stay alive in opts */
-    }
     lua_settop(L, 3);
+    if (tp_opts(L, 3, options)) {
+        algname = tp_opt_string(L, 3, "alg", NULL, NULL);
+        kid = tp_opt_string(L, 3, "kid", NULL, NULL);
+        typ = tp_opt_string(L, 3, "typ", typ, NULL);
+        if (lua_getfield(L, 3, "header") != LUA_TNIL && !lua_istable(L, -1))
+            luaL_argerror(L, 3, "header must be a table");
+        lua_pop(L, 1);
+    }
     if (algname) {
         if ((alg = tp_alg_lookup(algname, strlen(algname))) < 0)
             return luaL_argerror(L, 3, lua_pushfstring(L, "alg '%s' is not a supported signature algorithm", algname));
     }
     for (size_t i = 0; i < set->count && !key; i++) {
         const tp_key *k = &set->key[i];
-        if (!k->has_private) continue;
+        if (!tp_key_can_sign(k)) continue;
         if (kid && k->kid && strcmp(k->kid, kid) != 0) continue;
         if (alg >= 0 && !key_fits(k, alg)) continue;
         key = k;
     }
     if (!key) {
-        for (size_t i = 0; i < set->count; i++)
-            if (set->key[i].has_private && (!kid || !set->key[i].kid || strcmp(set->key[i].kid, kid) == 0))
+        int forbidden = 0;
+        for (size_t i = 0; i < set->count; i++) {
+            const tp_key *k = &set->key[i];
+            if (!k->has_private || (kid && k->kid && strcmp(k->kid, kid) != 0)) continue;
+            if (tp_key_can_sign(k))
                 return tp_fail(L, "alg_not_allowed", "no private key in the set fits alg %s", algname);
+            forbidden = 1;
+        }
+        if (forbidden)  /* private keys whose key_ops leave out sign */
+            return tp_fail(L, "unknown_key", "the key set holds no private key%s whose key_ops allow sign",
+                           kid ? " with that kid" : "");
         return tp_fail(L, "unknown_key", "the key set holds no private key%s", kid ? " with that kid" : "");
     }
     if (alg < 0) alg = default_alg(key);
@@ -660,109 +689,357 @@ static int tp_jwt_sign(lua_State *L)
     return 1;
 }
 
-/* ---- JWT __tostring ----------------------------------------------------- */
+/* ---- printing ------------------------------------------------------------
+ *
+ * Everything shown comes from a token, so every value is made printable
+ * (no terminal escapes, no invisible or bidirectional characters) and cut.
+ * Values are formatted into C buffers while the Lua stack is used in
+ * balanced pairs, and only then copied into a luaL_Buffer: no value is
+ * ever pushed, popped or converted while a buffer operation could see it
+ * (the buffer rule; breaking it corrupted memory once). */
 
-/* Appends s with everything but printable ASCII replaced by '?', cut at
- * 96 bytes: claims come from the token and may hold terminal escapes. */
-static void add_printable(luaL_Buffer *b, const char *s, size_t len)
+#define SHOW_MAX 120        /* bytes of one shown value before "..." */
+#define SHOW_NAME_MAX 32    /* bytes of one shown claim name */
+#define SHOW_DEPTH 3        /* nesting levels shown before [...] / {...} */
+
+typedef struct shown {
+    char buf[SHOW_MAX + 8];
+    size_t len, max;
+    int cut;
+} shown;
+
+static void show_init(shown *s, size_t max)
 {
-    size_t n = len < 96 ? len : 96;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        luaL_addchar(b, (ch >= 0x20 && ch < 0x7f) ? (char)ch : '?');
-    }
-    if (len > n) luaL_addstring(b, "...");
+    s->len = 0;
+    s->max = max;
+    s->cut = 0;
 }
 
-/* Appends the value at -1 (string, number, or list of those); pops it. */
-static void add_value(lua_State *L, luaL_Buffer *b)
+/* Appends n bytes, or marks the text cut when they do not fit. */
+static void show_raw(shown *s, const char *p, size_t n)
 {
-    int t = lua_type(L, -1);
-    if (t == LUA_TSTRING || t == LUA_TNUMBER) {
-        size_t len;
-        const char *s = lua_tolstring(L, -1, &len);
-        lua_pop(L, 1);  /* the buffer may use the stack: pop first, the */
-        add_printable(b, s, len); /* string stays referenced by its table */
-    } else if (t == LUA_TTABLE) {
-        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-        int tbl = lua_gettop(L);
-        for (lua_Integer i = 1; i <= n && i <= 8; i++) {
-            lua_rawgeti(L, tbl, i);
-            if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
-                size_t len;
-                const char *s = lua_tolstring(L, -1, &len);
-                if (i > 1) luaL_addstring(b, ", ");
-                lua_pop(L, 1);
-                add_printable(b, s, len);
-            } else {
-                lua_pop(L, 1);
+    if (s->cut) return;
+    if (s->len + n > s->max) {
+        s->cut = 1;
+        return;
+    }
+    memcpy(s->buf + s->len, p, n);
+    s->len += n;
+}
+
+#define show_lit(s, lit) show_raw((s), (lit), sizeof(lit) - 1)
+
+/* The length of the character at p (n bytes left): a valid UTF-8
+ * sequence, else 1.  *ok tells whether it prints as itself: C0 and C1
+ * controls (C1 includes the one-byte CSI), DEL, invalid or overlong
+ * sequences, surrogates, and the invisible and bidirectional formatting
+ * characters do not. */
+static size_t utf8_char(const unsigned char *p, size_t n, int *ok)
+{
+    unsigned c = p[0], cp;
+    size_t len;
+    *ok = c >= 0x20 && c < 0x7f;
+    if (c < 0xc2 || c > 0xf4) return 1;
+    len = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+    if (len > n) return 1;
+    cp = c & (0x7fu >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80) return 1;
+        cp = cp << 6 | (p[i] & 0x3fu);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 1;
+    *ok = !(cp < 0xa0 || cp == 0xad || (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202e) ||
+            (cp >= 0x2060 && cp <= 0x206f) || cp == 0xfeff || (cp >= 0xfff9 && cp <= 0xfffb));
+    return len;
+}
+
+/* Appends text made printable: a character that does not print as itself
+ * becomes one '?', and no character is split by the cut. */
+static void show_text(shown *s, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n && !s->cut;) {
+        int ok;
+        size_t k = utf8_char((const unsigned char *)p + i, n - i, &ok);
+        if (ok) show_raw(s, p + i, k); else show_lit(s, "?");
+        i += k;
+    }
+}
+
+/* The shown text, with "..." when it was cut (buf has room for it). */
+static const char *show_end(shown *s)
+{
+    if (s->cut) {
+        memcpy(s->buf + s->len, "...", 3);
+        s->len += 3;
+    }
+    return s->buf;
+}
+
+/* Orders claim names bytewise, a shorter prefix first. */
+static int name_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    return c ? c : (alen > blen) - (alen < blen);
+}
+
+static void show_value(lua_State *L, int idx, shown *s, int depth, int quote);
+
+/* A table compactly: a list as [a, b] (at the top level a, b), an object
+ * as {"k": v} with its keys in order.  The keys are found by repeated
+ * passes (the next larger one each time), which needs no memory, and the
+ * cut at SHOW_MAX bounds the number of passes. */
+static void show_table(lua_State *L, int idx, shown *s, int depth)
+{
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+    const char *prev = NULL;
+    size_t prevlen = 0;
+    if (n > 0) {
+        if (depth >= SHOW_DEPTH) {
+            show_lit(s, "[...]");
+            return;
+        }
+        if (depth) show_lit(s, "[");
+        for (lua_Integer i = 1; i <= n && !s->cut; i++) {
+            if (i > 1) show_lit(s, ", ");
+            lua_rawgeti(L, idx, i);
+            show_value(L, -1, s, depth + 1, depth > 0);
+            lua_pop(L, 1);
+        }
+        if (depth) show_lit(s, "]");
+        return;
+    }
+    if (depth >= SHOW_DEPTH) {
+        show_lit(s, "{...}");
+        return;
+    }
+    show_lit(s, "{");
+    while (!s->cut) {
+        const char *best = NULL;
+        size_t bestlen = 0;
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            size_t klen;
+            const char *k;
+            lua_pop(L, 1);
+            if (lua_type(L, -1) != LUA_TSTRING) continue;
+            k = lua_tolstring(L, -1, &klen);  /* a string key: no conversion */
+            if (prev && name_cmp(k, klen, prev, prevlen) <= 0) continue;
+            if (!best || name_cmp(k, klen, best, bestlen) < 0) {
+                best = k;  /* stays referenced by the table */
+                bestlen = klen;
             }
         }
+        if (!best) break;
+        if (prev) show_lit(s, ", ");
+        show_lit(s, "\"");
+        show_text(s, best, bestlen);
+        show_lit(s, "\": ");
+        lua_pushlstring(L, best, bestlen);
+        lua_rawget(L, idx);
+        show_value(L, -1, s, depth + 1, 1);
         lua_pop(L, 1);
-    } else {
-        lua_pop(L, 1);
-        luaL_addstring(b, "?");
+        prev = best;
+        prevlen = bestlen;
     }
+    show_lit(s, "}");
+}
+
+/* Appends the value at idx; strings in quotes when quote is set (inside
+ * lists and objects). */
+static void show_value(lua_State *L, int idx, shown *s, int depth, int quote)
+{
+    char num[64];
+    idx = lua_absindex(L, idx);
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING: {
+        size_t len;
+        const char *p = lua_tolstring(L, idx, &len);
+        if (quote) show_lit(s, "\"");
+        show_text(s, p, len);
+        if (quote) show_lit(s, "\"");
+        break;
+    }
+    case LUA_TNUMBER:
+        /* Formatted here, never converted in place on the stack. */
+        if (lua_isinteger(L, idx))
+            snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, idx));
+        else
+            snprintf(num, sizeof num, "%.14g", (double)lua_tonumber(L, idx));
+        show_raw(s, num, strlen(num));
+        break;
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx)) show_lit(s, "true"); else show_lit(s, "false");
+        break;
+    case LUA_TTABLE:
+        luaL_checkstack(L, 4, "printing a claim");
+        show_table(L, idx, s, depth);
+        break;
+    default:
+        if (tp_is_null(L, idx)) {
+            show_lit(s, "null");
+        } else {
+            show_lit(s, "<");
+            show_raw(s, luaL_typename(L, idx), strlen(luaL_typename(L, idx)));
+            show_lit(s, ">");
+        }
+        break;
+    }
+}
+
+/* The claims shown first, in this order; the last three are times. */
+static const char *const known_claims[] = { "iss", "sub", "aud", "scope", "azp", "jti", "iat", "nbf", "exp", NULL };
+#define FIRST_TIME_CLAIM 6
+#define KNOWN_CLAIMS 9
+
+static int is_known_claim(const char *name, size_t len)
+{
+    for (int i = 0; known_claims[i]; i++)
+        if (strlen(known_claims[i]) == len && memcmp(known_claims[i], name, len) == 0) return 1;
+    return 0;
+}
+
+/* A time claim's value: "2026-11-23 14:52:54 UTC (expires in 47m)".
+ * Returns 0 (showing nothing) when the value at -1 is no time. */
+static int show_time(lua_State *L, shown *s, const char *name, lua_Integer now)
+{
+    char when[32], span[32], text[112];
+    lua_Integer t;
+    int future;
+    if (lua_isinteger(L, -1)) {
+        t = lua_tointeger(L, -1);
+    } else {
+        double d = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : NAN;
+        if (!(d > -9.0e18 && d < 9.0e18)) return 0;  /* also NaN and non-numbers */
+        t = (lua_Integer)d;
+    }
+    future = t > now;
+    snprintf(text, sizeof text, "%s (%s%s%s)", tp_format_utc(when, t),
+             strcmp(name, "exp") == 0 ? (future ? "expires in " : "expired ") : (future ? "in " : ""),
+             tp_format_span(span, future ? tp_sub_sat(t, now) : tp_sub_sat(now, t)), future ? "" : " ago");
+    show_raw(s, text, strlen(text));
+    return 1;
+}
+
+/* One claim's line into name and value ("iss    " and its value); 0 when
+ * the table at tbl has no such member.  Uses the stack in balance only. */
+static int show_claim(lua_State *L, int tbl, const char *name, size_t len, int is_time, lua_Integer now,
+                      shown *label, shown *value)
+{
+    show_init(label, SHOW_NAME_MAX);
+    show_init(value, SHOW_MAX);
+    lua_pushlstring(L, name, len);
+    if (lua_rawget(L, tbl) == LUA_TNIL) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    show_text(label, name, len);
+    show_end(label);
+    do label->buf[label->len++] = ' '; while (label->len < 7);  /* buf has room past max */
+    if (!is_time || !show_time(L, value, name, now))
+        show_value(L, -1, value, 0, 0);
+    show_end(value);
+    lua_pop(L, 1);
+    return 1;
+}
+
+typedef struct claim_name {
+    const char *name;
+    size_t len;
+} claim_name;
+
+static int claim_name_cmp(const void *a, const void *b)
+{
+    const claim_name *x = (const claim_name *)a, *y = (const claim_name *)b;
+    return name_cmp(x->name, x->len, y->name, y->len);
+}
+
+/* Pushes one line per member of the table at tbl, each starting with
+ * indent, joined by newlines ("" for an empty table): the known claims
+ * first (the times as times), then the others by name. */
+static void push_claim_lines(lua_State *L, int tbl, const char *indent)
+{
+    lua_Integer now = (lua_Integer)time(NULL);
+    size_t count = 0, n = 0;
+    claim_name *others;
+    shown label, value;
+    luaL_Buffer b;
+    int lines = 0;
+    tbl = lua_absindex(L, tbl);
+    lua_pushnil(L);
+    while (lua_next(L, tbl)) {
+        lua_pop(L, 1);
+        count += lua_type(L, -1) == LUA_TSTRING;
+    }
+    /* The names of the other members, sorted; Lua owns the array.  It is
+     * pushed before the buffer opens. */
+    others = (claim_name *)lua_newuserdata(L, (count ? count : 1) * sizeof *others);
+    lua_pushnil(L);
+    while (lua_next(L, tbl)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TSTRING && n < count) {
+            others[n].name = lua_tolstring(L, -1, &others[n].len);
+            if (!is_known_claim(others[n].name, others[n].len)) n++;
+        }
+    }
+    qsort(others, n, sizeof *others, claim_name_cmp);
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < KNOWN_CLAIMS + n; i++) {
+        int is_time = i >= FIRST_TIME_CLAIM && i < KNOWN_CLAIMS;
+        const char *name = i < KNOWN_CLAIMS ? known_claims[i] : others[i - KNOWN_CLAIMS].name;
+        size_t len = i < KNOWN_CLAIMS ? strlen(name) : others[i - KNOWN_CLAIMS].len;
+        /* Balanced stack use, then buffer operations only. */
+        if (!show_claim(L, tbl, name, len, is_time, now, &label, &value)) continue;
+        if (lines++) luaL_addchar(&b, '\n');
+        luaL_addstring(&b, indent);
+        luaL_addlstring(&b, label.buf, label.len);
+        luaL_addlstring(&b, value.buf, value.len);
+    }
+    luaL_pushresult(&b);
+    lua_remove(L, -2);  /* the name array */
 }
 
 static int tp_jwt__tostring(lua_State *L)
 {
-    static const char *const shown[] = { "iss", "sub", "aud", "scope", "azp", "jti", NULL };
-    static const char *const times[] = { "iat", "nbf", "exp", NULL };
-    lua_Integer now = (lua_Integer)time(NULL);
-    luaL_Buffer b;
+    static const char *const hdr[] = { "alg", "kid", "typ", NULL };
+    char head[3 * (SHOW_MAX + 16) + 8] = "JWT";
+    size_t used = 3;
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     lua_getfield(L, 1, "header");   /* 2 */
     lua_getfield(L, 1, "claims");   /* 3 */
     if (!lua_istable(L, 2)) { lua_newtable(L); lua_replace(L, 2); }
     if (!lua_istable(L, 3)) { lua_newtable(L); lua_replace(L, 3); }
-    /* Pre-push every value so the buffer never interleaves with the stack. */
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, "JWT");
-    {
-        static const char *const hdr[] = { "alg", "kid", "typ", NULL };
-        for (int i = 0; hdr[i]; i++) {
-            lua_getfield(L, 2, hdr[i]);
-            if (lua_isnil(L, -1)) { lua_pop(L, 1); continue; }
-            luaL_addstring(&b, i ? ", " : " ");
-            if (i) { luaL_addstring(&b, hdr[i]); luaL_addchar(&b, ' '); }
-            add_value(L, &b);
-        }
-    }
-    for (int i = 0; shown[i]; i++) {
-        lua_getfield(L, 3, shown[i]);
-        if (lua_isnil(L, -1)) { lua_pop(L, 1); continue; }
-        luaL_addstring(&b, "\n  ");
-        luaL_addstring(&b, shown[i]);
-        luaL_addstring(&b, &"       "[strlen(shown[i])]);
-        add_value(L, &b);
-    }
-    for (int i = 0; times[i]; i++) {
-        char when[32], span[32];
-        lua_Integer t;
-        lua_getfield(L, 3, times[i]);
-        if (lua_isnil(L, -1)) { lua_pop(L, 1); continue; }
-        if (lua_isinteger(L, -1)) {
-            t = lua_tointeger(L, -1);
-        } else {
-            double d = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : NAN;
-            if (!(d > -9.0e18 && d < 9.0e18)) { lua_pop(L, 1); continue; }  /* also NaN */
-            t = (lua_Integer)d;
+    for (int i = 0; hdr[i]; i++) {
+        shown value;
+        show_init(&value, SHOW_MAX);
+        if (lua_getfield(L, 2, hdr[i]) != LUA_TNIL) {
+            show_value(L, -1, &value, 0, 0);
+            show_end(&value);
+            used += (size_t)snprintf(head + used, sizeof head - used, "%s%s%s%.*s", i ? ", " : " ",
+                                     i ? hdr[i] : "", i ? " " : "", (int)value.len, value.buf);
         }
         lua_pop(L, 1);
-        luaL_addstring(&b, "\n  ");
-        luaL_addstring(&b, times[i]);
-        luaL_addstring(&b, "    ");
-        luaL_addstring(&b, tp_format_utc(when, t));
-        if (strcmp(times[i], "exp") == 0)
-            luaL_addstring(&b, t > now ? " (expires in " : " (expired ");
-        else
-            luaL_addstring(&b, t > now ? " (in " : " (");
-        luaL_addstring(&b, tp_format_span(span, t > now ? tp_sub_sat(t, now) : tp_sub_sat(now, t)));
-        luaL_addstring(&b, t > now ? ")" : " ago)");
     }
-    luaL_pushresult(&b);
+    lua_pushlstring(L, head, used);
+    push_claim_lines(L, 3, "  ");
+    if (lua_rawlen(L, -1) > 0) {
+        lua_pushliteral(L, "\n");
+        lua_insert(L, -2);
+        lua_concat(L, 3);
+    } else {
+        lua_pop(L, 1);
+    }
+    return 1;
+}
+
+/* Claims and header tables print one line per member ("{}" when empty). */
+static int tp_claims__tostring(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    push_claim_lines(L, 1, "");
+    if (lua_rawlen(L, -1) == 0) lua_pushliteral(L, "{}");
     return 1;
 }
 
@@ -774,9 +1051,13 @@ void tp_open_jwt(lua_State *L)
         { "sign", tp_jwt_sign },
         { NULL, NULL }
     };
-    luaL_newmetatable(L, TP_JWT_CLASS);
-    lua_pushcfunction(L, tp_jwt__tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
-    luaL_setfuncs(L, functions, 0);
+    static const luaL_Reg jwt_meta[] = { { "__tostring", tp_jwt__tostring }, { NULL, NULL } };
+    static const luaL_Reg claims_meta[] = { { "__tostring", tp_claims__tostring }, { NULL, NULL } };
+    tp_register_class(L, TP_JWT_CLASS, jwt_meta, NULL, 0);
+    tp_register_class(L, TP_CLAIMS_CLASS, claims_meta, NULL, 0);
+    /* The metatables as upvalues (CLAIMS_META, JWT_META): one
+     * lua_setmetatable per result, no registry lookup. */
+    luaL_getmetatable(L, TP_CLAIMS_CLASS);
+    luaL_getmetatable(L, TP_JWT_CLASS);
+    luaL_setfuncs(L, functions, 2);
 }

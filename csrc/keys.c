@@ -2,12 +2,15 @@
  * certificates, PKCS#1/PKCS#8 private keys) into cjose keys, with the
  * metadata verify needs to bind algorithms to keys. */
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -16,6 +19,11 @@
 #include "tp.h"
 
 #define TP_RSA_MIN_BITS 2048
+
+/* Classes of the plain tables list() and skipped() return, for printing. */
+#define TP_KEYINFO_CLASS "tokenpolicy.KeyInfo"
+#define TP_SKIPPED_CLASS "tokenpolicy.SkippedKey"
+#define TP_KEYLIST_CLASS "tokenpolicy.KeyList"
 
 const tp_alg_info tp_algs[TP_ALG_COUNT] = {
     [TP_ALG_HS256] = { "HS256", TP_KTY_OCT, 32, 0 },
@@ -121,6 +129,7 @@ static void add_skipped(lua_State *L, int set_idx, int index, const char *kid, c
     lua_pushvfstring(L, fmt, ap);
     va_end(ap);
     lua_setfield(L, -2, "reason");
+    luaL_setmetatable(L, TP_SKIPPED_CLASS);
     lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
     lua_pop(L, 1);
     ERR_clear_error();
@@ -129,7 +138,7 @@ static void add_skipped(lua_State *L, int set_idx, int index, const char *kid, c
 /* Takes ownership of jwk and pkey: stores them in the set, or frees them.
  * pkey may be NULL for oct keys. */
 static int add_key(tp_keyset *set, cjose_jwk_t *jwk, EVP_PKEY *pkey, const char *kid, int has_private,
-                   unsigned alg_limit)
+                   unsigned alg_limit, unsigned ops)
 {
     cjose_err err;
     tp_key *key;
@@ -160,6 +169,7 @@ static int add_key(tp_keyset *set, cjose_jwk_t *jwk, EVP_PKEY *pkey, const char 
         key->secret_len = (size_t)key->bits / 8;
     }
     key->has_private = has_private;
+    key->ops = ops;
     key->algs = natural_algs(kty, key->bits) & alg_limit;
     set->count++;
     return 1;
@@ -305,61 +315,159 @@ done:
     return ok;
 }
 
-/* A public EVP_PKEY from a JWK's members (cjose has already checked them). */
-static EVP_PKEY *pkey_from_jwk(json_t *jwk_json, const char *kty)
+/* A member's value as a BIGNUM (members were checked by check_members,
+ * so cjose's decoder is safe here); NULL when absent. */
+static BIGNUM *member_bn(json_t *jwk_json, const char *name)
+{
+    const char *text = json_string_value(json_object_get(jwk_json, name));
+    uint8_t *raw = NULL;
+    size_t len = 0;
+    cjose_err err;
+    BIGNUM *bn = NULL;
+    if (text && cjose_base64url_decode(text, strlen(text), &raw, &len, &err)) {
+        bn = BN_bin2bn(raw, (int)len, NULL);
+        OPENSSL_cleanse(raw, len);
+        cjose_get_dealloc()(raw);
+    }
+    return bn;
+}
+
+/* An EVP_PKEY from a JWK's members (checked by check_members and accepted
+ * by cjose): the public key, or with with_private (EC only) the key
+ * pair. */
+static EVP_PKEY *pkey_from_jwk(json_t *jwk_json, int is_rsa, int with_private)
 {
     OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
     OSSL_PARAM *params = NULL;
     EVP_PKEY_CTX *ctx = NULL;
     EVP_PKEY *pkey = NULL;
-    BIGNUM *n = NULL, *e = NULL;
-    uint8_t *raw[3] = { NULL, NULL, NULL };
-    size_t raw_len[3] = { 0, 0, 0 };
+    BIGNUM *bn[3] = { NULL, NULL, NULL };
     unsigned char point[1 + 2 * 66];
-    cjose_err err;
-    int is_rsa = strcmp(kty, "RSA") == 0;
-    const char *names[2] = { is_rsa ? "n" : "x", is_rsa ? "e" : "y" };
+    int selection = with_private ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY;
 
-    for (int i = 0; i < 2; i++) {
-        const char *text = json_string_value(json_object_get(jwk_json, names[i]));
-        if (!text || !cjose_base64url_decode(text, strlen(text), &raw[i], &raw_len[i], &err))
-            goto done;
-    }
     if (!bld) goto done;
     if (is_rsa) {
-        n = BN_bin2bn(raw[0], (int)raw_len[0], NULL);
-        e = BN_bin2bn(raw[1], (int)raw_len[1], NULL);
-        if (!n || !e || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
-            !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e))
+        if (!(bn[0] = member_bn(jwk_json, "n")) || !(bn[1] = member_bn(jwk_json, "e")) ||
+            !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn[0]) ||
+            !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn[1]))
             goto done;
     } else {
         const char *crv = json_string_value(json_object_get(jwk_json, "crv"));
-        size_t width = crv && strcmp(crv, "P-256") == 0 ? 32 : crv && strcmp(crv, "P-384") == 0 ? 48 :
-                       crv && strcmp(crv, "P-521") == 0 ? 66 : 0;
-        if (!width || raw_len[0] > width || raw_len[1] > width) goto done;
+        int width = crv && strcmp(crv, "P-256") == 0 ? 32 : crv && strcmp(crv, "P-384") == 0 ? 48 :
+                    crv && strcmp(crv, "P-521") == 0 ? 66 : 0;
+        if (!width || !(bn[0] = member_bn(jwk_json, "x")) || !(bn[1] = member_bn(jwk_json, "y")) ||
+            BN_num_bytes(bn[0]) > width || BN_num_bytes(bn[1]) > width)
+            goto done;
         /* The uncompressed point 04 || X || Y, each coordinate left-padded. */
-        memset(point, 0, sizeof point);
         point[0] = 0x04;
-        memcpy(point + 1 + width - raw_len[0], raw[0], raw_len[0]);
-        memcpy(point + 1 + 2 * width - raw_len[1], raw[1], raw_len[1]);
-        if (!OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, crv, 0) ||
-            !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, 1 + 2 * width))
+        if (BN_bn2binpad(bn[0], point + 1, width) < 0 || BN_bn2binpad(bn[1], point + 1 + width, width) < 0 ||
+            !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, crv, 0) ||
+            !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, 1 + 2 * (size_t)width))
+            goto done;
+        if (with_private && (!(bn[2] = member_bn(jwk_json, "d")) ||
+                             !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, bn[2])))
             goto done;
     }
     if (!(params = OSSL_PARAM_BLD_to_param(bld)) ||
         !(ctx = EVP_PKEY_CTX_new_from_name(NULL, is_rsa ? "RSA" : "EC", NULL)) ||
         EVP_PKEY_fromdata_init(ctx) <= 0 ||
-        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+        EVP_PKEY_fromdata(ctx, &pkey, selection, params) <= 0)
         pkey = NULL;
 done:
-    for (int i = 0; i < 2; i++) cjose_get_dealloc()(raw[i]);
-    BN_free(n);
-    BN_free(e);
+    for (int i = 0; i < 3; i++) BN_clear_free(bn[i]);
     OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(bld);
     EVP_PKEY_CTX_free(ctx);
     ERR_clear_error();
     return pkey;
+}
+
+/* Whether the private part of a key pair matches its public part
+ * (OpenSSL's pairwise check): a key with a changed private scalar would
+ * otherwise load, sign, and fail its own verification. */
+static int pair_matches(EVP_PKEY *pair)
+{
+    EVP_PKEY_CTX *ctx = pair ? EVP_PKEY_CTX_new_from_pkey(NULL, pair, NULL) : NULL;
+    int ok = ctx && EVP_PKEY_pairwise_check(ctx) == 1;
+    EVP_PKEY_CTX_free(ctx);
+    ERR_clear_error();
+    return ok;
+}
+
+/* The same for RSA, without OpenSSL's pairwise check: for RSA that also
+ * tests p and q for primality, about 50 ms a key.  The relations checked
+ * here are what a changed or mixed-up member breaks: n = p q, e d = 1
+ * modulo p - 1 and q - 1, dp and dq the reductions of d, qi q = 1 mod p;
+ * with d alone, (m^d)^e = m mod n for a fixed m.  bn holds n, e, d, p, q,
+ * dp, dq, qi (the CRT ones may be NULL). */
+static int rsa_matches(BIGNUM *const bn[8])
+{
+    BN_CTX *ctx = BN_CTX_new();
+    BIGNUM *t, *u, *pm1, *qm1;
+    int ok = 0;
+    if (!ctx) return 0;
+    BN_CTX_start(ctx);
+    t = BN_CTX_get(ctx);
+    u = BN_CTX_get(ctx);
+    pm1 = BN_CTX_get(ctx);
+    qm1 = BN_CTX_get(ctx);
+    if (!qm1 || !bn[0] || !bn[1] || !bn[2]) goto done;
+    if (!bn[3] || !bn[4] || !bn[5] || !bn[6] || !bn[7]) {
+        BIGNUM *m = u;
+        ok = BN_set_word(m, 0x746f6b656eUL) && BN_cmp(m, bn[0]) < 0 &&
+             BN_mod_exp(t, m, bn[2], bn[0], ctx) && BN_mod_exp(t, t, bn[1], bn[0], ctx) && BN_cmp(t, m) == 0;
+        goto done;
+    }
+    ok = BN_mul(t, bn[3], bn[4], ctx) && BN_cmp(t, bn[0]) == 0 &&
+         BN_sub(pm1, bn[3], BN_value_one()) && BN_sub(qm1, bn[4], BN_value_one()) &&
+         BN_mod_mul(t, bn[1], bn[2], pm1, ctx) && BN_is_one(t) &&
+         BN_mod_mul(t, bn[1], bn[2], qm1, ctx) && BN_is_one(t) &&
+         BN_mod(t, bn[2], pm1, ctx) && BN_cmp(t, bn[5]) == 0 &&
+         BN_mod(t, bn[2], qm1, ctx) && BN_cmp(t, bn[6]) == 0 &&
+         BN_mod_mul(t, bn[7], bn[4], bn[3], ctx) && BN_is_one(t);
+done:
+    BN_CTX_end(ctx);
+    BN_CTX_free(ctx);
+    ERR_clear_error();
+    return ok;
+}
+
+static const char *const rsa_members[8] = { "n", "e", "d", "p", "q", "dp", "dq", "qi" };
+static const char *const rsa_params[8] = {
+    OSSL_PKEY_PARAM_RSA_N, OSSL_PKEY_PARAM_RSA_E, OSSL_PKEY_PARAM_RSA_D,
+    OSSL_PKEY_PARAM_RSA_FACTOR1, OSSL_PKEY_PARAM_RSA_FACTOR2, OSSL_PKEY_PARAM_RSA_EXPONENT1,
+    OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1
+};
+
+/* Whether the private part of a JWK matches its public part. */
+static int jwk_private_matches(json_t *jwk_json, int is_rsa)
+{
+    int ok;
+    if (is_rsa) {
+        BIGNUM *bn[8];
+        for (int i = 0; i < 8; i++) bn[i] = member_bn(jwk_json, rsa_members[i]);
+        ok = rsa_matches(bn);
+        for (int i = 0; i < 8; i++) BN_clear_free(bn[i]);
+    } else {
+        EVP_PKEY *pair = pkey_from_jwk(jwk_json, 0, 1);
+        ok = pair_matches(pair);
+        EVP_PKEY_free(pair);
+    }
+    return ok;
+}
+
+/* Whether the private part of a PEM private key matches its public part. */
+static int pem_private_matches(EVP_PKEY *pkey)
+{
+    BIGNUM *bn[8] = { NULL };
+    int ok;
+    if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA) return pair_matches(pkey);
+    for (int i = 0; i < 8; i++)
+        if (!EVP_PKEY_get_bn_param(pkey, rsa_params[i], &bn[i])) bn[i] = NULL;
+    ok = rsa_matches(bn);
+    for (int i = 0; i < 8; i++) BN_clear_free(bn[i]);
+    ERR_clear_error();
+    return ok;
 }
 
 /* ---- JWK ---------------------------------------------------------------- */
@@ -369,16 +477,92 @@ static const char *json_str(json_t *obj, const char *name)
     return json_string_value(json_object_get(obj, name));
 }
 
+/* Every base64url member cjose decodes, for any key type. */
+static const char *const b64_members[] = { "k", "n", "e", "d", "p", "q", "dp", "dq", "qi", "x", "y", NULL };
+/* RSA's CRT members: all of them or none. */
+static const char *const crt_members[] = { "p", "q", "dp", "dq", "qi", NULL };
+
+/* Checks every base64url member with our own strict decoder before cjose
+ * sees the key: cjose's decoder asserts on some malformed input, and an
+ * abort would let one bad key in a fetched JWKS kill a gateway.  Returns
+ * NULL, or the reason the key is malformed (written into why). */
+static const char *check_members(lua_State *L, json_t *jwk_json, char *why, size_t whylen)
+{
+    const char *bad = NULL;
+    size_t longest = 0;
+    char *scratch;
+    for (int i = 0; b64_members[i]; i++) {
+        json_t *m = json_object_get(jwk_json, b64_members[i]);
+        if (!m) continue;
+        if (!json_is_string(m) || json_string_length(m) == 0) {
+            snprintf(why, whylen, "member %s is %s", b64_members[i], json_is_string(m) ? "empty" : "not a string");
+            return why;
+        }
+        if (json_string_length(m) > longest) longest = json_string_length(m);
+    }
+    if (longest == 0) return NULL;
+    /* Lua owns the scratch memory, so an error raised here leaks nothing. */
+    scratch = (char *)lua_newuserdata(L, longest + 3 + tp_b64url_decoded_len(longest) + 2);
+    for (int i = 0; b64_members[i] && !bad; i++) {
+        json_t *m = json_object_get(jwk_json, b64_members[i]);
+        size_t len = m ? json_string_length(m) : 0;
+        if (m && tp_b64url_decode(json_string_value(m), len, (unsigned char *)scratch + len + 3, scratch) < 0)
+            bad = b64_members[i];
+    }
+    lua_pop(L, 1);
+    if (!bad) return NULL;
+    snprintf(why, whylen, "member %s is not canonical unpadded base64url", bad);
+    return why;
+}
+
+/* Reads key_ops (RFC 7517 section 4.3) into TP_KEY_OP_* bits: every
+ * operation when absent.  Returns NULL, or why the member is malformed. */
+static const char *read_key_ops(json_t *jwk_json, unsigned *ops)
+{
+    json_t *list = json_object_get(jwk_json, "key_ops");
+    *ops = TP_KEY_OP_VERIFY | TP_KEY_OP_SIGN;
+    if (!list) return NULL;
+    if (!json_is_array(list)) return "key_ops must be an array of strings";
+    *ops = 0;
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        const char *op = json_string_value(json_array_get(list, i));
+        if (!op) return "key_ops must be an array of strings";
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(op, json_string_value(json_array_get(list, j))) == 0)
+                return "key_ops lists a value twice";
+        if (strcmp(op, "verify") == 0) *ops |= TP_KEY_OP_VERIFY;
+        if (strcmp(op, "sign") == 0) *ops |= TP_KEY_OP_SIGN;
+    }
+    return NULL;
+}
+
+/* RSA members that only make sense together: CRT members need d, and come
+ * all five or not at all (cjose leaks a partial set on every import). */
+static const char *check_rsa_private(json_t *jwk_json)
+{
+    int crt = 0;
+    for (int i = 0; crt_members[i]; i++)
+        crt += json_object_get(jwk_json, crt_members[i]) != NULL;
+    if (json_object_get(jwk_json, "oth"))
+        return "RSA keys with more than two primes (oth) are not supported";
+    if (crt && !json_object_get(jwk_json, "d"))
+        return "RSA CRT members (p, q, dp, dq, qi) without the private exponent d";
+    if (crt != 0 && crt != 5)
+        return "RSA CRT members must be all of p, q, dp, dq and qi, or none";
+    return NULL;
+}
+
 /* Imports one JWK object; on refusal records a reason and returns the code
  * a single-key import fails with. */
 static const char *import_jwk(lua_State *L, int set_idx, tp_keyset *set, json_t *jwk_json, int index)
 {
     cjose_err err;
-    const char *kty, *kid, *use, *alg;
-    unsigned alg_limit = ~0u;
+    const char *kty, *kid, *use, *alg, *why;
+    char why_buf[80];
+    unsigned alg_limit = ~0u, ops;
     cjose_jwk_t *jwk;
     EVP_PKEY *pkey;
-    int has_private, bits;
+    int has_private, bits, is_rsa, is_oct;
     json_t *kid_json = json_object_get(jwk_json, "kid");
 
     if (!json_is_object(jwk_json)) {
@@ -401,6 +585,13 @@ static const char *import_jwk(lua_State *L, int set_idx, tp_keyset *set, json_t 
                     tp_printable(safe, kty, strlen(kty)));
         return "alg_not_allowed";
     }
+    is_rsa = strcmp(kty, "RSA") == 0;
+    is_oct = strcmp(kty, "oct") == 0;
+    if ((why = check_members(L, jwk_json, why_buf, sizeof why_buf)) || (is_rsa && (why = check_rsa_private(jwk_json))) ||
+        (why = read_key_ops(jwk_json, &ops))) {
+        add_skipped(L, set_idx, index, kid, "%s", why);
+        return "malformed";
+    }
     use = json_str(jwk_json, "use");
     if (use && strcmp(use, "sig") != 0) {
         add_skipped(L, set_idx, index, kid, "key is for use '%s', not signatures",
@@ -419,21 +610,35 @@ static const char *import_jwk(lua_State *L, int set_idx, tp_keyset *set, json_t 
         }
         alg_limit = 1u << a;
     }
-    has_private = strcmp(kty, "oct") == 0 || json_object_get(jwk_json, "d") != NULL;
+    has_private = is_oct || json_object_get(jwk_json, "d") != NULL;
+    if (!(ops & TP_KEY_OP_VERIFY) && !(has_private && (ops & TP_KEY_OP_SIGN))) {
+        add_skipped(L, set_idx, index, kid, "key_ops allows neither verify nor sign%s",
+                    (ops & TP_KEY_OP_SIGN) ? " (sign needs a private key)" : "");
+        return "alg_not_allowed";
+    }
     jwk = cjose_jwk_import_json((cjose_header_t *)jwk_json, &err);
     if (!jwk) {
         add_skipped(L, set_idx, index, kid, "invalid %s key: its members do not form a valid key", kty);
         return "malformed";
     }
     bits = (int)cjose_jwk_get_keysize(jwk, &err);
-    if (strcmp(kty, "RSA") == 0 && bits < TP_RSA_MIN_BITS) {
+    if (is_rsa && bits < TP_RSA_MIN_BITS) {
         cjose_jwk_release(jwk);
         add_skipped(L, set_idx, index, kid, "RSA key of %d bits is below the %d-bit minimum",
                     bits, TP_RSA_MIN_BITS);
         return "alg_not_allowed";
     }
-    pkey = strcmp(kty, "oct") == 0 ? NULL : pkey_from_jwk(jwk_json, kty);
-    if (!add_key(set, jwk, pkey, kid, has_private, alg_limit)) {
+    pkey = is_oct ? NULL : pkey_from_jwk(jwk_json, is_rsa, 0);
+    if (pkey && has_private) {
+        if (!jwk_private_matches(jwk_json, is_rsa)) {
+            cjose_jwk_release(jwk);
+            EVP_PKEY_free(pkey);
+            add_skipped(L, set_idx, index, kid, "the private part of this %s key does not match its public part",
+                        kty);
+            return "malformed";
+        }
+    }
+    if (!add_key(set, jwk, pkey, kid, has_private, alg_limit, ops)) {
         add_skipped(L, set_idx, index, kid, "invalid %s key", kty);
         return "malformed";
     }
@@ -600,6 +805,13 @@ static const char *import_pem(lua_State *L, int set_idx, tp_keyset *set, const c
         } else if (!(pkey = pkey_from_block(name, data, dlen))) {
             add_skipped(L, set_idx, index, NULL, "PEM block %s holds no usable key", name);
             last_code = "malformed";
+        } else if (strstr(name, "PRIVATE KEY") && (EVP_PKEY_get_base_id(pkey) == EVP_PKEY_RSA ||
+                                                   EVP_PKEY_get_base_id(pkey) == EVP_PKEY_EC) &&
+                   !pem_private_matches(pkey)) {
+            EVP_PKEY_free(pkey);
+            add_skipped(L, set_idx, index, NULL, "PEM block %s: the private part does not match the public part",
+                        name);
+            last_code = "malformed";
         } else {
             int has_private = 0;
             const char *why = NULL;
@@ -615,7 +827,7 @@ static const char *import_pem(lua_State *L, int set_idx, tp_keyset *set, const c
                     add_skipped(L, set_idx, index, NULL, "%s: key type or curve not supported", name);
                     last_code = why[0] == 'i' ? "malformed" : "alg_not_allowed";
                 }
-            } else if (!add_key(set, jwk, pkey, kid, has_private, ~0u)) {
+            } else if (!add_key(set, jwk, pkey, kid, has_private, ~0u, TP_KEY_OP_VERIFY | TP_KEY_OP_SIGN)) {
                 add_skipped(L, set_idx, index, NULL, "out of memory");
             }
         }
@@ -632,6 +844,21 @@ static const char *import_pem(lua_State *L, int set_idx, tp_keyset *set, const c
 
 /* ---- keys() ------------------------------------------------------------- */
 
+/* Whether material that is neither JSON nor PEM looks like a file name,
+ * for a hint: one line that starts with "/", "./", "../" or "~/", or ends
+ * in a key file's extension (.pem .crt .key .json .jwk .jwks). */
+static int looks_like_path(const char *s, size_t len)
+{
+    static const char *const starts[] = { "/", "./", "../", "~/", NULL };
+    static const char *const ends[] = { ".pem", ".crt", ".key", ".json", ".jwk", ".jwks", NULL };
+    if (len == 0 || len > 4096 || memchr(s, '\n', len)) return 0;
+    for (int i = 0; starts[i]; i++)
+        if (len >= strlen(starts[i]) && memcmp(s, starts[i], strlen(starts[i])) == 0) return 1;
+    for (int i = 0; ends[i]; i++)
+        if (len > strlen(ends[i]) && strcasecmp(s + len - strlen(ends[i]), ends[i]) == 0) return 1;
+    return 0;
+}
+
 /* A new empty set with room for capacity keys, pushed on the stack with
  * its skip list as user value. */
 static tp_keyset *keyset_new(lua_State *L, size_t capacity)
@@ -643,6 +870,7 @@ static tp_keyset *keyset_new(lua_State *L, size_t capacity)
     set->capacity = capacity;
     luaL_setmetatable(L, TP_KEYSET_CLASS);
     lua_newtable(L);
+    luaL_setmetatable(L, TP_KEYLIST_CLASS);
     tp_setuservalue(L, -2);
     return set;
 }
@@ -664,9 +892,11 @@ static int fail_skipped(lua_State *L, int set_idx, const char *code)
  * Imports keys: a JWK Set (`{"keys":[...]}`), a single JWK (JSON text or a
  * Lua table), or PEM text (public keys, certificates, unencrypted private
  * keys; several blocks allowed).  Keys a set cannot use (unsupported type or
- * curve, `use` other than `sig`, RSA under 2048 bits, HMAC secrets shorter
- * than their hash) are skipped and listed by `:skipped()`; a single JWK or a
- * PEM with no usable key fails.
+ * curve, `use` other than `sig`, `key_ops` allowing neither verify nor sign,
+ * RSA under 2048 bits, HMAC secrets shorter than their hash) and malformed
+ * keys (a base64url member that is not canonical, a partial RSA CRT set, a
+ * private part that does not match the public part) are skipped and listed
+ * by `:skipped()`; a single JWK or a PEM with no usable key fails.
  * @function keys
  * @tparam string|table material
  * @tparam[opt] table opts `kid`: the key id to give keys that have none (PEM)
@@ -686,15 +916,8 @@ static int tp_keys(lua_State *L)
         material = lua_tolstring(L, 1, &len);
     else if (lua_type(L, 1) != LUA_TTABLE)
         return luaL_typeerror(L, 1, "string or table");
-    if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        tp_check_options(L, 2, options);
-        if (lua_getfield(L, 2, "kid") == LUA_TSTRING)
-            kid = lua_tostring(L, -1);
-        else if (!lua_isnil(L, -1))
-            return luaL_argerror(L, 2, "kid must be a string");
-        lua_pop(L, 1);  /* still referenced by opts */
-    }
+    tp_opts(L, 2, options);
+    kid = tp_opt_string(L, 2, "kid", NULL, NULL);
     if (material && len > 1024 * 1024)
         return tp_fail(L, "too_large", "key material of %I bytes is over the 1 MiB limit", (lua_Integer)len);
 
@@ -719,7 +942,10 @@ static int tp_keys(lua_State *L)
                 return fail_skipped(L, set_idx, code);
             return 1;
         } else {
-            return tp_fail(L, "malformed", "key material is neither JSON (JWK, JWK Set) nor PEM");
+            return tp_fail(L, "malformed", "key material is neither JSON (JWK, JWK Set) nor PEM%s",
+                           looks_like_path(material, len)
+                               ? " (tp.keys takes key material, not a path: tp.keys(io.open(path):read(\"a\")))"
+                               : "");
         }
     } else {
         char err[128];
@@ -772,7 +998,8 @@ static int tp_keyset_kids(lua_State *L)
 }
 
 /***
- * The keys that were skipped on import, each `{index=, kid=, reason=}`.
+ * The keys that were skipped on import, each `{index=, kid=, reason=}`;
+ * entries and the list print readably.
  * @function KeySet:skipped
  * @treturn {table,...}
  */
@@ -784,7 +1011,9 @@ static int tp_keyset_skipped(lua_State *L)
 }
 
 /***
- * A description of every key: `{kid=, kty=, bits=, algs={...}, private=}`.
+ * A description of every key: `{kid=, kty=, bits=, algs={...}, private=}`,
+ * and `key_ops` when a JWK's key_ops leave out verify or sign.  Entries
+ * and the list print readably.
  * @function KeySet:list
  * @treturn {table,...}
  */
@@ -813,7 +1042,136 @@ static int tp_keyset_list(lua_State *L)
             lua_rawseti(L, -2, ++n);
         }
         lua_setfield(L, -2, "algs");
+        if (key->ops != (TP_KEY_OP_VERIFY | TP_KEY_OP_SIGN)) {
+            /* What a JWK's key_ops left of verify and sign. */
+            n = 0;
+            lua_newtable(L);
+            if (key->ops & TP_KEY_OP_VERIFY) {
+                lua_pushliteral(L, "verify");
+                lua_rawseti(L, -2, ++n);
+            }
+            if (key->ops & TP_KEY_OP_SIGN) {
+                lua_pushliteral(L, "sign");
+                lua_rawseti(L, -2, ++n);
+            }
+            lua_setfield(L, -2, "key_ops");
+        }
+        luaL_setmetatable(L, TP_KEYINFO_CLASS);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    luaL_setmetatable(L, TP_KEYLIST_CLASS);
+    return 1;
+}
+
+/* Appends at most len bytes of text to out (size bytes, NUL-terminated),
+ * printable: list() and skipped() entries are plain tables a caller may
+ * have changed. */
+static void append(char *out, size_t size, const char *text)
+{
+    size_t used = strlen(out);
+    char safe[40];
+    snprintf(out + used, size - used, "%s", tp_printable(safe, text, strlen(text)));
+}
+
+/* The string field name of the table at 1, or NULL. */
+static const char *string_field(lua_State *L, const char *name)
+{
+    const char *s = lua_getfield(L, 1, name) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    lua_pop(L, 1);  /* a string stays referenced by the table */
+    return s;
+}
+
+/* "RSA 2048 kid=a private: RS256 RS384 ..." for a list() entry. */
+static int tp_keyinfo__tostring(lua_State *L)
+{
+    char out[200] = "";
+    const char *kty, *kid;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    kty = string_field(L, "kty");
+    kid = string_field(L, "kid");
+    append(out, sizeof out, kty ? kty : "?");
+    if (lua_getfield(L, 1, "bits") == LUA_TNUMBER && lua_isinteger(L, -1))
+        snprintf(out + strlen(out), sizeof out - strlen(out), " %lld", (long long)lua_tointeger(L, -1));
+    lua_pop(L, 1);
+    if (kid) {
+        append(out, sizeof out, " kid=");
+        append(out, sizeof out, kid);
+    }
+    if (lua_getfield(L, 1, "private") == LUA_TBOOLEAN && lua_toboolean(L, -1))
+        append(out, sizeof out, " private");
+    lua_pop(L, 1);
+    if (lua_getfield(L, 1, "algs") == LUA_TTABLE) {
+        append(out, sizeof out, ":");
+        for (lua_Integer i = 1; i <= 12; i++) {
+            if (lua_rawgeti(L, -1, i) == LUA_TSTRING) {
+                append(out, sizeof out, " ");
+                append(out, sizeof out, lua_tostring(L, -1));
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, 1, "key_ops") == LUA_TTABLE) {
+        append(out, sizeof out, " (key_ops:");
+        for (lua_Integer i = 1; i <= 2; i++) {
+            if (lua_rawgeti(L, -1, i) == LUA_TSTRING) {
+                append(out, sizeof out, " ");
+                append(out, sizeof out, lua_tostring(L, -1));
+            }
+            lua_pop(L, 1);
+        }
+        append(out, sizeof out, ")");
+    }
+    lua_pop(L, 1);
+    lua_pushstring(L, out);
+    return 1;
+}
+
+/* "#2 kid=enc: key is for use 'enc', not signatures" for a skipped()
+ * entry. */
+static int tp_skippedkey__tostring(lua_State *L)
+{
+    char out[200] = "#";
+    const char *kid, *reason;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    kid = string_field(L, "kid");
+    reason = string_field(L, "reason");
+    if (lua_getfield(L, 1, "index") == LUA_TNUMBER && lua_isinteger(L, -1))
+        snprintf(out + 1, sizeof out - 1, "%lld", (long long)lua_tointeger(L, -1));
+    else
+        append(out, sizeof out, "?");
+    lua_pop(L, 1);
+    if (kid) {
+        append(out, sizeof out, " kid=");
+        append(out, sizeof out, kid);
+    }
+    append(out, sizeof out, ": ");
+    /* Reasons are ours, but may be long: the 32-byte cut would hide them.
+     * The table may have been changed, so controls still become '?'. */
+    snprintf(out + strlen(out), sizeof out - strlen(out), "%s", reason ? reason : "?");
+    for (char *p = out; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
+    lua_pushstring(L, out);
+    return 1;
+}
+
+/* One entry per line, each by its own __tostring; "(none)" when empty. */
+static int tp_keylist__tostring(lua_State *L)
+{
+    lua_Integer n;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    n = (lua_Integer)lua_rawlen(L, 1);
+    lua_settop(L, 1);
+    if (n == 0) lua_pushliteral(L, "(none)");
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        luaL_tolstring(L, -1, NULL);
+        lua_remove(L, -2);
+        if (i > 1) {
+            lua_pushliteral(L, "\n");
+            lua_insert(L, -2);
+            lua_concat(L, 3);
+        }
     }
     return 1;
 }
@@ -868,11 +1226,13 @@ void tp_open_keys(lua_State *L)
         { "__tostring", tp_keyset__tostring },
         { NULL, NULL }
     };
-    luaL_newmetatable(L, TP_KEYSET_CLASS);
-    luaL_setfuncs(L, meta, 0);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    static const luaL_Reg keyinfo_meta[] = { { "__tostring", tp_keyinfo__tostring }, { NULL, NULL } };
+    static const luaL_Reg skipped_meta[] = { { "__tostring", tp_skippedkey__tostring }, { NULL, NULL } };
+    static const luaL_Reg keylist_meta[] = { { "__tostring", tp_keylist__tostring }, { NULL, NULL } };
+    tp_register_class(L, TP_KEYSET_CLASS, meta, methods, 0);
+    tp_register_class(L, TP_KEYINFO_CLASS, keyinfo_meta, NULL, 0);
+    tp_register_class(L, TP_SKIPPED_CLASS, skipped_meta, NULL, 0);
+    tp_register_class(L, TP_KEYLIST_CLASS, keylist_meta, NULL, 0);
     lua_pushcfunction(L, tp_keys);
     lua_setfield(L, -2, "keys");
 }

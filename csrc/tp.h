@@ -153,8 +153,18 @@ typedef struct tp_key {
     enum tp_kty kty;
     int bits;           /* modulus bits, curve bits or secret bits */
     unsigned algs;      /* bit set of tp_alg this key may be used with */
-    int has_private;    /* can sign */
+    int has_private;    /* holds a private part (or is a secret) */
+    unsigned ops;       /* TP_KEY_OP_* a JWK's key_ops allows (all without key_ops) */
 } tp_key;
+
+/* What a key may be used for (RFC 7517 section 4.3, key_ops). */
+#define TP_KEY_OP_VERIFY 1u
+#define TP_KEY_OP_SIGN 2u
+
+/* Whether key may verify (key_ops), and whether it may sign (a private
+ * part, and key_ops). */
+#define tp_key_can_verify(key) (((key)->ops & TP_KEY_OP_VERIFY) != 0)
+#define tp_key_can_sign(key) ((key)->has_private && ((key)->ops & TP_KEY_OP_SIGN) != 0)
 
 typedef struct tp_keyset {
     EVP_MD_CTX *md_ctx; /* reused for every digest verify computes */

@@ -307,7 +307,7 @@ describe("verify", function()
       "bad argument #3 to 'verify' (leeway must be an integer of at least 0)")
     assert.has_error(function() tp.verify(t, rsa, { algs = { "RS256", "XX999" } }) end)
     assert.has_error(function() tp.verify(t, rsa, { aud = { 1 } }) end,
-      "bad argument #3 to 'verify' (aud must be a string or a list of strings)")
+      "bad argument #3 to 'verify' (aud must be a string or a non-empty list of strings)")
     assert.has_error(function() tp.verify(t, rsa, { now = "today" }) end)
   end)
 end)

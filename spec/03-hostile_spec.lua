@@ -273,8 +273,12 @@ describe("tp.decode refuses", function()
       local p = b64(body())
       return b64(HEADER) .. "." .. p:sub(1, 20) .. "\r\n" .. p:sub(21) .. "."
     end },
-    { "a leading space", "malformed", function()
-      return " " .. compact(HEADER, body())
+    { "a space inside the token (surrounding whitespace is stripped, inner is not)", "malformed", function()
+      local t = compact(HEADER, body())
+      return t:sub(1, 10) .. " " .. t:sub(11)
+    end },
+    { "a Bearer prefix without the space after it", "malformed", function()
+      return "Bearer" .. compact(HEADER, body())
     end },
     { "a NUL byte inside the token", "malformed", function()
       local p = b64(body())
