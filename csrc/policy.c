@@ -540,8 +540,11 @@ static void clamp_expiry(const tp_policy *p, int kind, int admin, lua_Integer no
 }
 
 /* Reads the time option name of the table at arg (pushing it, then popping).
- * Returns 0 with *has and *t set, or 3 with the fail triple pushed. */
-static int opt_time(lua_State *L, int arg, const char *name, int *has, lua_Integer *t)
+ * Returns 0 with *has and *t set, or 3 with the fail triple pushed.  Not a
+ * member of the shared tp_opt family: a time may also be ISO-8601 text,
+ * and text that does not parse is an expected failure (`malformed`, as for
+ * a record's times), not misuse. */
+static int time_option(lua_State *L, int arg, const char *name, int *has, lua_Integer *t)
 {
     const char *why = NULL;
     int r;
@@ -584,7 +587,7 @@ static int tp_policy_clamp(lua_State *L)
     int has_now, has = 0, admin, kind;
     luaL_checktype(L, 2, LUA_TTABLE);
     tp_opts(L, 2, options);
-    if (opt_time(L, 2, "now", &has_now, &now) || opt_time(L, 2, "expires_at", &has, &expires)) return 3;
+    if (time_option(L, 2, "now", &has_now, &now) || time_option(L, 2, "expires_at", &has, &expires)) return 3;
     if (!has_now) now = (lua_Integer)time(NULL);
     admin = tp_opt_boolean(L, 2, "is_admin", 0);
     kind = tp_opt_choice(L, 2, "kind", kind_names, KIND_API);
@@ -612,7 +615,7 @@ static int tp_policy_login_expiry(lua_State *L)
     int has_now, has_requested = 0, has = 0, admin;
     luaL_checktype(L, 2, LUA_TTABLE);
     tp_opts(L, 2, options);
-    if (opt_time(L, 2, "now", &has_now, &now) || opt_time(L, 2, "requested", &has_requested, &requested))
+    if (time_option(L, 2, "now", &has_now, &now) || time_option(L, 2, "requested", &has_requested, &requested))
         return 3;
     if (!has_now) now = (lua_Integer)time(NULL);
     admin = tp_opt_boolean(L, 2, "is_admin", 0);
