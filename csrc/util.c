@@ -228,10 +228,11 @@ const char *tp_format_utc(char *buf, lua_Integer t)
     return buf;
 }
 
-/* The short human form: units largest first, zero units left out; exact
- * under a day ("1h30m", "1h5s"), and days plus hours from a day on ("3d4h"),
- * where minutes no longer help a reader. */
-const char *tp_format_span(char *buf, lua_Integer seconds)
+/* Units largest first, zero units left out.  The short human form is
+ * exact under a day ("1h30m", "1h5s") and days plus hours from a day on
+ * ("3d4h"), where minutes no longer help a reader; the exact form keeps
+ * every unit, so that `duration` reads it back to the same seconds. */
+static const char *format_span(char *buf, lua_Integer seconds, int exact)
 {
     static const struct { unsigned long long size; char unit; } units[] = {
         { 86400, 'd' }, { 3600, 'h' }, { 60, 'm' }, { 1, 's' }
@@ -248,7 +249,7 @@ const char *tp_format_span(char *buf, lua_Integer seconds)
         strcpy(buf, "0s");
         return buf;
     }
-    int long_span = left >= 86400;
+    int long_span = !exact && left >= 86400;
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         unsigned long long count = left / units[i].size;
         if (long_span && units[i].size < 3600) break;
@@ -258,6 +259,16 @@ const char *tp_format_span(char *buf, lua_Integer seconds)
     }
     buf[used] = '\0';
     return buf;
+}
+
+const char *tp_format_span(char *buf, lua_Integer seconds)
+{
+    return format_span(buf, seconds, 0);
+}
+
+const char *tp_format_span_exact(char *buf, lua_Integer seconds)
+{
+    return format_span(buf, seconds, 1);
 }
 
 size_t tp_b64url_decoded_len(size_t len)
@@ -370,31 +381,3 @@ void tp_open_util(lua_State *L)
     luaL_setfuncs(L, functions, 0);
 }
 
-/* Every unit, largest first, zero units left out: what `duration` reads
- * back to the same number of seconds. */
-const char *tp_format_span_exact(char *buf, lua_Integer seconds)
-{
-    static const struct { unsigned long long size; char unit; } units[] = {
-        { 86400, 'd' }, { 3600, 'h' }, { 60, 'm' }, { 1, 's' }
-    };
-    unsigned long long left;
-    size_t used = 0;
-    if (seconds < 0) {
-        buf[used++] = '-';
-        left = (unsigned long long)(-(seconds + 1)) + 1;  /* no overflow on minint */
-    } else {
-        left = (unsigned long long)seconds;
-    }
-    if (left == 0) {
-        strcpy(buf, "0s");
-        return buf;
-    }
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-        unsigned long long count = left / units[i].size;
-        if (count == 0) continue;
-        used += (size_t)snprintf(buf + used, 32 - used, "%llu%c", count, units[i].unit);
-        left -= count * units[i].size;
-    }
-    buf[used] = '\0';
-    return buf;
-}
