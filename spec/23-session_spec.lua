@@ -182,3 +182,151 @@ describe("session.status", function()
       "bad argument #1 to 'status' (option 'policy' must be a tokenpolicy.Policy (tp.policy{...}))")
   end)
 end)
+
+-- An action as "action target ok code" with the sandbox's prefix cut.
+local function actions(report, dir)
+  local out = {}
+  for i, a in ipairs(report.actions) do
+    out[i] = ("%s %s %s %s"):format(a.action, (a.target:gsub(dir, "~", 1)), tostring(a.ok), tostring(a.code))
+  end
+  return out
+end
+
+describe("session.logout", function()
+  local s
+  before_each(function() s = sandbox() end)
+  after_each(function() expect.remove_dir(s.dir) end)
+
+  local function opts(extra)
+    local o = { env = s.env, uid = UID, now = NOW }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return o
+  end
+
+  it("removes the active account's token, its expiry file, and the directory when only leftovers remain", function()
+    rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+    write(s.rucio .. "/tmpab12_x9z", "half-written") -- a crashed mkstemp write
+    local report = tp.logout(opts())
+    assert.are.same({
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe true nil",
+    }, actions(report, s.dir))
+    assert.is_true(report.ok)
+    assert.is_false(report.nothing_to_do)
+    assert.is_false(exists(s.rucio))
+    assert.is_true(exists(s.tmp .. "/jdoe"))
+  end)
+
+  it("leaves other accounts' tokens and their directory, and names an account", function()
+    rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+    local alice = rucio_token(s, ".rucio_jdoe", "alice", NATIVE:gsub("^root", "alice"), NOW + 3600)
+    write(s.bt, jwt { sub = "carol", exp = NOW + 60 })
+    assert.are.same({
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_root true nil",
+    }, actions(tp.logout(opts { account = "root" }), s.dir))
+    assert.are.equal(NATIVE:gsub("^root", "alice"), read(alice))
+    assert.is_true(exists(s.bt)) -- an account names a Rucio account only
+    assert.are.same({
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_alice true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_alice true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe true nil",
+    }, actions(tp.logout(opts { account = "alice", scheme = "rucio" }), s.dir))
+  end)
+
+  it("with all, ends every account, VO, layout and scheme; a second logout has nothing to do", function()
+    rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+    rucio_token(s, ".rucio_jdoe@atlas", "bob", NATIVE:gsub("^root", "bob"), NOW + 3600)
+    assert(tp.write_token(s.tmp .. "/jdoe/.rucio_root/auth_token_root", NATIVE))
+    write(s.bt, jwt { sub = "carol", exp = NOW + 60 })
+    write(s.settings, "# mine\nARVADOS_API_HOST=arv.example\nARVADOS_API_TOKEN=" .. ARV .. "\nOTHER=1\n", "640")
+    local before = tp.stat(s.settings)
+    local dry = tp.logout(opts { all = true, dry_run = true })
+    local expected = {
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_root/auth_token_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe@atlas/auth_token_for_account_bob true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe@atlas/auth_token_exp_for_account_bob true nil",
+      "remove ~/run/bt_u" .. UID .. " true nil",
+      "remove ~/home/.config/arvados/settings.conf (ARVADOS_API_TOKEN) true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe true nil",
+      "remove ~/tmp/jdoe/.rucio_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe@atlas true nil",
+    }
+    assert.are.same(expected, actions(dry, s.dir))
+    assert.is_true(dry.dry_run)
+    assert.is_truthy(tostring(dry):find("\ndry run: nothing was changed$"))
+    assert.is_true(exists(s.rucio .. "/auth_token_for_account_root"))
+    assert.is_true(exists(s.bt))
+    local report = tp.logout(opts { all = true })
+    assert.are.same(expected, actions(report, s.dir))
+    assert.is_true(report.ok)
+    assert.are.same({ "." , "..", "jdoe" }, { ".", "..", table.unpack(tp.list_dir(s.tmp)) })
+    assert.are.same({}, tp.list_dir(s.tmp .. "/jdoe"))
+    assert.is_false(exists(s.bt))
+    assert.are.equal("# mine\nARVADOS_API_HOST=arv.example\nOTHER=1\n", read(s.settings))
+    assert.are.equal(before.mode, tp.stat(s.settings).mode)
+    local again = tp.logout(opts { all = true })
+    assert.is_true(again.nothing_to_do)
+    assert.is_true(again.ok)
+    assert.are.same({}, again.actions)
+    assert.are.equal("nothing to do: no tokens found", tostring(again))
+  end)
+
+  it("says which variable to unset for an environment token", function()
+    local env = { BEARER_TOKEN = jwt { sub = "dave", exp = NOW + 60 }, LOGNAME = "jdoe", TMPDIR = s.tmp,
+                  RUCIO_CONFIG = s.cfg, HOME = s.home }
+    local report = tp.logout { env = env, uid = UID, now = NOW }
+    assert.are.same({ "instruction $BEARER_TOKEN false environment" }, actions(report, s.dir))
+    assert.are.equal("unset BEARER_TOKEN in the shell that set it: a program cannot change its parent's "
+      .. "environment", report.actions[1].message)
+    assert.is_false(report.ok)
+  end)
+
+  describe("among hostile neighbours", function()
+    it("leaves a victim directory behind a linked token directory untouched", function()
+      local victim = s.dir .. "/victim"
+      rucio_token(s, "../../victim", "root", NATIVE, NOW + 3600)
+      write(victim .. "/precious", "keep me")
+      sh(("mkdir -p '%s/jdoe' && ln -s '%s' '%s' && chown -h 54321 '%s'"):format(s.tmp, victim, s.rucio, s.rucio))
+      local dry = tp.logout(opts { all = true, dry_run = true })
+      local report = tp.logout(opts { all = true })
+      local expected = { "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root false symlink" }
+      assert.are.same(expected, actions(dry, s.dir))
+      assert.are.same(expected, actions(report, s.dir))
+      assert.is_false(report.ok)
+      assert.are.equal(NATIVE, read(victim .. "/auth_token_for_account_root"))
+      assert.are.equal(tostring(NOW + 3600), read(victim .. "/auth_token_exp_for_account_root"))
+      assert.are.equal("keep me", read(victim .. "/precious"))
+    end)
+
+    it("reports and leaves a token file of another uid, and the directory holding it", function()
+      local path = rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+      sh("chown 54321 '" .. path .. "'")
+      local report = tp.logout(opts())
+      assert.are.same({
+        "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root false not_owner",
+        "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_root true nil",
+      }, actions(report, s.dir))
+      assert.are.equal(("not_owner: remove_token: %s belongs to uid 54321, not uid %d; left in place"):format(
+        path, UID), report.actions[1].message)
+      assert.are.equal(NATIVE, read(path))
+      assert.is_false(report.ok)
+    end)
+
+    it("removes a FIFO of the user's at bt_u<uid> without opening it", function()
+      sh("mkfifo '" .. s.bt .. "'")
+      local report = tp.logout(opts { scheme = "wlcg" })
+      assert.are.same({ "remove ~/run/bt_u" .. UID .. " true nil" }, actions(report, s.dir))
+      assert.is_false(exists(s.bt))
+    end)
+  end)
+
+  it("raises for misuse", function()
+    assert.has_error(function() tp.logout { revok = true } end, "bad argument #1 to 'logout' (unknown option 'revok')")
+    assert.has_error(function() tp.logout { denylist = 1 } end,
+      "bad argument #1 to 'logout' (option 'denylist' must be a path or a tokenpolicy.Denylist (tp.denylist(path)))")
+  end)
+end)

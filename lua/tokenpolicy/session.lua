@@ -19,8 +19,6 @@ local classify = require("tokenpolicy.classify").classify
 local ini = require "tokenpolicy.ini"
 local util = require "tokenpolicy.util"
 
-local fail = util.fail
-
 local M = {}
 
 local KNOWN_SCHEME = { rucio = true, wlcg = true, arvados = true }
@@ -396,6 +394,320 @@ end
 function M.status(opts)
   opts = util.check_opts(opts, STATUS_OPTIONS, "status")
   return collect(opts)
+end
+
+-- Logout --------------------------------------------------------------------
+
+local Report = { __name = "tokenpolicy.LogoutReport" }
+
+--- One line per action (`ok`/`FAILED`/`would`, action, target, message),
+-- then a summary line. Never a token.
+function Report.__tostring(r)
+  if r.nothing_to_do then
+    return "nothing to do: no tokens found"
+  end
+  local rows = {}
+  for i, a in ipairs(r.actions) do
+    local status = a.ok and (r.dry_run and "would" or "ok") or (a.code or "failed")
+    rows[i] = { status, a.action, a.target, a.message or "" }
+  end
+  local last = r.ok and (r.dry_run and "dry run: nothing was changed" or "logged out")
+    or "not everything could be ended: see above"
+  return render(rows) .. "\n" .. last
+end
+
+local function check_denylist(value)
+  if type(value) == "string" then
+    return nil
+  end
+  local mt = getmetatable(value)
+  if type(mt) ~= "table" or mt.__name ~= "tokenpolicy.Denylist" then
+    return "must be a path or a tokenpolicy.Denylist (tp.denylist(path))"
+  end
+end
+
+local LOGOUT_OPTIONS = {
+  scheme = check_scheme, account = "string", all = "boolean", revoke = "boolean", denylist = check_denylist,
+  dry_run = "boolean", client_id = "string", client_secret = "string", issuer = "string", timeout = "number",
+  ca_file = "string", arvados_scheme = function(value)
+    if value ~= "http" and value ~= "https" then
+      return 'must be "http" or "https"'
+    end
+  end,
+  env = check_env, uid = check_uid, now = "integer", config = "string",
+}
+
+-- Rucio's own leftovers in its cache directory: the temporaries of
+-- tempfile.mkstemp ("tmp" and 8 characters of [a-z0-9_]) that a crashed
+-- write left behind.
+local function rucio_leftover(name)
+  return name:find("^tmp[a-z0-9_]+$") ~= nil
+end
+
+local function has_finding(e, code)
+  for _, have in ipairs(e.findings) do
+    if have == code then
+      return true
+    end
+  end
+  return false
+end
+
+-- The entries logout ends, from status's list.
+local function select_targets(opts, list)
+  if opts.all then
+    return list
+  end
+  local account, vo = opts.account, nil
+  local rucio_scope = opts.scheme == nil or opts.scheme == "rucio"
+  if rucio_scope then
+    local candidates = discovery.discover({ scheme = "rucio", account = opts.account, env = opts.env,
+                                            uid = opts.uid, config = opts.config })
+    local first = candidates[1]
+    if first then
+      account, vo = first.account, first.vo
+    end
+  end
+  local out = {}
+  for _, e in ipairs(list) do
+    if e.scheme == "rucio" then
+      if e.account == account and e.vo == vo then
+        out[#out + 1] = e
+      end
+    elseif opts.account == nil or opts.scheme ~= nil then
+      -- An account names a Rucio account: WLCG and Arvados tokens are
+      -- the user's own, ended unless the caller asked for an account.
+      out[#out + 1] = e
+    end
+  end
+  return out
+end
+
+-- Ends the token at its issuer, adding revoke/denylist actions.
+local function revoke_token(ctx, e, token)
+  local opts, act = ctx.opts, ctx.act
+  local function net_opts(t)
+    t.timeout, t.ca_file = opts.timeout, opts.ca_file
+    return t
+  end
+  if e.kind == "jwt" then
+    -- Resource servers check a JWT access token offline: whatever its
+    -- issuer does, it stays good to them until it expires, so the one
+    -- way to end it is the gateways' jti denylist.
+    local target = "jti " .. tostring(e.jti)
+    if not e.jti or not e.exp then
+      return act("denylist", "JWT of " .. tostring(e.iss), false, "not_revocable",
+        "it has no jti and exp, so no denylist can hold it; it stays valid until it expires")
+    elseif not ctx.denylist then
+      return act("denylist", target, false, "not_revocable",
+        ("a JWT access token cannot be revoked at its issuer; it stays valid until %s unless its jti is "
+         .. "denylisted (pass denylist)"):format(utc(e.exp)))
+    elseif opts.dry_run then
+      return act("denylist", target, true, nil, "would add it to " .. tostring(ctx.denylist_name))
+    end
+    local ok, msg, code = ctx.denylist:add(e.jti, e.exp)
+    return act("denylist", target, ok ~= nil, code, ok and ("added until " .. utc(e.exp)) or msg)
+  end
+  if e.scheme == "arvados" then
+    local host = e.host
+    if not host or host == "" then
+      return act("revoke", "Arvados", false, "not_found", "no ARVADOS_API_HOST: cannot call Arvados' logout")
+    end
+    local scheme = opts.arvados_scheme or "https"
+    local target = ("%s://%s/logout"):format(scheme, host)
+    if opts.dry_run then
+      return act("revoke", target, true, nil, "would call Arvados' logout")
+    end
+    local ok, msg, code = core.arvados_logout(net_opts({ host = host, token = token, scheme = scheme }))
+    return act("revoke", target, ok ~= nil, code, ok and "Arvados expired the token" or msg)
+  end
+  if e.kind == "rucio" then
+    return act("revoke", "Rucio token of " .. tostring(e.account), false, "not_revocable",
+      ("Rucio has no call that ends a native token: it stays valid until %s"):format(utc(e.exp)))
+  end
+  local issuer = opts.issuer or ctx.getenv("TOKENPOLICY_ISSUER")
+  if not issuer or issuer == "" then
+    return act("revoke", "issuer", false, "not_found",
+      "the token does not name its issuer: pass issuer (or set TOKENPOLICY_ISSUER) to revoke it")
+  end
+  if opts.dry_run then
+    return act("revoke", issuer, true, nil, "would revoke it at its issuer (RFC 7009)")
+  end
+  local meta, msg, code = core.oidc_metadata(issuer, net_opts({}))
+  if not meta then
+    return act("revoke", issuer, false, code, msg)
+  end
+  if not meta.revocation_endpoint then
+    return act("revoke", issuer, false, "not_revocable", "the issuer publishes no revocation endpoint")
+  end
+  local ok
+  ok, msg, code = core.revoke(net_opts({
+    endpoint = meta.revocation_endpoint, token = token, token_type_hint = "access_token",
+    client_id = ctx.client_id, client_secret = ctx.client_secret,
+  }))
+  return act("revoke", meta.revocation_endpoint, ok ~= nil, code, ok and "revoked" or msg)
+end
+
+-- Removes one file with remove_token (a link at the path itself is
+-- removed, never followed; a linked directory on the path is refused).
+local function remove_file(ctx, path, linked_dir)
+  local opts, act = ctx.opts, ctx.act
+  local st = core.stat(path)
+  if not st then
+    return true
+  end
+  if opts.dry_run then
+    if linked_dir then
+      return act("remove", path, false, "symlink", "a directory on the path is a symbolic link; left in place")
+    elseif st.uid ~= ctx.uid then
+      return act("remove", path, false, "not_owner", ("it belongs to uid %d; left in place"):format(st.uid))
+    end
+    ctx.gone[path] = true
+    return act("remove", path, true, nil, "would remove it")
+  end
+  local ok, msg, code = core.remove_token(path, { uid = ctx.uid })
+  if ok or code == "not_found" then
+    ctx.gone[path] = true
+    return act("remove", path, true, nil, "removed")
+  end
+  return act("remove", path, false, code, msg .. "; left in place")
+end
+
+-- settings.conf without its ARVADOS_API_TOKEN lines, every other line kept.
+local function remove_arvados_token(ctx, path)
+  local opts, act = ctx.opts, ctx.act
+  local text, msg, code = core.read_config(path)
+  local target = path .. " (ARVADOS_API_TOKEN)"
+  if not text then
+    return act("remove", target, false, code, msg)
+  end
+  local kept = {}
+  for line in text:gmatch("([^\n]*)\n?") do
+    if not line:find("^ARVADOS_API_TOKEN=") then
+      kept[#kept + 1] = line
+    end
+  end
+  -- gmatch yields one empty match at the end of a text ending in "\n"
+  if kept[#kept] == "" then
+    kept[#kept] = nil
+  end
+  local new = table.concat(kept, "\n") .. ((#kept > 0 and text:sub(-1) == "\n") and "\n" or "")
+  if opts.dry_run then
+    return act("remove", target, true, nil, "would remove the token line, keeping the others")
+  end
+  local ok
+  ok, msg, code = core.rewrite_config(path, new, { uid = ctx.uid })
+  return act("remove", target, ok ~= nil, code, ok and "removed the token line" or msg)
+end
+
+-- Removes a Rucio cache directory once nothing but Rucio's leftovers is in it.
+local function remove_cache_dir(ctx, dir)
+  local opts, act = ctx.opts, ctx.act
+  local names = core.list_dir(dir)
+  if not names then
+    return
+  end
+  for _, name in ipairs(names) do
+    if not ctx.gone[dir .. "/" .. name] and not rucio_leftover(name) then
+      return -- another account's token, or something else of the user's
+    end
+  end
+  if opts.dry_run then
+    local st = core.stat(dir)
+    if st and st.uid ~= ctx.uid then
+      return act("remove", dir, false, "not_owner", ("it belongs to uid %d; left in place"):format(st.uid))
+    end
+    return act("remove", dir, true, nil, "would remove the directory (only Rucio's leftovers remain)")
+  end
+  local result, msg, code = core.remove_tree(dir, { uid = ctx.uid })
+  if not result then
+    return act("remove", dir, false, code, msg .. "; left in place")
+  end
+  if #result.skipped > 0 then
+    local why = {}
+    for _, sk in ipairs(result.skipped) do
+      why[#why + 1] = sk.path .. ": " .. sk.reason
+    end
+    return act("remove", dir, false, "not_owner", "left in place: " .. table.concat(why, "; "))
+  end
+  return act("remove", dir, true, nil, "removed the directory")
+end
+
+--- Logs the user out: removes their tokens safely and, with `revoke`,
+-- ends them where they were issued first. See docs/session.md.
+-- @tparam[opt] table opts `scheme`, `account` (default: the active Rucio
+-- account; when given, Rucio tokens only unless `scheme` says otherwise),
+-- `all` (every account, VO and layout), `revoke` (default false),
+-- `denylist` (a tp.denylist or its path: where JWT `jti`s go), `dry_run`,
+-- `issuer` (the issuer of tokens that do not name one; or
+-- TOKENPOLICY_ISSUER), `client_id`, `client_secret` (or
+-- TOKENPOLICY_CLIENT_ID, TOKENPOLICY_CLIENT_SECRET), `timeout`, `ca_file`,
+-- `arvados_scheme` ("https"), `env`, `uid`, `now`, `config`
+-- @treturn table a report: `actions` (each `{action=, target=, ok=, code=,
+-- message=}`), `ok`, `nothing_to_do`, `dry_run`; or the fail triple when
+-- the denylist cannot be opened
+function M.logout(opts)
+  opts = util.check_opts(opts, LOGOUT_OPTIONS, "logout")
+  local getenv = getenv_of(opts)
+  local report = { actions = {}, ok = true, nothing_to_do = false, dry_run = opts.dry_run == true }
+  setmetatable(report, Report)
+  local ctx = { opts = opts, uid = opts.uid or core.euid(), gone = {}, getenv = getenv }
+  ctx.client_id = opts.client_id or getenv("TOKENPOLICY_CLIENT_ID")
+  ctx.client_secret = opts.client_secret or getenv("TOKENPOLICY_CLIENT_SECRET")
+  function ctx.act(action, target, ok, code, message)
+    report.actions[#report.actions + 1] = { action = action, target = target, ok = ok, code = code,
+                                            message = message }
+    report.ok = report.ok and ok
+    return ok
+  end
+  local tokens = {}
+  local list = collect({ scheme = opts.scheme or (opts.account and not opts.all and "rucio") or nil,
+                         env = opts.env, uid = opts.uid, now = opts.now, config = opts.config }, tokens)
+  local targets = select_targets(opts, list)
+  if #targets == 0 then
+    report.nothing_to_do = true
+    return report
+  end
+  if opts.revoke and opts.denylist then
+    if type(opts.denylist) == "string" then
+      local dl, msg, code = core.denylist(opts.denylist)
+      if not dl then
+        return nil, msg, code
+      end
+      ctx.denylist, ctx.denylist_name = dl, opts.denylist
+    else
+      ctx.denylist, ctx.denylist_name = opts.denylist, tostring(opts.denylist)
+    end
+  end
+  local dirs, dir_seen = {}, {}
+  for _, e in ipairs(targets) do
+    local token = tokens[e]
+    if opts.revoke and token then
+      revoke_token(ctx, e, token)
+    end
+    if not e.path then
+      ctx.act("instruction", "$" .. e.variable, false, "environment",
+        ("unset %s in the shell that set it: a program cannot change its parent's environment"):format(e.variable))
+    elseif e.scheme == "arvados" then
+      remove_arvados_token(ctx, e.path)
+    else
+      local linked = has_finding(e, "symlink") and (core.stat(e.path) or {}).type ~= "symlink"
+      remove_file(ctx, e.path, linked)
+      if e.scheme == "rucio" and e.expiry_path and not linked then
+        remove_file(ctx, e.expiry_path, false)
+      end
+      local dir = dirname(e.path)
+      if e.scheme == "rucio" and e.source ~= "config" and not linked and basename(dir):find("^%.rucio_")
+        and not dir_seen[dir] then
+        dir_seen[dir] = true
+        dirs[#dirs + 1] = dir
+      end
+    end
+  end
+  for _, dir in ipairs(dirs) do
+    remove_cache_dir(ctx, dir)
+  end
+  return report
 end
 
 return M
