@@ -2,7 +2,8 @@
 -- holding Rucio (several accounts and VOs, a legacy layout), WLCG and
 -- Arvados tokens, with an explicit environment; real peers for revocation.
 local tp = require "tokenpolicy"
-local session = require "tokenpolicy.session"
+local oidc = require "helpers.oidc"
+local http_peer = require "helpers.http_peer"
 local expect = require "helpers.expect"
 
 local NOW = 1800000000
@@ -328,5 +329,103 @@ describe("session.logout", function()
     assert.has_error(function() tp.logout { revok = true } end, "bad argument #1 to 'logout' (unknown option 'revok')")
     assert.has_error(function() tp.logout { denylist = 1 } end,
       "bad argument #1 to 'logout' (option 'denylist' must be a path or a tokenpolicy.Denylist (tp.denylist(path)))")
+  end)
+end)
+
+describe("session.logout with revoke, against real peers", function()
+  local s, p
+  setup(function() p = oidc.start() end)
+  teardown(function() if p then oidc.stop(p) end end)
+  before_each(function() s = sandbox() end)
+  after_each(function() expect.remove_dir(s.dir) end)
+
+  local function client(extra)
+    local o = { env = s.env, uid = UID, revoke = true, client_id = oidc.client_id, client_secret = oidc.client_secret }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return o
+  end
+
+  it("revokes an opaque token at its issuer (RFC 7009), then removes the file", function()
+    local token = oidc.client_credentials(p)
+    write(s.bt, token .. "\n")
+    local report = tp.logout(client { scheme = "wlcg", issuer = p.issuer })
+    assert.are.same({
+      "revoke " .. p.revocation_endpoint .. " true nil",
+      "remove ~/run/bt_u" .. UID .. " true nil",
+    }, actions(report, s.dir))
+    assert.is_true(report.ok)
+    local info = assert(tp.introspect { endpoint = p.introspection_endpoint, token = token,
+                                        client_id = oidc.client_id, client_secret = oidc.client_secret })
+    assert.is_false(info.active)
+    assert.is_nil(tostring(report):find(token, 1, true))
+  end)
+
+  it("takes the client credentials from the environment it is given", function()
+    local token = oidc.client_credentials(p)
+    write(s.bt, token)
+    s.env.TOKENPOLICY_CLIENT_ID, s.env.TOKENPOLICY_CLIENT_SECRET = oidc.client_id, oidc.client_secret
+    s.env.TOKENPOLICY_ISSUER = p.issuer
+    local report = tp.logout { env = s.env, uid = UID, revoke = true, scheme = "wlcg" }
+    assert.is_true(report.ok, tostring(report))
+    assert.is_false(assert(tp.introspect { endpoint = p.introspection_endpoint, token = token,
+      client_id = oidc.client_id, client_secret = oidc.client_secret }).active)
+  end)
+
+  it("adds a JWT access token's jti to the denylist, or reports it not_revocable without one", function()
+    local token = oidc.client_credentials(p, { resource = "https://rucio.example.org", scope = "storage.read:/" })
+    local claims = assert(tp.decode(token)).claims
+    write(s.bt, token)
+    local report = tp.logout(client { scheme = "wlcg", dry_run = true })
+    assert.are.same({ "denylist jti " .. claims.jti .. " false not_revocable",
+                      "remove ~/run/bt_u" .. UID .. " true nil" }, actions(report, s.dir))
+    local deny = assert(tp.denylist(s.dir .. "/deny"))
+    report = tp.logout(client { scheme = "wlcg", denylist = deny })
+    assert.are.same({ "denylist jti " .. claims.jti .. " true nil",
+                      "remove ~/run/bt_u" .. UID .. " true nil" }, actions(report, s.dir))
+    assert.is_true(report.ok)
+    assert.is_true(deny:contains(claims.jti, claims.exp - 1))
+    assert.is_false(exists(s.bt))
+  end)
+
+  it("still removes the files when the issuer is unreachable, and says so", function()
+    local gone = oidc.start()
+    oidc.stop(gone)
+    local token = oidc.client_credentials(p)
+    write(s.bt, token)
+    local report = tp.logout(client { scheme = "wlcg", issuer = gone.issuer, timeout = 5 })
+    assert.are.same({ "revoke " .. gone.issuer .. " false unreachable",
+                      "remove ~/run/bt_u" .. UID .. " true nil" }, actions(report, s.dir))
+    assert.is_false(report.ok)
+    assert.is_false(exists(s.bt))
+    assert.is_truthy(tostring(report):find("\nnot everything could be ended: see above$"))
+  end)
+
+  it("calls Arvados' logout, then removes the token line", function()
+    local peer = http_peer.start()
+    local ok, err = pcall(function()
+      write(s.settings, "ARVADOS_API_HOST=127.0.0.1:" .. peer.port .. "\nARVADOS_API_TOKEN=" .. ARV .. "\n")
+      local report = tp.logout { env = s.env, uid = UID, revoke = true, scheme = "arvados", arvados_scheme = "http" }
+      assert.are.same({ "revoke http://127.0.0.1:" .. peer.port .. "/logout true nil",
+                        "remove ~/home/.config/arvados/settings.conf (ARVADOS_API_TOKEN) true nil" },
+        actions(report, s.dir))
+      local log = assert(read(peer.log))
+      local request = tp.json_decode(log:match("^[^\n]+"))
+      assert.are.equal("GET", request.method)
+      assert.are.equal("/logout?api_token=" .. ARV:gsub("/", "%%2F"), request.path)
+      assert.are.equal("ARVADOS_API_HOST=127.0.0.1:" .. peer.port .. "\n", read(s.settings))
+    end)
+    http_peer.stop(peer)
+    assert(ok, err)
+  end)
+
+  it("reports a native Rucio token as not revocable, and removes it", function()
+    rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+    local report = tp.logout(client { now = NOW })
+    assert.are.same({
+      "revoke Rucio token of root false not_revocable",
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe true nil",
+    }, actions(report, s.dir))
   end)
 end)
