@@ -429,3 +429,93 @@ describe("session.logout with revoke, against real peers", function()
     }, actions(report, s.dir))
   end)
 end)
+
+describe("session.switch_account", function()
+  local s
+  before_each(function() s = sandbox() end)
+  after_each(function() expect.remove_dir(s.dir) end)
+
+  it("gives the export line and the new account's token status", function()
+    rucio_token(s, ".rucio_jdoe", "alice", NATIVE:gsub("^root", "alice"), NOW + 3600)
+    local r = tp.switch_account { account = "alice", env = s.env, uid = UID, now = NOW }
+    assert.are.equal("export RUCIO_ACCOUNT=alice", r.export)
+    assert.are.equal("valid until " .. os.date("!%Y-%m-%d %H:%M:%S UTC", NOW + 3600), r.message)
+    assert.are.equal("root", r.previous)
+    assert.are.equal(s.rucio .. "/auth_token_for_account_alice", r.status.path)
+    assert.are.same({}, r.warnings)
+    assert.are.same({}, r.actions)
+    assert.are.equal(r.export .. "\n" .. r.message, tostring(r))
+  end)
+
+  it("says how to log in when the account has no token, and quotes values for the shell", function()
+    local r = tp.switch_account { account = "bob's", vo = "atlas", env = s.env, uid = UID, now = NOW }
+    assert.are.equal([[export RUCIO_ACCOUNT='bob'\''s'; export RUCIO_VO=atlas]], r.export)
+    assert.are.equal("no token for bob's: run rucio whoami to log in", r.message)
+    assert.is_nil(r.status)
+    rucio_token(s, ".rucio_jdoe@atlas", "bob", NATIVE:gsub("^root", "bob"), NOW - 5)
+    r = tp.switch_account { account = "bob", vo = "atlas", env = s.env, uid = UID, now = NOW }
+    assert.are.equal("the token expired at " .. os.date("!%Y-%m-%d %H:%M:%S UTC", NOW - 5)
+      .. ": run rucio whoami to log in again", r.message)
+  end)
+
+  it("logs the previous account out with logout_previous", function()
+    local root = rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+    local r = tp.switch_account { account = "alice", logout_previous = true, env = s.env, uid = UID, now = NOW }
+    assert.are.same({
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe true nil",
+    }, actions(r, s.dir))
+    assert.is_false(exists(root))
+  end)
+
+  it("warns that auth_token_file_path is one file for every account, and removes it with logout_previous", function()
+    local shared = s.dir .. "/token"
+    write(s.cfg, "[client]\naccount = root\nauth_token_file_path = " .. shared .. "\n", "644")
+    assert(tp.write_token(shared, NATIVE))
+    local r = tp.switch_account { account = "alice", env = s.env, uid = UID, now = NOW }
+    assert.are.same({ ("[client] auth_token_file_path makes %s the token file of every account: it holds the "
+      .. "token of whichever account logged in last (root), so Rucio would authenticate as that account; switch "
+      .. "with logout_previous to remove it"):format(shared) }, r.warnings)
+    assert.are.equal("no token of its own for alice: the shared file holds the last login's token; switch with "
+      .. "logout_previous, then run rucio whoami", r.message)
+    r = tp.switch_account { account = "alice", logout_previous = true, env = s.env, uid = UID, now = NOW }
+    assert.are.same({ "remove ~/token true nil" }, actions(r, s.dir))
+    assert.is_false(exists(shared))
+    assert.are.equal("no token for alice: run rucio whoami to log in", r.message)
+  end)
+
+  it("persists the account and VO in rucio.cfg, keeping every other line, comment and the mode", function()
+    write(s.cfg, "# site config\n[common]\naccount = not-this\n\n[client]\n; who I am\nAccount = root\n"
+      .. "  continued\nauth_type = userpass\n\n[policy]\nx = 1\n", "640")
+    local r = tp.switch_account { account = "alice", vo = "atlas", persist = true, env = s.env, uid = UID,
+                                  now = NOW }
+    assert.are.same({ "persist ~/rucio.cfg true nil" }, actions(r, s.dir))
+    assert.are.equal("# site config\n[common]\naccount = not-this\n\n[client]\n; who I am\naccount = alice\n"
+      .. "auth_type = userpass\nvo = atlas\n\n[policy]\nx = 1\n", read(s.cfg))
+    assert.are.equal(tonumber("640", 8), tp.stat(s.cfg).mode & 4095)
+    -- Rucio now reads the new account from the file
+    assert.are.equal("alice", tp.discover({ scheme = "rucio", env = s.env, uid = UID })[1].account)
+    write(s.cfg, "# nothing else\n", "600")
+    tp.switch_account { account = "bob", persist = true, env = s.env, uid = UID, now = NOW }
+    assert.are.equal("# nothing else\n\n[client]\naccount = bob\n", read(s.cfg))
+    assert.are.equal(tonumber("600", 8), tp.stat(s.cfg).mode & 4095)
+  end)
+
+  it("does not rewrite a rucio.cfg that is a symbolic link", function()
+    local real = s.dir .. "/real.cfg"
+    write(real, "[client]\naccount = root\n", "644")
+    os.remove(s.cfg)
+    sh(("ln -s '%s' '%s'"):format(real, s.cfg))
+    local r = tp.switch_account { account = "alice", persist = true, env = s.env, uid = UID, now = NOW }
+    assert.are.same({ "persist ~/rucio.cfg false symlink" }, actions(r, s.dir))
+    assert.are.equal("[client]\naccount = root\n", read(real))
+  end)
+
+  it("raises for misuse", function()
+    assert.has_error(function() tp.switch_account {} end,
+      "bad argument #1 to 'switch_account' (option 'account' is required)")
+    assert.has_error(function() tp.switch_account { account = "a\nb" } end,
+      "bad argument #1 to 'switch_account' (option 'account' must not hold control characters)")
+  end)
+end)

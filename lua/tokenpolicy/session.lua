@@ -292,7 +292,7 @@ local function collect(opts, tokens)
   local uid = opts.uid or core.euid()
   local getenv = getenv_of(opts)
   local candidates = discovery.discover({
-    scheme = opts.scheme, account = opts.account, env = opts.env, uid = opts.uid, config = opts.config,
+    scheme = opts.scheme, account = opts.account, vo = opts.vo, env = opts.env, uid = opts.uid, config = opts.config,
   })
   local list, seen = {}, {}
   local function add(e)
@@ -708,6 +708,222 @@ function M.logout(opts)
     remove_cache_dir(ctx, dir)
   end
   return report
+end
+
+-- Switching accounts ---------------------------------------------------------
+
+local Switch = { __name = "tokenpolicy.AccountSwitch" }
+
+--- The export line, then the message, warnings and actions, one a line.
+function Switch.__tostring(r)
+  local lines = { r.export, r.message }
+  for _, w in ipairs(r.warnings) do
+    lines[#lines + 1] = "warning: " .. w
+  end
+  for _, a in ipairs(r.actions) do
+    lines[#lines + 1] = ("%s %s %s: %s"):format(a.ok and "ok" or (a.code or "failed"), a.action, a.target,
+      a.message or "")
+  end
+  return table.concat(lines, "\n")
+end
+
+-- A value as one shell word: bare when it holds only characters no shell
+-- treats specially, else single-quoted ('\'' for a quote).
+local function shell_quote(value)
+  if value:find("^[%w%._,:@%%+/=-]+$") then
+    return value
+  end
+  return "'" .. value:gsub("'", [['\'']]) .. "'"
+end
+
+local function check_name(value)
+  if type(value) ~= "string" then
+    return "must be string, got " .. type(value)
+  elseif value == "" then
+    return "must not be empty"
+  elseif value:find("[%c]") then
+    return "must not hold control characters"
+  end
+end
+
+local SWITCH_OPTIONS = {
+  account = check_name, vo = check_name, logout_previous = "boolean", persist = "boolean", env = check_env,
+  uid = check_uid, now = "integer", config = "string",
+}
+
+-- The text of an INI file with `[client]` options set, every other line,
+-- comment and blank kept. values: a list of {name, value}.
+local function set_client_options(text, values)
+  local lines = {}
+  for line in text:gmatch("([^\n]*)\n") do
+    lines[#lines + 1] = line
+  end
+  local rest = text:match("([^\n]+)$")
+  if rest then
+    lines[#lines + 1] = rest
+  end
+  -- configparser: a header is a line (not indented) like "[name]"; an
+  -- option is "name = value" or "name: value", names case-insensitive;
+  -- indented lines after it continue its value.
+  local first, last -- the [client] section's header and last non-blank line
+  local i = 1
+  while i <= #lines do
+    local header = lines[i]:match("^%[(.*)%]")
+    if header then
+      if first and not last then
+        last = i - 1
+      end
+      if header == "client" and not first then
+        first = i
+      end
+    end
+    i = i + 1
+  end
+  if first and not last then
+    last = #lines
+  end
+  for _, pair in ipairs(values) do
+    local name, value = pair[1], pair[2]:gsub("%%", "%%%%")
+    local line = name .. " = " .. value
+    if not first then
+      if #lines > 0 and lines[#lines] ~= "" then
+        lines[#lines + 1] = ""
+      end
+      lines[#lines + 1] = "[client]"
+      first = #lines
+      lines[#lines + 1] = line
+      last = #lines
+    else
+      local found
+      for j = first + 1, last do
+        local key = lines[j]:match("^([^%s=:][^=:]-)%s*[=:]")
+        if key and key:lower() == name then
+          found = j
+          break
+        end
+      end
+      if found then
+        lines[found] = line
+        -- drop the old value's continuation lines
+        while lines[found + 1] and found + 1 <= last and lines[found + 1]:find("^%s+%S") do
+          table.remove(lines, found + 1)
+          last = last - 1
+        end
+      else
+        local at = last
+        while at > first and not lines[at]:find("%S") do
+          at = at - 1
+        end
+        table.insert(lines, at + 1, line)
+        last = last + 1
+      end
+    end
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+-- Rewrites [client] account (and vo) of the rucio.cfg the client reads.
+local function persist(opts, uid, act)
+  local path, msg, code = discovery.rucio_config({ env = opts.env, config = opts.config })
+  if not path then
+    return act("persist", "rucio.cfg", false, code, msg)
+  end
+  local text
+  text, msg, code = core.read_config(path)
+  if not text then
+    return act("persist", path, false, code, msg)
+  end
+  local values = { { "account", opts.account } }
+  if opts.vo then
+    values[2] = { "vo", opts.vo }
+  end
+  local ok
+  ok, msg, code = core.rewrite_config(path, set_client_options(text, values), { uid = uid })
+  return act("persist", path, ok ~= nil, code, ok and ("[client] account = " .. opts.account
+    .. (opts.vo and (", vo = " .. opts.vo) or "")) or msg)
+end
+
+--- Prepares the switch to another Rucio account: the shell line to run,
+-- the new account's token status, and what stands in the way.
+-- @tparam table opts `account` (required), `vo`, `logout_previous` (log the
+-- previous account out, or remove the shared `auth_token_file_path`),
+-- `persist` (rewrite `[client] account` and `vo` in rucio.cfg, keeping
+-- every other line and the file's mode), `env`, `uid`, `now`, `config`
+-- @treturn table `export` (`export RUCIO_ACCOUNT=<account>[; export
+-- RUCIO_VO=<vo>]`, values shell-quoted), `status` (the new account's
+-- status entry, or nil), `message`, `warnings`, `actions` (of the logout
+-- and persist steps), `previous` (the account before)
+function M.switch_account(opts)
+  opts = util.check_opts(opts, SWITCH_OPTIONS, "switch_account")
+  if opts.account == nil then
+    util.argerror(1, "switch_account", "option 'account' is required")
+  end
+  local uid = opts.uid or core.euid()
+  local result = setmetatable({ warnings = {}, actions = {} }, Switch)
+  local function act(action, target, ok, code, message)
+    result.actions[#result.actions + 1] = { action = action, target = target, ok = ok, code = code,
+                                            message = message }
+    return ok
+  end
+  result.export = "export RUCIO_ACCOUNT=" .. shell_quote(opts.account)
+    .. (opts.vo and ("; export RUCIO_VO=" .. shell_quote(opts.vo)) or "")
+
+  local common = { scheme = "rucio", env = opts.env, uid = opts.uid, config = opts.config }
+  local before = discovery.discover(common)[1]
+  result.previous = before and before.account
+  local after_opts = { account = opts.account, vo = opts.vo }
+  for k, v in pairs(common) do after_opts[k] = v end
+  local after = discovery.discover(after_opts)
+  local file
+  for _, c in ipairs(after) do
+    if c.source ~= "wlcg" then
+      file = c
+      break
+    end
+  end
+  local shared = file and file.source == "config"
+  if shared then
+    result.warnings[#result.warnings + 1] = ("[client] auth_token_file_path makes %s the token file of every "
+      .. "account: it holds the token of whichever account logged in last (%s), so Rucio would authenticate as "
+      .. "that account; switch with logout_previous to remove it"):format(file.path,
+        tostring(result.previous or "the default account"))
+  end
+  if file and file.problem then
+    result.warnings[#result.warnings + 1] = file.problem
+  end
+
+  if opts.logout_previous and (shared or result.previous ~= opts.account) then
+    local report = M.logout({ scheme = "rucio", account = result.previous, env = opts.env, uid = opts.uid,
+                              now = opts.now, config = opts.config })
+    for _, a in ipairs(report.actions) do
+      result.actions[#result.actions + 1] = a
+    end
+  end
+  if opts.persist then
+    persist(opts, uid, act)
+  end
+
+  local list = collect({ scheme = "rucio", account = opts.account, vo = opts.vo, env = opts.env, uid = opts.uid,
+                         now = opts.now, config = opts.config })
+  for _, e in ipairs(list) do
+    if file and e.path == file.path then
+      result.status = e
+    end
+  end
+  local e = result.status
+  if shared and e then
+    result.message = ("no token of its own for %s: the shared file holds the last login's token; switch with "
+      .. "logout_previous, then run rucio whoami"):format(opts.account)
+  elseif not e then
+    result.message = ("no token for %s: run rucio whoami to log in"):format(opts.account)
+  elseif e.state == "expired" then
+    result.message = ("the token expired at %s: run rucio whoami to log in again"):format(utc(e.exp))
+  elseif e.exp then
+    result.message = ("valid until %s"):format(utc(e.exp))
+  else
+    result.message = "a token is there; its expiry is known only to the server"
+  end
+  return result
 end
 
 return M
