@@ -519,3 +519,45 @@ describe("session.switch_account", function()
       "bad argument #1 to 'switch_account' (option 'account' must not hold control characters)")
   end)
 end)
+
+describe("the core primitives behind the workflows", function()
+  local dir
+  before_each(function() dir = expect.new_dir() end)
+  after_each(function() expect.remove_dir(dir) end)
+
+  it("list_dir lists names sorted, refuses a link and a FIFO at once", function()
+    sh(("mkdir '%s/d' && touch '%s/d/b' '%s/d/a' && mkdir '%s/d/c' && mkfifo '%s/f'"):format(dir, dir, dir, dir, dir))
+    sh(("ln -s '%s/d' '%s/link' && chown -h 54321 '%s/link'"):format(dir, dir, dir))
+    assert.are.same({ "a", "b", "c" }, tp.list_dir(dir .. "/d"))
+    assert.are.same({ "a", "b", "c" }, tp.list_dir(dir .. "/d/"))
+    assert.are.equal(("symlink: list_dir: %s/link is a symbolic link; it was not followed"):format(dir),
+      expect.fails("symlink", tp.list_dir(dir .. "/link")))
+    assert.are.equal(("io: list_dir: %s/f is a FIFO (named pipe), not a directory"):format(dir),
+      expect.fails("io", tp.list_dir(dir .. "/f")))
+    expect.fails("not_found", tp.list_dir(dir .. "/none"))
+    assert.has_error(function() tp.list_dir(dir, { uid = 1 }) end,
+      "bad argument #2 to 'list_dir' (unknown option 'uid')")
+  end)
+
+  it("rewrite_config replaces a file atomically, keeping its mode, and refuses links and others' files", function()
+    local path = dir .. "/rucio.cfg"
+    write(path, "old\n", "640")
+    local ino = tp.stat(path).ino
+    assert.is_true(tp.rewrite_config(path, "new\n"))
+    assert.are.equal("new\n", read(path))
+    assert.are.equal(tonumber("640", 8), tp.stat(path).mode & 4095)
+    assert.are_not.equal(ino, tp.stat(path).ino)
+    assert.are.same({ "rucio.cfg" }, tp.list_dir(dir)) -- no temporary left
+    sh(("ln -s '%s' '%s/link'"):format(path, dir))
+    expect.fails("symlink", tp.rewrite_config(dir .. "/link", "x"))
+    assert.are.equal("new\n", read(path))
+    sh("chown 54321 '" .. path .. "'")
+    assert.are.equal(("not_owner: rewrite_config: %s belongs to uid 54321, not uid %d"):format(path, UID),
+      expect.fails("not_owner", tp.rewrite_config(path, "x")))
+    assert.is_true(tp.rewrite_config(path, "", { uid = 54321 }))
+    assert.are.equal(54321, tp.stat(path).uid)
+    expect.fails("not_found", tp.rewrite_config(dir .. "/none", "x"))
+    sh("mkfifo '" .. dir .. "/fifo'")
+    expect.fails("io", tp.rewrite_config(dir .. "/fifo", "x"))
+  end)
+end)

@@ -523,7 +523,8 @@ local function revoke_token(ctx, e, token)
   end
   if e.kind == "rucio" then
     return act("revoke", "Rucio token of " .. tostring(e.account), false, "not_revocable",
-      ("Rucio has no call that ends a native token: it stays valid until %s"):format(utc(e.exp)))
+      "Rucio has no call that ends a native token: it stays valid until "
+        .. (e.exp and utc(e.exp) or "it expires"))
   end
   local issuer = opts.issuer or ctx.getenv("TOKENPOLICY_ISSUER")
   if not issuer or issuer == "" then
