@@ -378,6 +378,11 @@ describe("session.logout with revoke, against real peers", function()
     local report = tp.logout(client { scheme = "wlcg", dry_run = true })
     assert.are.same({ "denylist jti " .. claims.jti .. " false not_revocable",
                       "remove ~/run/bt_u" .. UID .. " true nil" }, actions(report, s.dir))
+    report = tp.logout(client { scheme = "wlcg", dry_run = true, denylist = s.dir .. "/deny" })
+    assert.are.same({ "denylist jti " .. claims.jti .. " true nil",
+                      "remove ~/run/bt_u" .. UID .. " true nil" }, actions(report, s.dir))
+    assert.are.equal("would add it to " .. s.dir .. "/deny", report.actions[1].message)
+    assert.is_false(exists(s.dir .. "/deny"))
     local deny = assert(tp.denylist(s.dir .. "/deny"))
     report = tp.logout(client { scheme = "wlcg", denylist = deny })
     assert.are.same({ "denylist jti " .. claims.jti .. " true nil",
