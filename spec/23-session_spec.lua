@@ -175,6 +175,17 @@ describe("session.status", function()
     assert.is_nil(list[1].exp)
   end)
 
+  it("marks a Rucio token the client could not use because its config is missing", function()
+    rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+    os.remove(s.cfg)
+    local list = tp.status { env = s.env, uid = UID, now = NOW, scheme = "rucio", account = "root" }
+    assert.are.equal(1, #list)
+    assert.are.same({ "problem" }, list[1].findings)
+    assert.are.equal("not_found: RUCIO_CONFIG names " .. s.cfg .. ", which does not exist: the Rucio client stops "
+      .. "(ConfigNotFound)", list[1].problem)
+    assert.is_false(list[1].active)
+  end)
+
   it("raises for misuse", function()
     assert.has_error(function() tp.status { nope = 1 } end, "bad argument #1 to 'status' (unknown option 'nope')")
     assert.has_error(function() tp.status { scheme = "x" } end,
@@ -315,6 +326,19 @@ describe("session.logout", function()
         path, UID), report.actions[1].message)
       assert.are.equal(NATIVE, read(path))
       assert.is_false(report.ok)
+    end)
+
+    it("removes BEARER_TOKEN_FILE when it is the user's, and leaves it when it is another uid's", function()
+      local file = s.dir .. "/bearer"
+      write(file, jwt { sub = "erin", exp = NOW + 60 })
+      s.env.BEARER_TOKEN_FILE = file
+      sh("chown 54321 '" .. file .. "'")
+      local report = tp.logout(opts { scheme = "wlcg" })
+      assert.are.same({ "remove ~/bearer false not_owner" }, actions(report, s.dir))
+      assert.is_true(exists(file))
+      sh("chown " .. UID .. " '" .. file .. "'")
+      assert.are.same({ "remove ~/bearer true nil" }, actions(tp.logout(opts { scheme = "wlcg" }), s.dir))
+      assert.is_false(exists(file))
     end)
 
     it("removes a FIFO of the user's at bt_u<uid> without opening it", function()
