@@ -223,7 +223,9 @@ local function load_keys(spec)
   local text, err = t.read_config(spec)
   if not text then usage(("cannot read --jwks: %s; give a JWKS/PEM file or an https URL"):format(err)) end
   local keys, kerr = t.keys(text)
-  if not keys then usage(("--jwks %s holds no usable key: %s"):format(spec, kerr)) end
+  if not keys or #keys == 0 then
+    usage(("--jwks %s holds no usable key%s; give the issuer's JWKS"):format(spec, kerr and (": " .. kerr) or ""))
+  end
   return keys
 end
 
