@@ -189,7 +189,8 @@ describe("the tokenpolicy command", function()
     end)
 
     it("nothing on stdin", function()
-      usage_error(run { "inspect", "-" }, "tokenpolicy: no token on stdin; pipe one in, e.g. tokenpolicy inspect - <file")
+      usage_error(run { "inspect", "-" },
+        "tokenpolicy: no token on stdin; pipe one in, e.g. tokenpolicy inspect - <file")
     end)
   end)
 
@@ -294,7 +295,8 @@ describe("the tokenpolicy command", function()
       assert.are.same({ valid = true, claims = jwt.claims, header = jwt.header }, tp.json_decode(r.out))
       r = run({ "verify", "-", "--jwks", pub_path, "--json" }, { stdin = expired })
       assert.are.equal(1, r.code)
-      assert.are.same({ valid = false, code = "expired", message = "expired: expired 2d23h ago" }, tp.json_decode(r.out))
+      assert.are.same({ valid = false, code = "expired", message = "expired: expired 2d23h ago" },
+        tp.json_decode(r.out))
     end)
 
     it("exits 2 when the key file cannot be read", function()
@@ -383,7 +385,8 @@ describe("the tokenpolicy command", function()
       assert.are.equal("RS256", doc.header.alg)
       -- the wrong audience
       r = run({ "verify", "-", "--jwks", p.jwks_uri, "--aud", "https://other.example.org" }, { stdin = token })
-      assert.are.same({ code = 1, err = "", out = "invalid: bad_audience: the token is not meant for this audience\n" }, r)
+      assert.are.same({ code = 1, err = "",
+        out = "invalid: bad_audience: the token is not meant for this audience\n" }, r)
     end)
 
     it("revokes an opaque token with the client secret from a file; the provider then calls it inactive", function()
