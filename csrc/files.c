@@ -1541,6 +1541,179 @@ static int tp_files_fix_permissions(lua_State *L)
     return run_path_op(L, check_path(L, 1, &len), fix_permissions);
 }
 
+/* ---- list_dir ----------------------------------------------------------- */
+
+static int list_dir(lua_State *L, work *w, const char *path, const char *name, uid_t uid)
+{
+    walk k;
+    tree t;
+    struct stat lst;
+    const char **names;
+    lua_Integer count;
+    int fd, r, err;
+    walk_init(&k, L, w, "list_dir", path, uid, 0);
+    if ((r = walk_to_parent(&k)) != 0)
+        return r;
+    /* O_DIRECTORY is checked before anything is opened: a FIFO there fails
+     * with ENOTDIR at once, and O_NOFOLLOW refuses a link to elsewhere. */
+    fd = work_keep(w, openat(k.fd, name, TP_FILES_DIR_FLAGS | O_NONBLOCK));
+    if (fd < 0) {
+        err = errno;
+        if (fstatat(k.fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0) {
+            if (S_ISLNK(lst.st_mode))
+                return tp_fail(L, "symlink", "list_dir: %s is a symbolic link; it was not followed", path);
+            if (!S_ISDIR(lst.st_mode))
+                return tp_fail(L, "io", "list_dir: %s is %s, not a directory", path, a_file_type(lst.st_mode));
+        }
+        return fail_errno(L, err, "list_dir", path);
+    }
+    t.L = L;
+    t.w = w;
+    t.uid = uid;
+    count = list_names(&t, fd, &names);
+    if (count < 0)
+        return fail_errno(L, errno, "list_dir", path);
+    lua_createtable(L, (int)count, 0);
+    for (lua_Integer i = 0; i < count; i++) {
+        lua_pushstring(L, names[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+/***
+ * The names in a directory, sorted, without "." and "..": the directory
+ * is opened without following a symbolic link at its path (the walk to it
+ * is write_token's), so a link planted where a token directory should be
+ * is reported, never listed.  Nothing below is looked at.
+ * @function list_dir
+ * @tparam string dir
+ * @treturn {string,...} the names, or the fail triple (`not_found`,
+ *   `symlink`, `io`)
+ */
+static int tp_files_list_dir(lua_State *L)
+{
+    static const char *const options[] = { NULL };
+    size_t len;
+    const char *path = check_path(L, 1, &len);
+    const char *name;
+    work *w;
+    int n;
+    if (len > 1 && path[len - 1] == '/') {
+        while (len > 1 && path[len - 1] == '/') len--;
+        lua_pushlstring(L, path, len);
+        lua_replace(L, 1);
+        path = lua_tostring(L, 1);
+    }
+    name = check_last_name(L, 1, path);
+    tp_opts(L, 2, options);
+    w = work_new(L);
+    n = list_dir(L, w, path, name, geteuid());
+    work_clear(w);
+    return n;
+}
+
+/* ---- rewrite_config ----------------------------------------------------- */
+
+static int rewrite_config(lua_State *L, work *w, const char *path, const char *name, const char *text,
+                          size_t len, uid_t uid)
+{
+    walk k;
+    struct stat old;
+    char tmp[32];
+    const char *step;
+    int fd = -1, r, err, tries = 0;
+    walk_init(&k, L, w, "rewrite_config", path, uid, 0);
+    if ((r = walk_to_parent(&k)) != 0)
+        return r;
+    if (fstatat(k.fd, name, &old, AT_SYMLINK_NOFOLLOW) != 0)
+        return fail_errno(L, errno, "rewrite_config", path);
+    if (S_ISLNK(old.st_mode))
+        return tp_fail(L, "symlink", "rewrite_config: %s is a symbolic link; nothing was changed (edit the file it "
+                       "points to)", path);
+    if (!S_ISREG(old.st_mode))
+        return tp_fail(L, "io", "rewrite_config: %s is %s, not a regular file", path, a_file_type(old.st_mode));
+    if (old.st_uid != uid)
+        return tp_fail(L, "not_owner", "rewrite_config: %s belongs to uid %I, not uid %I", path,
+                       (lua_Integer)old.st_uid, (lua_Integer)uid);
+
+    /* As write_token: no Lua call until the rename, every failure removes
+     * the temporary file.  The new file gets the old one's mode (and
+     * owner and group when the system lets us), so a 0644 rucio.cfg stays
+     * 0644 and a 0600 settings.conf stays 0600. */
+    do {
+        temp_name(tmp);
+        fd = work_keep(w, openat(k.fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    } while (fd < 0 && errno == EEXIST && ++tries < 16);
+    if (fd < 0) {
+        step = "creating a temporary file beside";
+        err = errno;
+        goto failed;
+    }
+    if (fchown(fd, old.st_uid, old.st_gid) != 0) {
+        /* Not a member of the old group: the file keeps the default one. */
+    }
+    step = "writing";
+    if (fchmod(fd, old.st_mode & 07777) != 0 || tp_write_all(fd, text, len) != 0 || fsync(fd) != 0) {
+        err = errno;
+        goto cleanup;
+    }
+    r = work_close(w, fd);
+    err = errno;
+    fd = -1;
+    if (r != 0) goto cleanup;
+    if (renameat(k.fd, tmp, k.fd, name) != 0) {
+        err = errno;
+        unlinkat(k.fd, tmp, 0);
+        step = "renaming the temporary file onto";
+        goto failed;
+    }
+    if (fsync(k.fd) != 0 && errno != EINVAL && errno != EROFS) {
+        err = errno;
+        step = "syncing the directory of";
+        goto failed;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+
+cleanup:
+    if (fd >= 0) work_close(w, fd);
+    unlinkat(k.fd, tmp, 0);
+failed:
+    return tp_fail(L, "io", "rewrite_config: %s %s: %s", step, path, strerror(err));
+}
+
+/***
+ * Replaces the contents of an existing configuration file atomically (a
+ * new file beside it, synced and renamed over it), keeping its mode,
+ * owner and group: for settings.conf and rucio.cfg edits.  Unlike
+ * read_config it does not follow a symbolic link at the path (a link
+ * fails with `symlink` and nothing changes), and the file must belong to
+ * the uid.
+ * @function rewrite_config
+ * @tparam string path
+ * @tparam string text the new contents (may be empty)
+ * @tparam[opt] table opts `uid` (default the effective uid)
+ * @treturn boolean true, or the fail triple (`not_found`, `symlink`,
+ *   `not_owner`, `io`)
+ */
+static int tp_files_rewrite_config(lua_State *L)
+{
+    static const char *const options[] = { "uid", NULL };
+    size_t len, tlen;
+    const char *path = check_path(L, 1, &len);
+    const char *name = check_last_name(L, 1, path);
+    const char *text = tp_check_string(L, 2, &tlen);
+    file_opts o;
+    work *w;
+    int n;
+    check_file_opts(L, 3, options, &o, TP_FILES_DEFAULT_MAX_SIZE);
+    w = work_new(L);
+    n = rewrite_config(L, w, path, name, text, tlen, o.uid);
+    work_clear(w);
+    return n;
+}
+
 void tp_open_files(lua_State *L)
 {
     static const luaL_Reg functions[] = {
@@ -1557,6 +1730,8 @@ void tp_open_files(lua_State *L)
         { "remove_tree", tp_files_remove_tree },
         { "audit", tp_files_audit },
         { "fix_permissions", tp_files_fix_permissions },
+        { "list_dir", tp_files_list_dir },
+        { "rewrite_config", tp_files_rewrite_config },
         { NULL, NULL }
     };
     static const luaL_Reg work_meta[] = {

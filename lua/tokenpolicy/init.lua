@@ -21,6 +21,7 @@ local lazy = {
   rucio_config = "tokenpolicy.discovery",
   classify = "tokenpolicy.classify",
   policy_from_arvados = "tokenpolicy.arvados_config",
+  status = "tokenpolicy.session",
 }
 
 -- One line per public function, in the order a newcomer meets them; `help`
@@ -33,12 +34,15 @@ local SUMMARY = {
   { "classify", "classify(token) -> {kind=jwt|rucio|arvados_v2|arvados_v1|opaque, ...}, never the secret" },
   { "discover", "discover(opts) -> every candidate token location (rucio, wlcg, arvados) in precedence order" },
   { "rucio_config", "rucio_config(opts) -> the rucio.cfg the Rucio client would read" },
+  { "status", "status(opts) -> every token of the user (all schemes, accounts, VOs): state, expiry, findings" },
   { "read_token", "read_token(path, opts) -> token, info: a token file read safely" },
   { "write_token", "write_token(path, token, opts): write a token file 0600 through a rename" },
   { "remove_token", "remove_token(path, opts): remove one token file without following links" },
   { "remove_tree", "remove_tree(dir, opts): remove a token cache directory safely" },
   { "audit", "audit(path, opts) -> findings: owner, permissions, links of a token file or directory" },
   { "fix_permissions", "fix_permissions(path, opts): make a token file 0600 and its directory private" },
+  { "list_dir", "list_dir(dir) -> the names in a directory, opened without following a link" },
+  { "rewrite_config", "rewrite_config(path, text, opts): replace a config file atomically, keeping its mode" },
   { "read_config", "read_config(path, opts) -> text of a configuration file, read without blocking" },
   { "stat", "stat(path) -> {type, mode, uid, gid, size, mtime} without following a link" },
   { "user", "user(uid) -> {name, uid, gid, home} from the password database" },
