@@ -84,16 +84,21 @@ local function note(text)
   io.stderr:write(text, "\n")
 end
 
--- JSON of a result; the empty list is an array, not `{}`.
+-- The result fields that are lists. json_encode writes every empty table
+-- as `{}`; these are marked while copying and written as `[]`.
+local LIST_FIELDS = { findings = true, actions = true, warnings = true, algs = true, reasons = true }
+local EMPTY_LIST = "\1tokenpolicy-empty-list\1"
+
+-- JSON of a result (made by `plain`); an empty top-level list is `[]`.
 local function json(value, empty_is_array)
   if empty_is_array and type(value) == "table" and next(value) == nil then
     return "[]"
   end
-  return lib().json_encode(value)
+  return (lib().json_encode(value):gsub('":"\\u0001tokenpolicy%-empty%-list\\u0001"', '":[]'))
 end
 
 -- Plain copies of result tables (no metatables, no functions), so that
--- json_encode sees data only; nil stays absent unless `keep` names it.
+-- json_encode sees data only, with the empty lists marked.
 local function plain(value, seen)
   if type(value) ~= "table" then
     if type(value) == "function" or type(value) == "thread" then return nil end
@@ -105,7 +110,11 @@ local function plain(value, seen)
   local copy = {}
   for k, v in pairs(value) do
     if type(k) == "string" or math.type(k) == "integer" then
-      copy[k] = plain(v, seen)
+      if LIST_FIELDS[k] and type(v) == "table" and next(v) == nil then
+        copy[k] = EMPTY_LIST
+      else
+        copy[k] = plain(v, seen)
+      end
     end
   end
   seen[value] = nil
