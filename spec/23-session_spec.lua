@@ -2,7 +2,8 @@
 -- holding Rucio (several accounts and VOs, a legacy layout), WLCG and
 -- Arvados tokens, with an explicit environment; real peers for revocation.
 local tp = require "tokenpolicy"
-local session = require "tokenpolicy.session"
+local oidc = require "helpers.oidc"
+local http_peer = require "helpers.http_peer"
 local expect = require "helpers.expect"
 
 local NOW = 1800000000
@@ -180,5 +181,383 @@ describe("session.status", function()
       "bad argument #1 to 'status' (option 'scheme' must be one of rucio, wlcg, arvados)")
     assert.has_error(function() tp.status { policy = {} } end,
       "bad argument #1 to 'status' (option 'policy' must be a tokenpolicy.Policy (tp.policy{...}))")
+  end)
+end)
+
+-- An action as "action target ok code" with the sandbox's prefix cut.
+local function actions(report, dir)
+  local out = {}
+  for i, a in ipairs(report.actions) do
+    out[i] = ("%s %s %s %s"):format(a.action, (a.target:gsub(dir, "~", 1)), tostring(a.ok), tostring(a.code))
+  end
+  return out
+end
+
+describe("session.logout", function()
+  local s
+  before_each(function() s = sandbox() end)
+  after_each(function() expect.remove_dir(s.dir) end)
+
+  local function opts(extra)
+    local o = { env = s.env, uid = UID, now = NOW }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return o
+  end
+
+  it("removes the active account's token, its expiry file, and the directory when only leftovers remain", function()
+    rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+    write(s.rucio .. "/tmpab12_x9z", "half-written") -- a crashed mkstemp write
+    local report = tp.logout(opts())
+    assert.are.same({
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe true nil",
+    }, actions(report, s.dir))
+    assert.is_true(report.ok)
+    assert.is_false(report.nothing_to_do)
+    assert.is_false(exists(s.rucio))
+    assert.is_true(exists(s.tmp .. "/jdoe"))
+  end)
+
+  it("leaves other accounts' tokens and their directory, and names an account", function()
+    rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+    local alice = rucio_token(s, ".rucio_jdoe", "alice", NATIVE:gsub("^root", "alice"), NOW + 3600)
+    write(s.bt, jwt { sub = "carol", exp = NOW + 60 })
+    assert.are.same({
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_root true nil",
+    }, actions(tp.logout(opts { account = "root" }), s.dir))
+    assert.are.equal(NATIVE:gsub("^root", "alice"), read(alice))
+    assert.is_true(exists(s.bt)) -- an account names a Rucio account only
+    assert.are.same({
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_alice true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_alice true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe true nil",
+    }, actions(tp.logout(opts { account = "alice", scheme = "rucio" }), s.dir))
+  end)
+
+  it("with all, ends every account, VO, layout and scheme; a second logout has nothing to do", function()
+    rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+    rucio_token(s, ".rucio_jdoe@atlas", "bob", NATIVE:gsub("^root", "bob"), NOW + 3600)
+    assert(tp.write_token(s.tmp .. "/jdoe/.rucio_root/auth_token_root", NATIVE))
+    write(s.bt, jwt { sub = "carol", exp = NOW + 60 })
+    write(s.settings, "# mine\nARVADOS_API_HOST=arv.example\nARVADOS_API_TOKEN=" .. ARV .. "\nOTHER=1\n", "640")
+    local before = tp.stat(s.settings)
+    local dry = tp.logout(opts { all = true, dry_run = true })
+    local expected = {
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_root/auth_token_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe@atlas/auth_token_for_account_bob true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe@atlas/auth_token_exp_for_account_bob true nil",
+      "remove ~/run/bt_u" .. UID .. " true nil",
+      "remove ~/home/.config/arvados/settings.conf (ARVADOS_API_TOKEN) true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe true nil",
+      "remove ~/tmp/jdoe/.rucio_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe@atlas true nil",
+    }
+    assert.are.same(expected, actions(dry, s.dir))
+    assert.is_true(dry.dry_run)
+    assert.is_truthy(tostring(dry):find("\ndry run: nothing was changed$"))
+    assert.is_true(exists(s.rucio .. "/auth_token_for_account_root"))
+    assert.is_true(exists(s.bt))
+    local report = tp.logout(opts { all = true })
+    assert.are.same(expected, actions(report, s.dir))
+    assert.is_true(report.ok)
+    assert.are.same({ "." , "..", "jdoe" }, { ".", "..", table.unpack(tp.list_dir(s.tmp)) })
+    assert.are.same({}, tp.list_dir(s.tmp .. "/jdoe"))
+    assert.is_false(exists(s.bt))
+    assert.are.equal("# mine\nARVADOS_API_HOST=arv.example\nOTHER=1\n", read(s.settings))
+    assert.are.equal(before.mode, tp.stat(s.settings).mode)
+    local again = tp.logout(opts { all = true })
+    assert.is_true(again.nothing_to_do)
+    assert.is_true(again.ok)
+    assert.are.same({}, again.actions)
+    assert.are.equal("nothing to do: no tokens found", tostring(again))
+  end)
+
+  it("says which variable to unset for an environment token", function()
+    local env = { BEARER_TOKEN = jwt { sub = "dave", exp = NOW + 60 }, LOGNAME = "jdoe", TMPDIR = s.tmp,
+                  RUCIO_CONFIG = s.cfg, HOME = s.home }
+    local report = tp.logout { env = env, uid = UID, now = NOW }
+    assert.are.same({ "instruction $BEARER_TOKEN false environment" }, actions(report, s.dir))
+    assert.are.equal("unset BEARER_TOKEN in the shell that set it: a program cannot change its parent's "
+      .. "environment", report.actions[1].message)
+    assert.is_false(report.ok)
+  end)
+
+  describe("among hostile neighbours", function()
+    it("leaves a victim directory behind a linked token directory untouched", function()
+      local victim = s.dir .. "/victim"
+      rucio_token(s, "../../victim", "root", NATIVE, NOW + 3600)
+      write(victim .. "/precious", "keep me")
+      sh(("mkdir -p '%s/jdoe' && ln -s '%s' '%s' && chown -h 54321 '%s'"):format(s.tmp, victim, s.rucio, s.rucio))
+      local dry = tp.logout(opts { all = true, dry_run = true })
+      local report = tp.logout(opts { all = true })
+      local expected = { "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root false symlink" }
+      assert.are.same(expected, actions(dry, s.dir))
+      assert.are.same(expected, actions(report, s.dir))
+      assert.is_false(report.ok)
+      assert.are.equal(NATIVE, read(victim .. "/auth_token_for_account_root"))
+      assert.are.equal(tostring(NOW + 3600), read(victim .. "/auth_token_exp_for_account_root"))
+      assert.are.equal("keep me", read(victim .. "/precious"))
+    end)
+
+    it("reports and leaves a token file of another uid, and the directory holding it", function()
+      local path = rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+      sh("chown 54321 '" .. path .. "'")
+      local report = tp.logout(opts())
+      assert.are.same({
+        "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root false not_owner",
+        "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_root true nil",
+      }, actions(report, s.dir))
+      assert.are.equal(("not_owner: remove_token: %s belongs to uid 54321, not uid %d; left in place"):format(
+        path, UID), report.actions[1].message)
+      assert.are.equal(NATIVE, read(path))
+      assert.is_false(report.ok)
+    end)
+
+    it("removes a FIFO of the user's at bt_u<uid> without opening it", function()
+      sh("mkfifo '" .. s.bt .. "'")
+      local report = tp.logout(opts { scheme = "wlcg" })
+      assert.are.same({ "remove ~/run/bt_u" .. UID .. " true nil" }, actions(report, s.dir))
+      assert.is_false(exists(s.bt))
+    end)
+  end)
+
+  it("raises for misuse", function()
+    assert.has_error(function() tp.logout { revok = true } end, "bad argument #1 to 'logout' (unknown option 'revok')")
+    assert.has_error(function() tp.logout { denylist = 1 } end,
+      "bad argument #1 to 'logout' (option 'denylist' must be a path or a tokenpolicy.Denylist (tp.denylist(path)))")
+  end)
+end)
+
+describe("session.logout with revoke, against real peers", function()
+  local s, p
+  setup(function() p = oidc.start() end)
+  teardown(function() if p then oidc.stop(p) end end)
+  before_each(function() s = sandbox() end)
+  after_each(function() expect.remove_dir(s.dir) end)
+
+  local function client(extra)
+    local o = { env = s.env, uid = UID, revoke = true, client_id = oidc.client_id, client_secret = oidc.client_secret }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return o
+  end
+
+  it("revokes an opaque token at its issuer (RFC 7009), then removes the file", function()
+    local token = oidc.client_credentials(p)
+    write(s.bt, token .. "\n")
+    local report = tp.logout(client { scheme = "wlcg", issuer = p.issuer })
+    assert.are.same({
+      "revoke " .. p.revocation_endpoint .. " true nil",
+      "remove ~/run/bt_u" .. UID .. " true nil",
+    }, actions(report, s.dir))
+    assert.is_true(report.ok)
+    local info = assert(tp.introspect { endpoint = p.introspection_endpoint, token = token,
+                                        client_id = oidc.client_id, client_secret = oidc.client_secret })
+    assert.is_false(info.active)
+    assert.is_nil(tostring(report):find(token, 1, true))
+  end)
+
+  it("takes the client credentials from the environment it is given", function()
+    local token = oidc.client_credentials(p)
+    write(s.bt, token)
+    s.env.TOKENPOLICY_CLIENT_ID, s.env.TOKENPOLICY_CLIENT_SECRET = oidc.client_id, oidc.client_secret
+    s.env.TOKENPOLICY_ISSUER = p.issuer
+    local report = tp.logout { env = s.env, uid = UID, revoke = true, scheme = "wlcg" }
+    assert.is_true(report.ok, tostring(report))
+    assert.is_false(assert(tp.introspect { endpoint = p.introspection_endpoint, token = token,
+      client_id = oidc.client_id, client_secret = oidc.client_secret }).active)
+  end)
+
+  it("adds a JWT access token's jti to the denylist, or reports it not_revocable without one", function()
+    local token = oidc.client_credentials(p, { resource = "https://rucio.example.org", scope = "storage.read:/" })
+    local claims = assert(tp.decode(token)).claims
+    write(s.bt, token)
+    local report = tp.logout(client { scheme = "wlcg", dry_run = true })
+    assert.are.same({ "denylist jti " .. claims.jti .. " false not_revocable",
+                      "remove ~/run/bt_u" .. UID .. " true nil" }, actions(report, s.dir))
+    local deny = assert(tp.denylist(s.dir .. "/deny"))
+    report = tp.logout(client { scheme = "wlcg", denylist = deny })
+    assert.are.same({ "denylist jti " .. claims.jti .. " true nil",
+                      "remove ~/run/bt_u" .. UID .. " true nil" }, actions(report, s.dir))
+    assert.is_true(report.ok)
+    assert.is_true(deny:contains(claims.jti, claims.exp - 1))
+    assert.is_false(exists(s.bt))
+  end)
+
+  it("still removes the files when the issuer is unreachable, and says so", function()
+    local gone = oidc.start()
+    oidc.stop(gone)
+    local token = oidc.client_credentials(p)
+    write(s.bt, token)
+    local report = tp.logout(client { scheme = "wlcg", issuer = gone.issuer, timeout = 5 })
+    assert.are.same({ "revoke " .. gone.issuer .. " false unreachable",
+                      "remove ~/run/bt_u" .. UID .. " true nil" }, actions(report, s.dir))
+    assert.is_false(report.ok)
+    assert.is_false(exists(s.bt))
+    assert.is_truthy(tostring(report):find("\nnot everything could be ended: see above$"))
+  end)
+
+  it("calls Arvados' logout, then removes the token line", function()
+    local peer = http_peer.start()
+    local ok, err = pcall(function()
+      write(s.settings, "ARVADOS_API_HOST=127.0.0.1:" .. peer.port .. "\nARVADOS_API_TOKEN=" .. ARV .. "\n")
+      local report = tp.logout { env = s.env, uid = UID, revoke = true, scheme = "arvados", arvados_scheme = "http" }
+      assert.are.same({ "revoke http://127.0.0.1:" .. peer.port .. "/logout true nil",
+                        "remove ~/home/.config/arvados/settings.conf (ARVADOS_API_TOKEN) true nil" },
+        actions(report, s.dir))
+      local log = assert(read(peer.log))
+      local request = tp.json_decode(log:match("^[^\n]+"))
+      assert.are.equal("GET", request.method)
+      assert.are.equal("/logout?api_token=" .. ARV:gsub("/", "%%2F"), request.path)
+      assert.are.equal("ARVADOS_API_HOST=127.0.0.1:" .. peer.port .. "\n", read(s.settings))
+    end)
+    http_peer.stop(peer)
+    assert(ok, err)
+  end)
+
+  it("reports a native Rucio token as not revocable, and removes it", function()
+    rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+    local report = tp.logout(client { now = NOW })
+    assert.are.same({
+      "revoke Rucio token of root false not_revocable",
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe true nil",
+    }, actions(report, s.dir))
+  end)
+end)
+
+describe("session.switch_account", function()
+  local s
+  before_each(function() s = sandbox() end)
+  after_each(function() expect.remove_dir(s.dir) end)
+
+  it("gives the export line and the new account's token status", function()
+    rucio_token(s, ".rucio_jdoe", "alice", NATIVE:gsub("^root", "alice"), NOW + 3600)
+    local r = tp.switch_account { account = "alice", env = s.env, uid = UID, now = NOW }
+    assert.are.equal("export RUCIO_ACCOUNT=alice", r.export)
+    assert.are.equal("valid until " .. os.date("!%Y-%m-%d %H:%M:%S UTC", NOW + 3600), r.message)
+    assert.are.equal("root", r.previous)
+    assert.are.equal(s.rucio .. "/auth_token_for_account_alice", r.status.path)
+    assert.are.same({}, r.warnings)
+    assert.are.same({}, r.actions)
+    assert.are.equal(r.export .. "\n" .. r.message, tostring(r))
+  end)
+
+  it("says how to log in when the account has no token, and quotes values for the shell", function()
+    local r = tp.switch_account { account = "bob's", vo = "atlas", env = s.env, uid = UID, now = NOW }
+    assert.are.equal([[export RUCIO_ACCOUNT='bob'\''s'; export RUCIO_VO=atlas]], r.export)
+    assert.are.equal("no token for bob's: run rucio whoami to log in", r.message)
+    assert.is_nil(r.status)
+    rucio_token(s, ".rucio_jdoe@atlas", "bob", NATIVE:gsub("^root", "bob"), NOW - 5)
+    r = tp.switch_account { account = "bob", vo = "atlas", env = s.env, uid = UID, now = NOW }
+    assert.are.equal("the token expired at " .. os.date("!%Y-%m-%d %H:%M:%S UTC", NOW - 5)
+      .. ": run rucio whoami to log in again", r.message)
+  end)
+
+  it("logs the previous account out with logout_previous", function()
+    local root = rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+    local r = tp.switch_account { account = "alice", logout_previous = true, env = s.env, uid = UID, now = NOW }
+    assert.are.same({
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_root true nil",
+      "remove ~/tmp/jdoe/.rucio_jdoe true nil",
+    }, actions(r, s.dir))
+    assert.is_false(exists(root))
+  end)
+
+  it("warns that auth_token_file_path is one file for every account, and removes it with logout_previous", function()
+    local shared = s.dir .. "/token"
+    write(s.cfg, "[client]\naccount = root\nauth_token_file_path = " .. shared .. "\n", "644")
+    assert(tp.write_token(shared, NATIVE))
+    local r = tp.switch_account { account = "alice", env = s.env, uid = UID, now = NOW }
+    assert.are.same({ ("[client] auth_token_file_path makes %s the token file of every account: it holds the "
+      .. "token of whichever account logged in last (root), so Rucio would authenticate as that account; switch "
+      .. "with logout_previous to remove it"):format(shared) }, r.warnings)
+    assert.are.equal("no token of its own for alice: the shared file holds the last login's token; switch with "
+      .. "logout_previous, then run rucio whoami", r.message)
+    r = tp.switch_account { account = "alice", logout_previous = true, env = s.env, uid = UID, now = NOW }
+    assert.are.same({ "remove ~/token true nil" }, actions(r, s.dir))
+    assert.is_false(exists(shared))
+    assert.are.equal("no token for alice: run rucio whoami to log in", r.message)
+  end)
+
+  it("persists the account and VO in rucio.cfg, keeping every other line, comment and the mode", function()
+    write(s.cfg, "# site config\n[common]\naccount = not-this\n\n[client]\n; who I am\nAccount = root\n"
+      .. "  continued\nauth_type = userpass\n\n[policy]\nx = 1\n", "640")
+    local r = tp.switch_account { account = "alice", vo = "atlas", persist = true, env = s.env, uid = UID,
+                                  now = NOW }
+    assert.are.same({ "persist ~/rucio.cfg true nil" }, actions(r, s.dir))
+    assert.are.equal("# site config\n[common]\naccount = not-this\n\n[client]\n; who I am\naccount = alice\n"
+      .. "auth_type = userpass\nvo = atlas\n\n[policy]\nx = 1\n", read(s.cfg))
+    assert.are.equal(tonumber("640", 8), tp.stat(s.cfg).mode & 4095)
+    -- Rucio now reads the new account from the file
+    assert.are.equal("alice", tp.discover({ scheme = "rucio", env = s.env, uid = UID })[1].account)
+    write(s.cfg, "# nothing else\n", "600")
+    tp.switch_account { account = "bob", persist = true, env = s.env, uid = UID, now = NOW }
+    assert.are.equal("# nothing else\n\n[client]\naccount = bob\n", read(s.cfg))
+    assert.are.equal(tonumber("600", 8), tp.stat(s.cfg).mode & 4095)
+  end)
+
+  it("does not rewrite a rucio.cfg that is a symbolic link", function()
+    local real = s.dir .. "/real.cfg"
+    write(real, "[client]\naccount = root\n", "644")
+    os.remove(s.cfg)
+    sh(("ln -s '%s' '%s'"):format(real, s.cfg))
+    local r = tp.switch_account { account = "alice", persist = true, env = s.env, uid = UID, now = NOW }
+    assert.are.same({ "persist ~/rucio.cfg false symlink" }, actions(r, s.dir))
+    assert.are.equal("[client]\naccount = root\n", read(real))
+  end)
+
+  it("raises for misuse", function()
+    assert.has_error(function() tp.switch_account {} end,
+      "bad argument #1 to 'switch_account' (option 'account' is required)")
+    assert.has_error(function() tp.switch_account { account = "a\nb" } end,
+      "bad argument #1 to 'switch_account' (option 'account' must not hold control characters)")
+  end)
+end)
+
+describe("the core primitives behind the workflows", function()
+  local dir
+  before_each(function() dir = expect.new_dir() end)
+  after_each(function() expect.remove_dir(dir) end)
+
+  it("list_dir lists names sorted, refuses a link and a FIFO at once", function()
+    sh(("mkdir '%s/d' && touch '%s/d/b' '%s/d/a' && mkdir '%s/d/c' && mkfifo '%s/f'"):format(dir, dir, dir, dir, dir))
+    sh(("ln -s '%s/d' '%s/link' && chown -h 54321 '%s/link'"):format(dir, dir, dir))
+    assert.are.same({ "a", "b", "c" }, tp.list_dir(dir .. "/d"))
+    assert.are.same({ "a", "b", "c" }, tp.list_dir(dir .. "/d/"))
+    assert.are.equal(("symlink: list_dir: %s/link is a symbolic link; it was not followed"):format(dir),
+      expect.fails("symlink", tp.list_dir(dir .. "/link")))
+    assert.are.equal(("io: list_dir: %s/f is a FIFO (named pipe), not a directory"):format(dir),
+      expect.fails("io", tp.list_dir(dir .. "/f")))
+    expect.fails("not_found", tp.list_dir(dir .. "/none"))
+    assert.has_error(function() tp.list_dir(dir, { uid = 1 }) end,
+      "bad argument #2 to 'list_dir' (unknown option 'uid')")
+  end)
+
+  it("rewrite_config replaces a file atomically, keeping its mode, and refuses links and others' files", function()
+    local path = dir .. "/rucio.cfg"
+    write(path, "old\n", "640")
+    local ino = tp.stat(path).ino
+    assert.is_true(tp.rewrite_config(path, "new\n"))
+    assert.are.equal("new\n", read(path))
+    assert.are.equal(tonumber("640", 8), tp.stat(path).mode & 4095)
+    assert.are_not.equal(ino, tp.stat(path).ino)
+    assert.are.same({ "rucio.cfg" }, tp.list_dir(dir)) -- no temporary left
+    sh(("ln -s '%s' '%s/link'"):format(path, dir))
+    expect.fails("symlink", tp.rewrite_config(dir .. "/link", "x"))
+    assert.are.equal("new\n", read(path))
+    sh("chown 54321 '" .. path .. "'")
+    assert.are.equal(("not_owner: rewrite_config: %s belongs to uid 54321, not uid %d"):format(path, UID),
+      expect.fails("not_owner", tp.rewrite_config(path, "x")))
+    assert.is_true(tp.rewrite_config(path, "", { uid = 54321 }))
+    assert.are.equal(54321, tp.stat(path).uid)
+    expect.fails("not_found", tp.rewrite_config(dir .. "/none", "x"))
+    sh("mkfifo '" .. dir .. "/fifo'")
+    expect.fails("io", tp.rewrite_config(dir .. "/fifo", "x"))
   end)
 end)

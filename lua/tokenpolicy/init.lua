@@ -22,6 +22,8 @@ local lazy = {
   classify = "tokenpolicy.classify",
   policy_from_arvados = "tokenpolicy.arvados_config",
   status = "tokenpolicy.session",
+  logout = "tokenpolicy.session",
+  switch_account = "tokenpolicy.session",
 }
 
 -- One line per public function, in the order a newcomer meets them; `help`
@@ -35,6 +37,8 @@ local SUMMARY = {
   { "discover", "discover(opts) -> every candidate token location (rucio, wlcg, arvados) in precedence order" },
   { "rucio_config", "rucio_config(opts) -> the rucio.cfg the Rucio client would read" },
   { "status", "status(opts) -> every token of the user (all schemes, accounts, VOs): state, expiry, findings" },
+  { "logout", "logout(opts) -> report: remove the user's tokens safely, revoke them at their issuer with revoke=true" },
+  { "switch_account", "switch_account{account=, vo=} -> the export line for Rucio, the account's token status" },
   { "read_token", "read_token(path, opts) -> token, info: a token file read safely" },
   { "write_token", "write_token(path, token, opts): write a token file 0600 through a rename" },
   { "remove_token", "remove_token(path, opts): remove one token file without following links" },
