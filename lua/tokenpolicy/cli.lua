@@ -330,8 +330,6 @@ function commands.status(args)
   end
   if args.json then
     say(json(plain(list), true))
-  elseif #list == 0 then
-    say("no tokens found")
   else
     say(tostring(list))
   end
