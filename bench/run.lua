@@ -485,7 +485,7 @@ local function wall_ms_per_run(command)
 end
 
 local function cli_benchmark(fixtures)
-  local build = package.cpath:match("([^;]*)/%?%.so")
+  local build = assert(package.searchpath("tokenpolicy.core", package.cpath)):match("^(.*)/tokenpolicy/[^/]*$")
   local bin = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/../bin/tokenpolicy"
   local env = session_sandbox(fixtures)
   env.PATH = "/usr/bin:/bin"

@@ -104,7 +104,7 @@ do
   -- The checkout's launcher, under the Lua running this demo and its build.
   local bin = here .. "/../bin/tokenpolicy"
   local lua = "lua" .. _VERSION:match("%d+%.%d+")
-  local build = package.cpath:match("([^;]*)/%?%.so")
+  local build = assert(package.searchpath("tokenpolicy.core", package.cpath)):match("^(.*)/tokenpolicy/[^/]*$")
   local box = assert(io.popen("mktemp -d")):read("l")
   local shell_env = { PATH = "/usr/bin:/bin", TMPDIR = box, LOGNAME = "alice", RUCIO_CONFIG = box .. "/rucio.cfg",
                 HOME = box .. "/home", XDG_RUNTIME_DIR = box .. "/run", NO_COLOR = "1",

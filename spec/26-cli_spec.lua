@@ -53,8 +53,8 @@ local function run(args, opts)
   for k in pairs(env) do names[#names + 1] = k end
   table.sort(names)
   for _, k in ipairs(names) do words[#words + 1] = quote(k .. "=" .. env[k]) end
-  words[#words + 1] = opts.prefix or ""
-  words[#words + 1] = "bin/tokenpolicy"
+  -- opts.bare: args is the whole command line (a shell that runs the command)
+  if not opts.bare then words[#words + 1] = "bin/tokenpolicy" end
   for _, a in ipairs(args) do words[#words + 1] = quote(a) end
   local out, err, input = os.tmpname(), os.tmpname(), os.tmpname()
   write(input, opts.stdin or "")
@@ -107,7 +107,7 @@ describe("the tokenpolicy command", function()
     -- Times far enough from now that the relative times do not change
     -- while a spec runs ("expires in 2d23h", "expired 2h ago").
     good = secret(assert(tp.sign({ iss = "https://idp.example.org", sub = "alice", aud = "rucio",
-      iat = now - 3600, exp = now + 3 * 86400 - 1800, jti = "cli-0001" }, key)))
+      iat = now - 2 * 86400, exp = now + 3 * 86400 - 1800, jti = "cli-0001" }, key)))
     expired = secret(assert(tp.sign({ iss = "https://idp.example.org", sub = "bob",
       iat = now - 4 * 86400, exp = now - 3 * 86400 + 1800 }, key)))
     good_path = dir .. "/token"
@@ -444,6 +444,195 @@ describe("the tokenpolicy command", function()
         r.err)
       usage_error(run({ "revoke", "-" }, { stdin = "opaque0123456789" }),
         "tokenpolicy: the token names no issuer; give --issuer URL or --endpoint URL")
+    end)
+  end)
+
+  describe("status, logout and switch (tokenpolicy.session)", function()
+    local box, env, paths
+
+    local RUCIO_ALICE = "alice-/DC=org/CN=alice-cli-" .. ("0123456789abcdef"):rep(2)
+    local RUCIO_BOB = "bob-/DC=org/CN=bob-cli-" .. ("fedcba9876543210"):rep(2)
+    local ARVADOS = "v2/zzzzz-gj3su-0123456789abcde/" .. ("s3cr3t"):rep(8)
+
+    -- alice's Rucio token (active, valid for an hour), bob's (in the same
+    -- cache, expired), a WLCG bearer token file and an Arvados login.
+    before_each(function()
+      box = expect.new_dir()
+      env = { TMPDIR = box, LOGNAME = "alice", RUCIO_CONFIG = box .. "/rucio.cfg", HOME = box .. "/home",
+              XDG_RUNTIME_DIR = box .. "/run" }
+      os.execute("mkdir -m 0700 " .. quote(box .. "/run") .. " " .. quote(box .. "/home"))
+      write(env.RUCIO_CONFIG, "[client]\naccount = alice\n# a comment that stays\n", "644")
+      local cache = box .. "/alice/.rucio_alice"
+      paths = { alice = cache .. "/auth_token_for_account_alice",
+                alice_exp = cache .. "/auth_token_exp_for_account_alice",
+                bob = cache .. "/auth_token_for_account_bob", bob_exp = cache .. "/auth_token_exp_for_account_bob",
+                cache = cache, wlcg = box .. "/run/bt_u" .. tp.euid(),
+                arvados = box .. "/home/.config/arvados/settings.conf" }
+      assert(tp.write_token(paths.alice, secret(RUCIO_ALICE)))
+      assert(tp.write_token(paths.alice_exp, tostring(now + 3600)))
+      assert(tp.write_token(paths.bob, secret(RUCIO_BOB)))
+      assert(tp.write_token(paths.bob_exp, tostring(now - 600)))
+      assert(tp.write_token(paths.wlcg, good))
+      secret(ARVADOS)
+      assert(tp.write_token(paths.arvados, "ARVADOS_API_HOST=zzzzz.example.org\nARVADOS_API_TOKEN=" .. ARVADOS .. "\n"))
+    end)
+    after_each(function()
+      expect.remove_dir(box)
+    end)
+
+    local function exists(path)
+      return tp.stat(path) ~= nil
+    end
+
+    it("status lists every token of every scheme and account, and exits 1 for the expired one", function()
+      local r = run({ "status" }, { env = env })
+      assert.are.equal(1, r.code, r.err)
+      assert.are.equal("", r.err)
+      local lines = {}
+      for line in r.out:gmatch("[^\n]+") do lines[#lines + 1] = line:gsub("%s+", " ") end
+      assert.are.same({
+        "scheme account vo source path active kind state expires findings",
+        ("rucio alice def default %s active rucio valid %s -"):format(paths.alice,
+          os.date("!%Y-%m-%d %H:%M:%S UTC", now + 3600)),
+        ("rucio bob def cache %s - rucio expired %s expired"):format(paths.bob,
+          os.date("!%Y-%m-%d %H:%M:%S UTC", now - 600)),
+        ("wlcg - - default %s active jwt valid %s -"):format(paths.wlcg,
+          os.date("!%Y-%m-%d %H:%M:%S UTC", now + 3 * 86400 - 1800)),
+        ("arvados - - default %s active arvados_v2 unknown - -"):format(paths.arvados),
+      }, lines)
+    end)
+
+    it("status --json has the fields of session.status; --scheme and --account narrow it", function()
+      local r = run({ "status", "--json" }, { env = env })
+      assert.are.equal(1, r.code)
+      local list = assert(tp.json_decode(r.out))
+      assert.are.equal(4, #list)
+      assert.are.same({ "rucio", "alice", "def", "default", true, "rucio", "valid", now + 3600, {} },
+        { list[1].scheme, list[1].account, list[1].vo, list[1].source, list[1].active, list[1].kind, list[1].state,
+          list[1].exp, list[1].findings })
+      assert.are.same({ "bob", "expired", { "expired" } }, { list[2].account, list[2].state, list[2].findings })
+      assert.are.same({ "wlcg", "alice", "https://idp.example.org", "rucio" },
+        { list[3].scheme, list[3].sub, list[3].iss, list[3].aud })
+      r = run({ "status", "--json", "--scheme", "wlcg" }, { env = env })
+      assert.are.equal(0, r.code)
+      local wlcg = tp.json_decode(r.out)
+      assert.are.equal(1, #wlcg)
+      assert.are.equal(paths.wlcg, wlcg[1].path)
+      r = run({ "status", "--json", "--account", "alice", "--scheme", "rucio" }, { env = env })
+      assert.are.same({ paths.alice }, { tp.json_decode(r.out)[1].path, tp.json_decode(r.out)[2] })
+    end)
+
+    it("logout --dry-run changes nothing and reports what logout would do", function()
+      local r = run({ "logout", "--all", "--dry-run", "--json" }, { env = env })
+      assert.are.equal(0, r.code, r.err)
+      local report = tp.json_decode(r.out)
+      assert.is_true(report.dry_run)
+      assert.is_false(report.nothing_to_do)
+      local targets = {}
+      for _, a in ipairs(report.actions) do targets[#targets + 1] = a.action .. " " .. a.target end
+      assert.are.same({ "remove " .. paths.alice, "remove " .. paths.alice_exp, "remove " .. paths.bob,
+        "remove " .. paths.bob_exp, "remove " .. paths.wlcg, "remove " .. paths.arvados .. " (ARVADOS_API_TOKEN)",
+        "remove " .. paths.cache }, targets)
+      for _, name in ipairs { "alice", "bob", "wlcg", "arvados" } do
+        assert.is_true(exists(paths[name]), name)
+      end
+      r = run({ "logout", "--all", "--dry-run" }, { env = env })
+      assert.are.equal(0, r.code)
+      assert.matches("\ndry run: nothing was changed\n$", r.out)
+    end)
+
+    it("logout --all removes every token, and a second logout has nothing to do", function()
+      local r = run({ "logout", "--all" }, { env = env })
+      assert.are.equal(0, r.code, r.out)
+      assert.matches("\nlogged out\n$", r.out)
+      for _, name in ipairs { "alice", "bob", "wlcg", "cache" } do
+        assert.is_false(exists(paths[name]), name)
+      end
+      assert.are.equal("ARVADOS_API_HOST=zzzzz.example.org\n", assert(tp.read_config(paths.arvados)))
+      assert.are.same({ code = 0, err = "", out = "nothing to do: no tokens found\n" }, run({ "logout", "--all" },
+        { env = env }))
+      r = run({ "logout", "--all", "--json" }, { env = env })
+      assert.are.same({ actions = {}, dry_run = false, nothing_to_do = true, ok = true }, tp.json_decode(r.out))
+    end)
+
+    it("logout without --all ends the active Rucio account only", function()
+      local r = run({ "logout", "--scheme", "rucio" }, { env = env })
+      assert.are.equal(0, r.code, r.out)
+      assert.is_false(exists(paths.alice))
+      assert.is_true(exists(paths.bob))
+      assert.is_true(exists(paths.wlcg))
+    end)
+
+    it("logout exits 1 when something is left behind: a token in the environment", function()
+      local r = run({ "logout", "--scheme", "wlcg" }, { env = { BEARER_TOKEN = good, HOME = env.HOME, TMPDIR = box,
+        XDG_RUNTIME_DIR = env.XDG_RUNTIME_DIR } })
+      assert.are.equal(1, r.code)
+      assert.matches("unset BEARER_TOKEN", r.out, 1, true)
+    end)
+
+    it("logout --revoke ends an opaque token at its issuer (the real provider), then removes it", function()
+      local p = oidc.start()
+      local token = secret(oidc.client_credentials(p))
+      assert(tp.write_token(paths.wlcg, token))
+      local e = { TOKENPOLICY_ISSUER = p.issuer, TOKENPOLICY_CLIENT_ID = oidc.client_id,
+                  TOKENPOLICY_CLIENT_SECRET = oidc.client_secret }
+      for k, v in pairs(env) do e[k] = v end
+      local r = run({ "logout", "--scheme", "wlcg", "--revoke", "--json" }, { env = e })
+      local active = assert(tp.introspect { endpoint = p.introspection_endpoint, token = token,
+        client_id = oidc.client_id, client_secret = oidc.client_secret }).active
+      oidc.stop(p)
+      assert.are.equal(0, r.code, r.out)
+      local report = tp.json_decode(r.out)
+      assert.are.same({ "revoke", true }, { report.actions[1].action, report.actions[1].ok })
+      assert.is_false(active)
+      assert.is_false(exists(paths.wlcg))
+      assert.is_nil(r.out:find(oidc.client_secret, 1, true))
+    end)
+
+    it("switch prints only the export line on stdout, for eval; notes go to stderr", function()
+      local r = run({ "switch", "bob" }, { env = env })
+      assert.are.same({ code = 0, out = "export RUCIO_ACCOUNT=bob\n",
+        err = ("the token expired at %s: run rucio whoami to log in again\n")
+          :format(os.date("!%Y-%m-%d %H:%M:%S UTC", now - 600)) }, r)
+      r = run({ "switch", "bob", "--vo", "atlas" }, { env = env })
+      assert.are.equal("export RUCIO_ACCOUNT=bob; export RUCIO_VO=atlas\n", r.out)
+      r = run({ "sh", "-c", 'eval "$(bin/tokenpolicy switch bob 2>/dev/null)"; echo "$RUCIO_ACCOUNT"' },
+        { env = env, bare = true })
+      assert.are.equal("bob\n", r.out)
+    end)
+
+    it("switch --persist writes the account into rucio.cfg, keeping every other line", function()
+      local r = run({ "switch", "bob", "--persist" }, { env = env })
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal("[client]\naccount = bob\n# a comment that stays\n", slurp(env.RUCIO_CONFIG))
+    end)
+  end)
+
+  describe("examples/demo.lua", function()
+    it("tells the user's story with the command", function()
+      local pipe = assert(io.popen(("LUA_PATH=%q LUA_CPATH=%q %s examples/demo.lua 2>&1"):format(
+        package.path, package.cpath, LUA)))
+      local text = pipe:read("a")
+      assert.is_true(pipe:close(), text)
+      local story = text:match("== the tokenpolicy command %(in a sandbox%)\n(.*)$")
+      assert.is_string(story, text)
+      local commands = {}
+      for line in story:gmatch("%$ ([^\n]*)") do commands[#commands + 1] = line end
+      assert.are.same({ "tokenpolicy status", "tokenpolicy inspect",
+        "tokenpolicy inspect - < $XDG_RUNTIME_DIR/bt_u" .. tp.euid(),
+        'eval "$(tokenpolicy switch bob)"; echo "now RUCIO_ACCOUNT=$RUCIO_ACCOUNT"',
+        "tokenpolicy logout --all --dry-run", "tokenpolicy logout --all", "tokenpolicy logout --all" }, commands)
+      assert.matches("rucio +alice +def +default +<sandbox>/alice/.rucio_alice/auth_token_for_account_alice +active"
+        .. " +rucio +valid", story)
+      assert.matches("rucio +bob +def +cache .* expired +[-0-9: ]+UTC +expired\n", story)
+      assert.matches("wlcg .* active +jwt +valid", story)
+      assert.matches("arvados .* active +arvados_v2", story)
+      assert.matches('tokenpolicy.Classification: rucio (account "alice"', story, 1, true)
+      assert.matches("JWT ES256, kid demo-2026, typ at+jwt", story, 1, true)
+      assert.matches("now RUCIO_ACCOUNT=bob\n", story, 1, true)
+      assert.matches("dry run: nothing was changed\n(exit 0)\n", story, 1, true)
+      assert.matches("logged out\n(exit 0)\n", story, 1, true)
+      assert.matches("nothing to do: no tokens found\n%(exit 0%)\n$", story)
     end)
   end)
 end)
