@@ -601,6 +601,13 @@ describe("the tokenpolicy command", function()
       assert.are.equal("bob\n", r.out)
     end)
 
+    it("switch --json prints the whole result of session.switch_account", function()
+      local r = run({ "switch", "carol", "--json" }, { env = env })
+      assert.are.equal(0, r.code, r.err)
+      assert.are.same({ actions = {}, export = "export RUCIO_ACCOUNT=carol", previous = "alice", warnings = {},
+        message = "no token for carol: run rucio whoami to log in" }, tp.json_decode(r.out))
+    end)
+
     it("switch --persist writes the account into rucio.cfg, keeping every other line", function()
       local r = run({ "switch", "bob", "--persist" }, { env = env })
       assert.are.equal(0, r.code, r.err)

@@ -360,6 +360,10 @@ function commands.switch(args)
   local result = check(session().switch_account {
     account = args.account, vo = args.vo, logout_previous = args.logout_previous or nil,
     persist = args.persist or nil })
+  if args.json then
+    say(json(plain(result)))
+    return 0
+  end
   -- stdout holds only what the shell evaluates; everything else is a note.
   say(result.export)
   if result.message then note(result.message) end
@@ -455,6 +459,7 @@ local function build_parser()
   switch:option("--vo"):description("The Rucio VO.")
   switch:flag("--logout-previous"):description("Log the previous account out.")
   switch:flag("--persist"):description("Also write the account (and VO) into your rucio.cfg.")
+  switch:flag("--json"):description("Print the whole result as JSON instead of the export line.")
 
   local revoke = parser:command("revoke")
     :summary("Revoke a token at its issuer (RFC 7009).")
