@@ -11,6 +11,10 @@ local UID = tp.euid()
 local NATIVE = "root-/DC=ch/CN=Joe Doe-unknown-0123456789abcdef0123456789abcdef"
 local ARV = "v2/zzzzz-gj3su-0123456789abcde/3kg6k6lzmp9kj5cpkcox0s5x8r1u4j7w2q"
 
+-- Other users are simulated with chown to an unused uid, which needs root.
+local it_root = UID == 0 and it or pending
+local OTHER = 54321
+
 local hmac = tp.keys('{"kty":"oct","kid":"k","k":"' .. tp.b64url_encode(("s"):rep(32)) .. '"}')
 
 local function jwt(claims)
@@ -27,6 +31,16 @@ local function write(path, text, mode)
   f:write(text)
   f:close()
   sh(("chmod %s '%s'"):format(mode or "600", path))
+end
+
+-- A link planted by a neighbour: theirs when we can give it to them (as
+-- root, a link of root's own in a root-only directory would be followed,
+-- like /var/run; any other user's links never are).
+local function plant_link(target, link)
+  sh(("ln -s '%s' '%s'"):format(target, link))
+  if UID == 0 then
+    sh(("chown -h %d '%s'"):format(OTHER, link))
+  end
 end
 
 local function read(path)
@@ -151,7 +165,14 @@ describe("session.status", function()
       account = "alice" }))
   end)
 
-  it("reports a FIFO at bt_u<uid> without hanging, and a token file of another uid", function()
+  it("reports a FIFO at bt_u<uid> without hanging", function()
+    sh("mkfifo '" .. s.bt .. "'")
+    local list = tp.status { env = s.env, uid = UID, now = NOW, scheme = "wlcg" }
+    assert.are.same({ "wlcg nil nil default ~run/bt_u" .. UID .. " - nil nil nil problem,io" }, summary(list))
+    assert.are.equal("io: " .. s.bt .. " is a FIFO (named pipe), not a regular file", list[1].problem)
+  end)
+
+  it_root("reports a token file of another uid, and a FIFO beside it", function()
     sh("mkfifo '" .. s.bt .. "'")
     local path = rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
     sh("chown 54321 '" .. path .. "'")
@@ -167,12 +188,24 @@ describe("session.status", function()
     local victim = s.dir .. "/victim"
     rucio_token(s, "../../victim", "root", NATIVE, NOW + 3600)
     -- planted by a neighbour (uid 54321) before jdoe's first login
-    sh(("mkdir -p '%s/jdoe' && ln -s '%s' '%s' && chown -h 54321 '%s'"):format(s.tmp, victim, s.rucio, s.rucio))
+    sh(("mkdir -p '%s/jdoe'"):format(s.tmp))
+    plant_link(victim, s.rucio)
     local list = tp.status { env = s.env, uid = UID, now = NOW, scheme = "rucio" }
     assert.are.equal(1, #list)
     assert.are.same({ "symlink" }, list[1].findings)
     assert.is_nil(list[1].kind)
     assert.is_nil(list[1].exp)
+  end)
+
+  it("marks a Rucio token the client could not use because its config is missing", function()
+    rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+    os.remove(s.cfg)
+    local list = tp.status { env = s.env, uid = UID, now = NOW, scheme = "rucio", account = "root" }
+    assert.are.equal(1, #list)
+    assert.are.same({ "problem" }, list[1].findings)
+    assert.are.equal("not_found: RUCIO_CONFIG names " .. s.cfg .. ", which does not exist: the Rucio client stops "
+      .. "(ConfigNotFound)", list[1].problem)
+    assert.is_false(list[1].active)
   end)
 
   it("raises for misuse", function()
@@ -291,7 +324,8 @@ describe("session.logout", function()
       local victim = s.dir .. "/victim"
       rucio_token(s, "../../victim", "root", NATIVE, NOW + 3600)
       write(victim .. "/precious", "keep me")
-      sh(("mkdir -p '%s/jdoe' && ln -s '%s' '%s' && chown -h 54321 '%s'"):format(s.tmp, victim, s.rucio, s.rucio))
+      sh(("mkdir -p '%s/jdoe'"):format(s.tmp))
+    plant_link(victim, s.rucio)
       local dry = tp.logout(opts { all = true, dry_run = true })
       local report = tp.logout(opts { all = true })
       local expected = { "remove ~/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root false symlink" }
@@ -303,7 +337,7 @@ describe("session.logout", function()
       assert.are.equal("keep me", read(victim .. "/precious"))
     end)
 
-    it("reports and leaves a token file of another uid, and the directory holding it", function()
+    it_root("reports and leaves a token file of another uid, and the directory holding it", function()
       local path = rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
       sh("chown 54321 '" .. path .. "'")
       local report = tp.logout(opts())
@@ -315,6 +349,19 @@ describe("session.logout", function()
         path, UID), report.actions[1].message)
       assert.are.equal(NATIVE, read(path))
       assert.is_false(report.ok)
+    end)
+
+    it_root("removes BEARER_TOKEN_FILE when it is the user's, and leaves it when it is another uid's", function()
+      local file = s.dir .. "/bearer"
+      write(file, jwt { sub = "erin", exp = NOW + 60 })
+      s.env.BEARER_TOKEN_FILE = file
+      sh("chown 54321 '" .. file .. "'")
+      local report = tp.logout(opts { scheme = "wlcg" })
+      assert.are.same({ "remove ~/bearer false not_owner" }, actions(report, s.dir))
+      assert.is_true(exists(file))
+      sh("chown " .. UID .. " '" .. file .. "'")
+      assert.are.same({ "remove ~/bearer true nil" }, actions(tp.logout(opts { scheme = "wlcg" }), s.dir))
+      assert.is_false(exists(file))
     end)
 
     it("removes a FIFO of the user's at bt_u<uid> without opening it", function()
@@ -378,6 +425,11 @@ describe("session.logout with revoke, against real peers", function()
     local report = tp.logout(client { scheme = "wlcg", dry_run = true })
     assert.are.same({ "denylist jti " .. claims.jti .. " false not_revocable",
                       "remove ~/run/bt_u" .. UID .. " true nil" }, actions(report, s.dir))
+    report = tp.logout(client { scheme = "wlcg", dry_run = true, denylist = s.dir .. "/deny" })
+    assert.are.same({ "denylist jti " .. claims.jti .. " true nil",
+                      "remove ~/run/bt_u" .. UID .. " true nil" }, actions(report, s.dir))
+    assert.are.equal("would add it to " .. s.dir .. "/deny", report.actions[1].message)
+    assert.is_false(exists(s.dir .. "/deny"))
     local deny = assert(tp.denylist(s.dir .. "/deny"))
     report = tp.logout(client { scheme = "wlcg", denylist = deny })
     assert.are.same({ "denylist jti " .. claims.jti .. " true nil",
@@ -527,7 +579,7 @@ describe("the core primitives behind the workflows", function()
 
   it("list_dir lists names sorted, refuses a link and a FIFO at once", function()
     sh(("mkdir '%s/d' && touch '%s/d/b' '%s/d/a' && mkdir '%s/d/c' && mkfifo '%s/f'"):format(dir, dir, dir, dir, dir))
-    sh(("ln -s '%s/d' '%s/link' && chown -h 54321 '%s/link'"):format(dir, dir, dir))
+    plant_link(dir .. "/d", dir .. "/link")
     assert.are.same({ "a", "b", "c" }, tp.list_dir(dir .. "/d"))
     assert.are.same({ "a", "b", "c" }, tp.list_dir(dir .. "/d/"))
     assert.are.equal(("symlink: list_dir: %s/link is a symbolic link; it was not followed"):format(dir),
@@ -551,13 +603,19 @@ describe("the core primitives behind the workflows", function()
     sh(("ln -s '%s' '%s/link'"):format(path, dir))
     expect.fails("symlink", tp.rewrite_config(dir .. "/link", "x"))
     assert.are.equal("new\n", read(path))
+    expect.fails("not_found", tp.rewrite_config(dir .. "/none", "x"))
+    sh("mkfifo '" .. dir .. "/fifo'")
+    expect.fails("io", tp.rewrite_config(dir .. "/fifo", "x"))
+  end)
+
+  it_root("rewrite_config refuses another uid's file, and rewrites it for that uid, keeping the owner", function()
+    local path = dir .. "/rucio.cfg"
+    write(path, "old\n", "644")
     sh("chown 54321 '" .. path .. "'")
     assert.are.equal(("not_owner: rewrite_config: %s belongs to uid 54321, not uid %d"):format(path, UID),
       expect.fails("not_owner", tp.rewrite_config(path, "x")))
     assert.is_true(tp.rewrite_config(path, "", { uid = 54321 }))
     assert.are.equal(54321, tp.stat(path).uid)
-    expect.fails("not_found", tp.rewrite_config(dir .. "/none", "x"))
-    sh("mkfifo '" .. dir .. "/fifo'")
-    expect.fails("io", tp.rewrite_config(dir .. "/fifo", "x"))
+    assert.are.equal("", read(path))
   end)
 end)

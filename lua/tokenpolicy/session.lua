@@ -670,7 +670,10 @@ function M.logout(opts)
     return report
   end
   if opts.revoke and opts.denylist then
-    if type(opts.denylist) == "string" then
+    if type(opts.denylist) == "string" and opts.dry_run then
+      -- Opening a denylist creates it: a dry run only names it.
+      ctx.denylist, ctx.denylist_name = true, opts.denylist
+    elseif type(opts.denylist) == "string" then
       local dl, msg, code = core.denylist(opts.denylist)
       if not dl then
         return nil, msg, code
