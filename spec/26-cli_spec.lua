@@ -589,6 +589,20 @@ describe("the tokenpolicy command", function()
       assert.is_nil(r.out:find(oidc.client_secret, 1, true))
     end)
 
+    it("logout --revoke with the issuer unreachable still removes the file, says so and exits 1", function()
+      local token = secret("opaque-" .. ("0123456789"):rep(4))
+      assert(tp.write_token(paths.wlcg, token))
+      local e = { TOKENPOLICY_ISSUER = "http://127.0.0.1:1", TOKENPOLICY_CLIENT_ID = "cli" }
+      for k, v in pairs(env) do e[k] = v end
+      local r = run({ "logout", "--scheme", "wlcg", "--revoke", "--json" }, { env = e })
+      assert.are.equal(1, r.code, r.out)
+      local report = tp.json_decode(r.out)
+      assert.is_false(report.ok)
+      assert.are.same({ "revoke", false, "unreachable" },
+        { report.actions[1].action, report.actions[1].ok, report.actions[1].code })
+      assert.is_false(exists(paths.wlcg))
+    end)
+
     it("switch prints only the export line on stdout, for eval; notes go to stderr", function()
       local r = run({ "switch", "bob" }, { env = env })
       assert.are.same({ code = 0, out = "export RUCIO_ACCOUNT=bob\n",
