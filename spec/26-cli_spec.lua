@@ -48,13 +48,14 @@ local function run(args, opts)
   opts = opts or {}
   local env = base_env()
   for k, v in pairs(opts.env or {}) do env[k] = v end
+  for _, k in ipairs(opts.unset or {}) do env[k] = nil end
   local words = { "env", "-i" }
   local names = {}
   for k in pairs(env) do names[#names + 1] = k end
   table.sort(names)
   for _, k in ipairs(names) do words[#words + 1] = quote(k .. "=" .. env[k]) end
   -- opts.bare: args is the whole command line (a shell that runs the command)
-  if not opts.bare then words[#words + 1] = "bin/tokenpolicy" end
+  if not opts.bare then words[#words + 1] = opts.bin or "bin/tokenpolicy" end
   for _, a in ipairs(args) do words[#words + 1] = quote(a) end
   local out, err, input = os.tmpname(), os.tmpname(), os.tmpname()
   write(input, opts.stdin or "")
@@ -156,6 +157,27 @@ describe("the tokenpolicy command", function()
         assert.matches("- to read the token from stdin, or the token itself (avoid that: a command line shows in ps)",
           text, 1, true)
       end
+    end)
+  end)
+
+  describe("the launcher", function()
+    it("installed (no lua/ beside it), runs the modules on the interpreter's paths", function()
+      os.execute("mkdir -p " .. quote(dir .. "/usr/bin") .. " && cp bin/tokenpolicy " .. quote(dir .. "/usr/bin/"))
+      local cwd = assert(tp.cwd())
+      local r = run({ "--version" }, { bin = dir .. "/usr/bin/tokenpolicy", unset = { "TOKENPOLICY_BUILD" },
+        env = { LUA_PATH = cwd .. "/lua/?.lua;" .. cwd .. "/lua/?/init.lua;;", LUA_CPATH = cwd .. "/" .. BUILD
+        .. "/?.so;;" } })
+      assert.are.same({ code = 0, out = tp._VERSION .. "\n", err = "" }, r)
+    end)
+
+    it("in a checkout that is not built, says to run make (exit 2)", function()
+      local root = dir .. "/checkout"
+      os.execute("mkdir -p " .. quote(root .. "/bin") .. " " .. quote(root .. "/lua/tokenpolicy")
+        .. " && cp bin/tokenpolicy " .. quote(root .. "/bin/")
+        .. " && touch " .. quote(root .. "/lua/tokenpolicy/cli.lua"))
+      local r = run({ "status" }, { bin = root .. "/bin/tokenpolicy", unset = { "TOKENPOLICY_BUILD" } })
+      assert.are.same({ code = 2, out = "", err = ("tokenpolicy: the C core is not built (%s/bin/../build/%s/"
+        .. "tokenpolicy/core.so); run make in %s/bin/..\n"):format(root, LUA:sub(4), root) }, r)
     end)
   end)
 
@@ -362,6 +384,7 @@ describe("the tokenpolicy command", function()
 
     setup(function()
       p = oidc.start()
+      secrets[#secrets + 1] = oidc.client_secret -- never printed either
       secret_path = dir .. "/client-secret"
       write(secret_path, oidc.client_secret .. "\n")
     end)
