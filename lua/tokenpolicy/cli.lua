@@ -402,7 +402,7 @@ local function build_parser()
     :epilog("Examples:\n  tokenpolicy status\n  tokenpolicy status --scheme rucio --account alice\n"
       .. "  tokenpolicy status --json")
   status:option("--scheme"):description("Only this scheme."):choices { "rucio", "wlcg", "arvados" }
-  status:option("--account"):description("Only this Rucio account.")
+  status:option("--account"):description("Only this Rucio account."):argname("A")
   status:flag("--json"):description("Print JSON.")
 
   local inspect = parser:command("inspect")
@@ -421,11 +421,11 @@ local function build_parser()
   verify:argument("token"):args("?"):argname("TOKEN|FILE|-"):description(TOKEN_ARG)
   verify:option("--jwks"):description("The keys: an https (or loopback http) JWKS URL, or a JWKS, JWK or PEM file.")
     :argname("URL|FILE"):count(1)
-  verify:option("--iss"):description("The accepted issuer.")
-  verify:option("--aud"):description("An accepted audience.")
-  verify:option("--alg"):description("An accepted algorithm (repeat for more; default RS*, PS*, ES*).")
+  verify:option("--iss"):description("The accepted issuer."):argname("I")
+  verify:option("--aud"):description("An accepted audience."):argname("A")
+  verify:option("--alg"):argname("A"):description("An accepted algorithm (repeat for more; default RS*, PS*, ES*).")
     :count("*")
-  verify:option("--leeway"):description("Seconds of clock skew allowed (default 60)."):convert(function(s)
+  verify:option("--leeway"):argname("S"):description("Seconds of clock skew allowed (default 60)."):convert(function(s)
     local n = math.tointeger(tonumber(s))
     if not n or n < 0 then return nil, "--leeway must be a number of seconds" end
     return n
@@ -436,16 +436,18 @@ local function build_parser()
     :summary("Remove (and optionally revoke) your tokens.")
     :description("Remove the token files of an account (default: the active one) or of every account, "
       .. "without following links or touching what is not yours. With --revoke, end the tokens at their "
-      .. "issuer first; the client secret comes from TOKENPOLICY_CLIENT_SECRET.")
+      .. "issuer first: the client from TOKENPOLICY_CLIENT_ID and TOKENPOLICY_CLIENT_SECRET (never the "
+      .. "command line), the issuer of tokens that name none from TOKENPOLICY_ISSUER.")
     :epilog("Examples:\n  tokenpolicy logout --dry-run\n  tokenpolicy logout --all\n"
       .. "  tokenpolicy logout --scheme wlcg --revoke --denylist /var/lib/gw/denylist")
   logout:mutex(
-    logout:option("--account"):description("This Rucio account (default: the active one)."),
+    logout:option("--account"):description("This Rucio account (default: the active one)."):argname("A"),
     logout:flag("--all"):description("Every account, VO and layout.")
   )
   logout:option("--scheme"):description("Only this scheme."):choices { "rucio", "wlcg", "arvados" }
   logout:flag("--revoke"):description("Revoke each token at its issuer first.")
   logout:option("--denylist"):description("Add JWTs the issuer cannot revoke to this denylist file.")
+    :argname("FILE")
   logout:flag("--dry-run"):description("Change nothing; report what would be done.")
   logout:flag("--json"):description("Print JSON.")
 
@@ -455,8 +457,8 @@ local function build_parser()
       .. "on its token on stderr.")
     :epilog('Examples:\n  eval "$(tokenpolicy switch alice)"\n'
       .. '  eval "$(tokenpolicy switch bob --vo atlas --logout-previous)"')
-  switch:argument("account"):description("The Rucio account.")
-  switch:option("--vo"):description("The Rucio VO.")
+  switch:argument("account"):argname("ACCOUNT"):description("The Rucio account.")
+  switch:option("--vo"):description("The Rucio VO."):argname("V")
   switch:flag("--logout-previous"):description("Log the previous account out.")
   switch:flag("--persist"):description("Also write the account (and VO) into your rucio.cfg.")
   switch:flag("--json"):description("Print the whole result as JSON instead of the export line.")
