@@ -93,3 +93,68 @@ for _, record in ipairs(records) do
     tostring((policy:long_lived(record, now)))))
 end
 print(policy:evaluate(tp.decode(token), now))
+
+-- The same jobs from the shell: the `tokenpolicy` command (bin/tokenpolicy)
+-- in a sandbox that stands in for a user with tokens of all three kinds.
+section("the tokenpolicy command (in a sandbox)")
+do
+  local function q(s)
+    return "'" .. s:gsub("'", "'\\''") .. "'"
+  end
+  -- The checkout's launcher, under the Lua running this demo and its build.
+  local bin = here .. "/../bin/tokenpolicy"
+  local lua = "lua" .. _VERSION:match("%d+%.%d+")
+  local build = assert(package.searchpath("tokenpolicy.core", package.cpath)):match("^(.*)/tokenpolicy/[^/]*$")
+  local box = assert(io.popen("mktemp -d")):read("l")
+  local shell_env = { PATH = "/usr/bin:/bin", TMPDIR = box, LOGNAME = "alice", RUCIO_CONFIG = box .. "/rucio.cfg",
+                HOME = box .. "/home", XDG_RUNTIME_DIR = box .. "/run", NO_COLOR = "1",
+                TOKENPOLICY_LUA = lua, TOKENPOLICY_BUILD = build, LD_PRELOAD = os.getenv("LD_PRELOAD") }
+  local words = {}
+  for k, v in pairs(shell_env) do words[#words + 1] = q(k .. "=" .. v) end
+  table.sort(words)
+  local prefix = "env -i " .. table.concat(words, " ") .. " "
+  local function shown(text)
+    return (text:gsub(box:gsub("%p", "%%%0"), "<sandbox>"))
+  end
+  -- Runs a command line (`tokenpolicy` is the launcher) and shows it,
+  -- its output and its exit status.
+  local function shell(line)
+    print("$ " .. line)
+    local cmd = line:gsub("tokenpolicy", q(bin))
+    local p = assert(io.popen(prefix .. "sh -c " .. q(cmd) .. " 2>&1"))
+    local text = p:read("a")
+    local _, _, status = p:close()
+    io.write(shown(text))
+    print(("(exit %d)"):format(status))
+  end
+
+  os.execute("mkdir -p -m 0700 " .. q(box .. "/run") .. " " .. q(box .. "/home"))
+  local cfg_file = assert(io.open(shell_env.RUCIO_CONFIG, "w"))
+  cfg_file:write("[client]\naccount = alice\n")
+  cfg_file:close()
+  -- alice's and bob's Rucio tokens (as `rucio whoami` leaves them), the
+  -- demo JWT as her WLCG bearer token, and an Arvados login.
+  local rucio_env = { TMPDIR = box, LOGNAME = "alice", RUCIO_CONFIG = shell_env.RUCIO_CONFIG, HOME = shell_env.HOME }
+  for _, account in ipairs { "alice", "bob" } do
+    rucio_env.RUCIO_ACCOUNT = account
+    for _, c in ipairs(assert(tp.discover { env = rucio_env, scheme = "rucio" })) do
+      if c.active then
+        assert(tp.write_token(c.path, account .. "-/DC=org/CN=" .. account .. "-rucio-" .. ("5f3a9c"):rep(5) .. "ab"))
+        assert(tp.write_token(c.expiry_path, tostring(now + (account == "alice" and 3600 or -600))))
+      end
+    end
+  end
+  local bt_path = shell_env.XDG_RUNTIME_DIR .. "/bt_u" .. tp.euid()
+  assert(tp.write_token(bt_path, token))
+  assert(tp.write_token(shell_env.HOME .. "/.config/arvados/settings.conf", "ARVADOS_API_HOST=zzzzz.example.org\n"
+    .. "ARVADOS_API_TOKEN=v2/zzzzz-gj3su-0123456789abcde/" .. ("k3y"):rep(17) .. "\n"))
+
+  shell("tokenpolicy status")
+  shell("tokenpolicy inspect")
+  shell("tokenpolicy inspect - < $XDG_RUNTIME_DIR/bt_u" .. tp.euid())
+  shell('eval "$(tokenpolicy switch bob)"; echo "now RUCIO_ACCOUNT=$RUCIO_ACCOUNT"')
+  shell("tokenpolicy logout --all --dry-run")
+  shell("tokenpolicy logout --all")
+  shell("tokenpolicy logout --all")
+  os.execute("rm -rf " .. q(box))
+end

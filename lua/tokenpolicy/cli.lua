@@ -1,0 +1,540 @@
+--- The `tokenpolicy` command: status, inspect, verify, logout, switch, revoke.
+--
+-- `bin/tokenpolicy` runs `require("tokenpolicy.cli").main(arg)` and exits
+-- with what it returns: 0 all is well, 1 a finding (an invalid or expired
+-- token, a failed revocation, something left behind), 2 a usage or
+-- environment error, with one line on stderr saying what to do.
+--
+-- Options are parsed by lua-argparse. The library itself is loaded only
+-- once a command runs, so `--help` and usage errors start fast, and each
+-- command loads only the workflow module it needs.
+--
+-- No output ever holds a token or a secret: tokens are shown through
+-- `decode`/`classify`, whose printed forms leave out the secret parts, and
+-- client secrets are read from a file or the environment, never argv.
+-- @module tokenpolicy.cli
+
+local argparse = require "argparse"
+
+local M = {}
+
+local PROG = "tokenpolicy"
+
+-- Loaded on first use (see the module comment).
+local tp
+local function lib()
+  tp = tp or require "tokenpolicy"
+  return tp
+end
+
+--- Raised (as a table) to end a command with an exit code and one line.
+local Exit = {}
+Exit.__index = Exit
+
+local function exit(code, line)
+  error(setmetatable({ code = code, line = line }, Exit), 0)
+end
+
+-- Usage or environment error: one line saying what to do.
+local function usage(line)
+  exit(2, line)
+end
+
+-- Output -------------------------------------------------------------------
+
+local out = {}
+
+-- Colour only on a terminal and never with NO_COLOR (https://no-color.org).
+-- Whether stdout is a terminal is asked of `test -t 1` only when stdout is a
+-- character device, so pipes and files (the usual case) cost nothing.
+local colour_on
+local function colour_enabled()
+  if colour_on == nil then
+    colour_on = false
+    local no_colour = os.getenv("NO_COLOR")
+    local term = os.getenv("TERM")
+    if (no_colour == nil or no_colour == "") and term ~= "dumb" then
+      local st = lib().stat("/dev/stdout", { follow = true })
+      if st and st.type == "other" then
+        colour_on = os.execute("test -t 1") == true
+      end
+    end
+  end
+  return colour_on
+end
+
+local COLOURS = { green = "32", red = "31", yellow = "33", bold = "1" }
+
+--- Wraps `text` in an ANSI colour when colour is enabled.
+-- @tparam string name green, red, yellow or bold
+-- @tparam string text
+-- @treturn string
+function out.paint(name, text)
+  if colour_enabled() then
+    return "\27[" .. COLOURS[name] .. "m" .. text .. "\27[0m"
+  end
+  return text
+end
+
+local function say(text)
+  io.stdout:write(text, "\n")
+end
+
+local function note(text)
+  io.stderr:write(text, "\n")
+end
+
+-- The result fields that are lists. json_encode writes every empty table
+-- as `{}`; these are marked while copying and written as `[]`.
+local LIST_FIELDS = { findings = true, actions = true, warnings = true, algs = true, reasons = true }
+local EMPTY_LIST = "\1tokenpolicy-empty-list\1"
+
+-- JSON of a result (made by `plain`); an empty top-level list is `[]`.
+local function json(value, empty_is_array)
+  if empty_is_array and type(value) == "table" and next(value) == nil then
+    return "[]"
+  end
+  return (lib().json_encode(value):gsub('":"\\u0001tokenpolicy%-empty%-list\\u0001"', '":[]'))
+end
+
+-- Plain copies of result tables (no metatables, no functions), so that
+-- json_encode sees data only, with the empty lists marked.
+local function plain(value, seen)
+  if type(value) ~= "table" then
+    if type(value) == "function" or type(value) == "thread" then return nil end
+    return value
+  end
+  seen = seen or {}
+  if seen[value] then return nil end
+  seen[value] = true
+  local copy = {}
+  for k, v in pairs(value) do
+    if type(k) == "string" or math.type(k) == "integer" then
+      if LIST_FIELDS[k] and type(v) == "table" and next(v) == nil then
+        copy[k] = EMPTY_LIST
+      else
+        copy[k] = plain(v, seen)
+      end
+    end
+  end
+  seen[value] = nil
+  return copy
+end
+
+-- Reading tokens -------------------------------------------------------------
+
+local SPACE = "[ \t\n\v\f\r]"
+
+local function strip(s)
+  return (s:gsub("^" .. SPACE .. "+", ""):gsub(SPACE .. "+$", ""))
+end
+
+-- The token of the active discovered candidate: the first active one that
+-- holds something, in discover's precedence order.
+local function active_token()
+  local t = lib()
+  local list = t.discover()
+  for _, c in ipairs(list) do
+    if c.active and c.exists and not c.problem then
+      local where = c.path or ("$" .. c.variable)
+      if c.scheme == "arvados" and c.path then
+        local text, err = t.read_config(c.path)
+        if not text then usage(err .. "; fix the file or give the token with -") end
+        for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+          local value = line:match("^%s*ARVADOS_API_TOKEN%s*=%s*(.-)%s*$")
+          if value and value ~= "" then return value, where end
+        end
+      elseif c.path then
+        local token, info = t.read_token(c.path, { allow_insecure = true })
+        if not token then usage(info .. "; fix the file or give the token with -") end
+        if info.warning then note("warning: " .. info.warning) end
+        return token, where
+      else
+        local value = os.getenv(c.variable)
+        if value and strip(value) ~= "" then return strip(value), where end
+      end
+    end
+  end
+  usage("no active token found (tokenpolicy status shows where tokens are looked for); give one with -")
+end
+
+--- The token a command works on, and where it came from (never the token).
+-- `spec` is nil (the active token), `-` (stdin), a path to a token file,
+-- or the token itself.
+-- @tparam string|nil spec the TOKEN|FILE|- argument
+-- @treturn string token
+-- @treturn string where it came from, for messages
+function M.token_from(spec)
+  if spec == nil then
+    return active_token()
+  end
+  if spec == "-" then
+    local text = io.read("a")
+    if not text or strip(text) == "" then usage("no token on stdin; pipe one in, e.g. tokenpolicy inspect - <file") end
+    return strip(text), "stdin"
+  end
+  local t = lib()
+  -- An existing path is a token file; anything else is the token itself
+  -- (never echoed: a path that does not exist is not named either).
+  if t.stat(spec) then
+    local token, info = t.read_token(spec, { allow_insecure = true })
+    if not token then usage(info) end
+    if info.warning then note("warning: " .. info.warning) end
+    return token, spec
+  end
+  -- No token begins like a path, so this one is a file that is missing.
+  if spec:find("^%.?%.?/") then
+    usage(("no such token file %s; give an existing file, or - to read the token from stdin"):format(spec))
+  end
+  return spec, "the command line"
+end
+
+-- A client secret: from a file (read as token files are, 0600 and owned by
+-- the user) or from TOKENPOLICY_CLIENT_SECRET; never from the command line.
+local function client_secret(path)
+  if path then
+    local secret, info = lib().read_token(path)
+    if not secret then usage(info .. " (the client secret file must be yours and mode 0600)") end
+    return secret
+  end
+  local value = os.getenv("TOKENPOLICY_CLIENT_SECRET")
+  if value and value ~= "" then return value end
+  return nil
+end
+
+-- Commands -------------------------------------------------------------------
+
+local commands = {}
+
+function commands.inspect(args)
+  local t = lib()
+  local token, where = M.token_from(args.token)
+  local class = t.classify(token)
+  local jwt = class.kind == "jwt" and t.decode(token) or nil
+  if args.json then
+    say(json({ header = jwt and plain(jwt.header) or t.null, claims = jwt and plain(jwt.claims) or t.null,
+      kind = class.kind }))
+  else
+    note(("token from %s"):format(where))
+    say(jwt and tostring(jwt) or tostring(class))
+  end
+  return 0
+end
+
+-- Keys for verify: an http(s) JWKS URL, else a JWKS/JWK/PEM file.
+local function load_keys(spec)
+  local t = lib()
+  if spec:find("^https?://") then
+    local keys, err, code = t.fetch_keys(spec)
+    if not keys then usage(("cannot get the keys (%s); check --jwks and the network"):format(err or code)) end
+    return keys
+  end
+  local text, err = t.read_config(spec)
+  if not text then usage(("cannot read --jwks: %s; give a JWKS/PEM file or an https URL"):format(err)) end
+  local keys, kerr = t.keys(text)
+  if not keys or #keys == 0 then
+    usage(("--jwks %s holds no usable key%s; give the issuer's JWKS"):format(spec, kerr and (": " .. kerr) or ""))
+  end
+  return keys
+end
+
+function commands.verify(args)
+  local t = lib()
+  local keys = load_keys(args.jwks)
+  local token = M.token_from(args.token)
+  local opts = { iss = args.iss, aud = args.aud, leeway = args.leeway }
+  if args.alg and #args.alg > 0 then opts.algs = args.alg end
+  local claims, header, code = t.verify(token, keys, opts)
+  if args.json then
+    if claims then
+      say(json({ valid = true, claims = plain(claims), header = plain(header) }))
+    else
+      say(json({ valid = false, code = code, message = header }))
+    end
+  elseif claims then
+    local exp = claims.exp and os.date("!%Y-%m-%d %H:%M:%S UTC", claims.exp) or "no expiry"
+    say(("%s: %s, sub %s, iss %s, until %s"):format(out.paint("green", "valid"), header.alg,
+      tostring(claims.sub or "-"), tostring(claims.iss or "-"), exp))
+  else
+    say(("%s: %s"):format(out.paint("red", "invalid"), header))
+  end
+  return claims and 0 or 1
+end
+
+function commands.revoke(args)
+  local t = lib()
+  local token = M.token_from(args.token)
+  local endpoint = args.endpoint
+  local issuer = args.issuer
+  if not endpoint then
+    if not issuer then
+      local class = t.classify(token)
+      local jwt = class.kind == "jwt" and t.decode(token)
+      issuer = jwt and type(jwt.claims.iss) == "string" and jwt.claims.iss or nil
+      if not issuer then
+        usage("the token names no issuer; give --issuer URL or --endpoint URL")
+      end
+    end
+    local meta, err, code = t.oidc_metadata(issuer)
+    if not meta then
+      -- The issuer could not say where to revoke: the revocation failed.
+      say(args.json and json({ ok = false, code = code, message = err })
+        or ("%s: %s"):format(out.paint("red", "not revoked"), err))
+      return 1
+    end
+    endpoint = meta.revocation_endpoint
+    if type(endpoint) ~= "string" then
+      usage(("%s publishes no revocation endpoint; give --endpoint URL"):format(issuer))
+    end
+  end
+  local client_id = args.client_id or os.getenv("TOKENPOLICY_CLIENT_ID")
+  if client_id == "" then client_id = nil end
+  local ok, err, code = t.revoke { endpoint = endpoint, token = token, client_id = client_id,
+    client_secret = client_secret(args.client_secret_file) }
+  if args.json then
+    say(json({ ok = ok == true, endpoint = endpoint, code = code, message = err }))
+  elseif ok then
+    say(("%s at %s"):format(out.paint("green", "revoked"), endpoint))
+  else
+    say(("%s: %s"):format(out.paint("red", "not revoked"), err))
+  end
+  return ok and 0 or 1
+end
+
+-- tokenpolicy.session, loaded when a command needs it.
+local function session()
+  local ok, mod = pcall(require, "tokenpolicy.session")
+  if not ok then
+    usage("this installation has no tokenpolicy.session module; update tokenpolicy")
+  end
+  return mod
+end
+
+-- A fail triple from a workflow: exit 2 with its message.
+local function check(result, err, code)
+  if result == nil then
+    usage(("%s; see tokenpolicy help"):format(err or code or "failed"))
+  end
+  return result
+end
+
+local function has_findings(entry)
+  return type(entry.findings) == "table" and #entry.findings > 0
+end
+
+function commands.status(args)
+  local list = check(session().status { scheme = args.scheme, account = args.account })
+  local findings = false
+  for _, entry in ipairs(list) do
+    if has_findings(entry) then findings = true end
+  end
+  if args.json then
+    say(json(plain(list), true))
+  else
+    say(tostring(list))
+  end
+  return findings and 1 or 0
+end
+
+function commands.logout(args)
+  if args.all and args.account then
+    usage("give --account A or --all, not both")
+  end
+  local secret
+  if args.revoke then secret = client_secret(nil) end
+  local client_id = os.getenv("TOKENPOLICY_CLIENT_ID")
+  local report = check(session().logout {
+    scheme = args.scheme, account = args.account, all = args.all or nil, revoke = args.revoke or nil,
+    denylist = args.denylist, dry_run = args.dry_run or nil,
+    client_id = client_id ~= "" and client_id or nil, client_secret = secret })
+  if args.json then
+    say(json(plain(report)))
+  else
+    say(tostring(report))
+  end
+  if args.dry_run then return 0 end
+  return report.ok == false and 1 or 0
+end
+
+function commands.switch(args)
+  local result = check(session().switch_account {
+    account = args.account, vo = args.vo, logout_previous = args.logout_previous or nil,
+    persist = args.persist or nil })
+  if args.json then
+    say(json(plain(result)))
+    return 0
+  end
+  -- stdout holds only what the shell evaluates; everything else is a note.
+  say(result.export)
+  if result.message then note(result.message) end
+  for _, warning in ipairs(result.warnings or {}) do
+    note("warning: " .. warning)
+  end
+  for _, action in ipairs(result.actions or {}) do
+    note(tostring(action.message or action.target or action.action))
+  end
+  return 0
+end
+
+-- The parser ---------------------------------------------------------------------
+
+local TOKEN_ARG = "A token file, - to read the token from stdin, or the token itself "
+  .. "(avoid that: a command line shows in ps). Without it, the active token (tokenpolicy status)."
+
+local function version_action()
+  print(lib()._VERSION)
+  os.exit(0)
+end
+
+local function build_parser()
+  local parser = argparse(PROG)
+    :description("Find, inspect, verify and end your bearer tokens (Rucio, WLCG, Arvados).")
+    :epilog("Exit status: 0 fine, 1 a finding (invalid or expired token, failed revocation, something "
+      .. "left behind), 2 usage or environment error.\nSee 'tokenpolicy help COMMAND' and docs/cli.md.")
+    :help_max_width(100)
+  parser:flag("--version"):description("Print the version and exit."):action(version_action)
+  parser:command_target("command")
+  parser:require_command(false)
+
+  local status = parser:command("status")
+    :summary("Every token you have, with its state.")
+    :description("List every token of every scheme and account: where it is, whose, until when, and what is wrong.")
+    :epilog("Examples:\n  tokenpolicy status\n  tokenpolicy status --scheme rucio --account alice\n"
+      .. "  tokenpolicy status --json")
+  status:option("--scheme"):description("Only this scheme."):choices { "rucio", "wlcg", "arvados" }
+  status:option("--account"):description("Only this Rucio account."):argname("A")
+  status:flag("--json"):description("Print JSON.")
+
+  local inspect = parser:command("inspect")
+    :summary("Show what a token says (not verified).")
+    :description("Show a token's kind, header and every claim, with UTC and relative times. Nothing is verified.")
+    :epilog("Examples:\n  tokenpolicy inspect\n  tokenpolicy inspect - < token.jwt\n"
+      .. "  tokenpolicy inspect /tmp/bt_u1000 --json")
+  inspect:argument("token"):args("?"):argname("TOKEN|FILE|-"):description(TOKEN_ARG)
+  inspect:flag("--json"):description('Print {"header":...,"claims":...,"kind":...}.')
+
+  local verify = parser:command("verify")
+    :summary("Verify a token's signature and claims.")
+    :description("Verify a JWT against a JWKS (URL or file) and check its claims. Exit 0 valid, 1 invalid.")
+    :epilog("Examples:\n  tokenpolicy verify - --jwks https://idp.example.org/jwks --aud rucio < token.jwt\n"
+      .. "  tokenpolicy verify --jwks keys.json --iss https://idp.example.org --alg ES256")
+  verify:argument("token"):args("?"):argname("TOKEN|FILE|-"):description(TOKEN_ARG)
+  verify:option("--jwks"):description("The keys: an https (or loopback http) JWKS URL, or a JWKS, JWK or PEM file.")
+    :argname("URL|FILE"):count(1)
+  verify:option("--iss"):description("The accepted issuer."):argname("I")
+  verify:option("--aud"):description("An accepted audience."):argname("A")
+  verify:option("--alg"):argname("A"):description("An accepted algorithm (repeat for more; default RS*, PS*, ES*).")
+    :count("*")
+  verify:option("--leeway"):argname("S"):description("Seconds of clock skew allowed (default 60)."):convert(function(s)
+    local n = math.tointeger(tonumber(s))
+    if not n or n < 0 then return nil, "--leeway must be a number of seconds" end
+    return n
+  end)
+  verify:flag("--json"):description("Print JSON.")
+
+  local logout = parser:command("logout")
+    :summary("Remove (and optionally revoke) your tokens.")
+    :description("Remove the token files of an account (default: the active one) or of every account, "
+      .. "without following links or touching what is not yours. With --revoke, end the tokens at their "
+      .. "issuer first: the client from TOKENPOLICY_CLIENT_ID and TOKENPOLICY_CLIENT_SECRET (never the "
+      .. "command line), the issuer of tokens that name none from TOKENPOLICY_ISSUER.")
+    :epilog("Examples:\n  tokenpolicy logout --dry-run\n  tokenpolicy logout --all\n"
+      .. "  tokenpolicy logout --scheme wlcg --revoke --denylist /var/lib/gw/denylist")
+  logout:mutex(
+    logout:option("--account"):description("This Rucio account (default: the active one)."):argname("A"),
+    logout:flag("--all"):description("Every account, VO and layout.")
+  )
+  logout:option("--scheme"):description("Only this scheme."):choices { "rucio", "wlcg", "arvados" }
+  logout:flag("--revoke"):description("Revoke each token at its issuer first.")
+  logout:option("--denylist"):description("Add JWTs the issuer cannot revoke to this denylist file.")
+    :argname("FILE")
+  logout:flag("--dry-run"):description("Change nothing; report what would be done.")
+  logout:flag("--json"):description("Print JSON.")
+
+  local switch = parser:command("switch")
+    :summary("Switch to another Rucio account.")
+    :description("Print the export line for another Rucio account (stdout holds only that line) and notes "
+      .. "on its token on stderr.")
+    :epilog('Examples:\n  eval "$(tokenpolicy switch alice)"\n'
+      .. '  eval "$(tokenpolicy switch bob --vo atlas --logout-previous)"')
+  switch:argument("account"):argname("ACCOUNT"):description("The Rucio account.")
+  switch:option("--vo"):description("The Rucio VO."):argname("V")
+  switch:flag("--logout-previous"):description("Log the previous account out.")
+  switch:flag("--persist"):description("Also write the account (and VO) into your rucio.cfg.")
+  switch:flag("--json"):description("Print the whole result as JSON instead of the export line.")
+
+  local revoke = parser:command("revoke")
+    :summary("Revoke a token at its issuer (RFC 7009).")
+    :description("Revoke a token at its issuer: the revocation endpoint from --endpoint, else from the "
+      .. "metadata of --issuer or of the token's iss. The client secret comes from --client-secret-file "
+      .. "or TOKENPOLICY_CLIENT_SECRET, never the command line; the client id from --client-id or "
+      .. "TOKENPOLICY_CLIENT_ID.")
+    :epilog("Examples:\n  tokenpolicy revoke - --issuer https://idp.example.org --client-id cli "
+      .. "--client-secret-file ~/.cli-secret < token\n  tokenpolicy revoke /tmp/bt_u1000")
+  revoke:argument("token"):args("?"):argname("TOKEN|FILE|-"):description(TOKEN_ARG)
+  revoke:mutex(
+    revoke:option("--issuer"):description("The issuer whose metadata names the endpoint."):argname("URL"),
+    revoke:option("--endpoint"):description("The revocation endpoint itself."):argname("URL")
+  )
+  revoke:option("--client-id"):description("The OAuth client id."):argname("ID")
+  revoke:option("--client-secret-file"):description("A file (yours, mode 0600) holding the client secret.")
+    :argname("F")
+  revoke:flag("--json"):description("Print JSON.")
+
+  local help = parser:command("help"):summary("Show help for a command.")
+    :description("Show the help of tokenpolicy or of one command.")
+    :epilog("Examples:\n  tokenpolicy help\n  tokenpolicy help verify")
+  help:argument("name"):args("?"):description("The command.")
+    :choices { "status", "inspect", "verify", "logout", "switch", "revoke", "help" }
+
+  -- argparse's own usage errors: one line and exit 2 (its default prints
+  -- the usage and exits 1, which would read as "a finding").
+  function parser.error(p, msg) -- luacheck: ignore 212
+    local name = p._name ~= PROG and (" " .. p._name) or ""
+    exit(2, ("%s; see 'tokenpolicy%s --help'"):format(msg, name))
+  end
+  return parser
+end
+
+--- Runs the command line and returns the exit status.
+-- @tparam {string,...} argv the arguments (the launcher's `arg`)
+-- @treturn integer 0 fine, 1 a finding, 2 a usage or environment error
+function M.main(argv)
+  local args_list = {}
+  for i = 1, #argv do args_list[i] = argv[i] end
+  local ok, status = pcall(function()
+    local parser = build_parser()
+    local args = parser:parse(args_list)
+    local command = args.command
+    if command == nil then
+      io.stdout:write(parser:get_help(), "\n")
+      return 0
+    end
+    if command == "help" then
+      if args.name then
+        for _, sub in ipairs(parser._commands) do
+          if sub._name == args.name then
+            say(sub:get_help())
+          end
+        end
+      else
+        say(parser:get_help())
+      end
+      return 0
+    end
+    return commands[command](args)
+  end)
+  if ok then
+    return status
+  end
+  if getmetatable(status) == Exit then
+    if status.line then
+      note(PROG .. ": " .. status.line)
+    end
+    return status.code
+  end
+  note(PROG .. ": internal error: " .. tostring(status))
+  return 2
+end
+
+return M
