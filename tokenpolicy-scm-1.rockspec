@@ -15,7 +15,9 @@ decode and verify, lifetime policy, and revocation.]],
 dependencies = {
   "lua >= 5.3, < 5.5",
   -- lyaml (Debian: lua-yaml) is needed only by policy_from_arvados given
-  -- a config file path.
+  -- a config file path, and argparse (Debian: lua-argparse) only by the
+  -- tokenpolicy command; neither is listed, so that `luarocks make` works
+  -- offline with Debian's packages.
 }
 external_dependencies = {
   CJOSE = { header = "cjose/cjose.h", library = "cjose" },
@@ -39,6 +41,12 @@ build = {
     ["tokenpolicy.classify"] = "lua/tokenpolicy/classify.lua",
     ["tokenpolicy.discovery"] = "lua/tokenpolicy/discovery.lua",
     ["tokenpolicy.ini"] = "lua/tokenpolicy/ini.lua",
+    ["tokenpolicy.session"] = "lua/tokenpolicy/session.lua",
+    ["tokenpolicy.cli"] = "lua/tokenpolicy/cli.lua",
+    ["tokenpolicy.util"] = "lua/tokenpolicy/util.lua",
+  },
+  install = {
+    bin = { tokenpolicy = "bin/tokenpolicy" },
   },
 }
 test = {

@@ -25,11 +25,25 @@ describe("tokenpolicy-scm-1.rockspec", function()
     assert.is_true(count >= 5)
   end)
 
+  it("lists every Lua module and the command", function()
+    local f = assert(io.open("tokenpolicy-scm-1.rockspec"))
+    local spec = f:read("a")
+    f:close()
+    local _, listing = sh("ls lua/tokenpolicy/*.lua lua/tokenpolicy/*/*.lua 2>/dev/null")
+    local count = 0
+    for path in listing:gmatch("%S+") do
+      count = count + 1
+      assert.matches('"' .. path .. '"', spec, 1, true)
+    end
+    assert.is_true(count >= 8)
+    assert.matches('tokenpolicy = "bin/tokenpolicy"', spec, 1, true)
+  end)
+
   it("installs a working module with luarocks make", function()
     local _, tree = sh("mktemp -d")
     tree = tree:gsub("%s+$", "")
     -- Build in a copy: luarocks leaves objects next to the sources.
-    local ok, out = sh(("mkdir %q/src && cp -r csrc lua tokenpolicy-scm-1.rockspec %q/src && cd %q/src && "
+    local ok, out = sh(("mkdir %q/src && cp -r csrc lua bin tokenpolicy-scm-1.rockspec %q/src && cd %q/src && "
       .. "luarocks --lua-version=%s make --tree %q tokenpolicy-scm-1.rockspec "
       .. "CURL_INCDIR=/usr/include/$(gcc -print-multiarch)"):format(tree, tree, tree, version, tree))
     assert.is_true(ok, out)
