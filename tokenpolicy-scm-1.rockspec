@@ -42,6 +42,8 @@ build = {
     ["tokenpolicy.discovery"] = "lua/tokenpolicy/discovery.lua",
     ["tokenpolicy.ini"] = "lua/tokenpolicy/ini.lua",
     ["tokenpolicy.session"] = "lua/tokenpolicy/session.lua",
+    ["tokenpolicy.migrate"] = "lua/tokenpolicy/migrate.lua",
+    ["tokenpolicy.store.memory"] = "lua/tokenpolicy/store/memory.lua",
     ["tokenpolicy.cli"] = "lua/tokenpolicy/cli.lua",
     ["tokenpolicy.util"] = "lua/tokenpolicy/util.lua",
   },

@@ -24,6 +24,8 @@ local lazy = {
   status = "tokenpolicy.session",
   logout = "tokenpolicy.session",
   switch_account = "tokenpolicy.session",
+  check_long_lived = "tokenpolicy.migrate",
+  fix_long_lived = "tokenpolicy.migrate",
 }
 
 -- One line per public function, in the order a newcomer meets them; `help`
@@ -39,6 +41,8 @@ local SUMMARY = {
   { "status", "status(opts) -> every token of the user (all schemes, accounts, VOs): state, expiry, findings" },
   { "logout", "logout(opts) -> report: remove the user's tokens safely, revoke them at their issuer with revoke=true" },
   { "switch_account", "switch_account{account=, vo=} -> the export line for Rucio, the account's token status" },
+  { "check_long_lived", "check_long_lived(store, policy, opts) -> long-lived tokens and users, as the rake task" },
+  { "fix_long_lived", "fix_long_lived(store, policy, opts) -> set their expiry to now + lifetime (or a dry run)" },
   { "read_token", "read_token(path, opts) -> token, info: a token file read safely" },
   { "write_token", "write_token(path, token, opts): write a token file 0600 through a rename" },
   { "remove_token", "remove_token(path, opts): remove one token file without following links" },
