@@ -44,6 +44,7 @@ build = {
     ["tokenpolicy.session"] = "lua/tokenpolicy/session.lua",
     ["tokenpolicy.migrate"] = "lua/tokenpolicy/migrate.lua",
     ["tokenpolicy.store.memory"] = "lua/tokenpolicy/store/memory.lua",
+    ["tokenpolicy.store.files"] = "lua/tokenpolicy/store/files.lua",
     ["tokenpolicy.cli"] = "lua/tokenpolicy/cli.lua",
     ["tokenpolicy.util"] = "lua/tokenpolicy/util.lua",
   },

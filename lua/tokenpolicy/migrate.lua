@@ -77,6 +77,17 @@ local function check_args(store, policy, fname)
   end
 end
 
+-- The store's own extra fields (files, skipped, removed, ...) stay in the
+-- result, under the migration's.
+local function merge(extra, result)
+  for k, v in pairs(extra) do
+    if result[k] == nil then
+      result[k] = v
+    end
+  end
+  return result
+end
+
 local function now_of(opts)
   local now = opts.now or os.time()
   return math.tointeger(now) or math.floor(now)
@@ -129,8 +140,8 @@ function M.check_long_lived(store, policy, opts)
   if not found then
     return nil, err, code
   end
-  return setmetatable({ tokens = found.tokens, users = found.users, warnings = found.warnings,
-    lifetime = lifetime, now = now, cutoff = sel.cutoff }, Check)
+  return setmetatable(merge(found, { tokens = found.tokens, users = found.users, warnings = found.warnings,
+    lifetime = lifetime, now = now, cutoff = sel.cutoff }), Check)
 end
 
 local Fix = {}
@@ -177,8 +188,8 @@ function M.fix_long_lived(store, policy, opts)
   if not done then
     return nil, err, code
   end
-  return setmetatable({ updated = done.updated, warnings = done.warnings, expires_at = cutoff,
-    expires_at_text = when, dry_run = opts.dry_run == true, lifetime = lifetime, now = now }, Fix)
+  return setmetatable(merge(done, { updated = done.updated, warnings = done.warnings, expires_at = cutoff,
+    expires_at_text = when, dry_run = opts.dry_run == true, lifetime = lifetime, now = now }), Fix)
 end
 
 return M
