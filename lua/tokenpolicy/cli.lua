@@ -376,6 +376,159 @@ function commands.switch(args)
   return 0
 end
 
+-- Migration: check-long-lived and fix-long-lived ------------------------------
+
+-- The result lists of the migration, written as [] when empty.
+for _, name in ipairs { "users", "files", "skipped", "removed", "lines" } do
+  LIST_FIELDS[name] = true
+end
+
+-- A time from --now: seconds since the epoch or ISO-8601 text with a zone,
+-- read by the core's own time parser (a one-second policy's long_lived
+-- returns now + 1).
+local function parse_now(text)
+  local t = lib()
+  local value = math.tointeger(tonumber(text)) or text
+  local selected, after = t.policy { max_token_lifetime = 1 }:long_lived({ expires_at = t.null }, value)
+  if selected == nil then
+    usage(('--now: invalid time "%s"; give seconds since the epoch or 2026-01-01T00:00:00Z'):format(text:sub(1, 40)))
+  end
+  return after - 1
+end
+
+-- The policy: the Arvados config's, with --max-token-lifetime and
+-- --token-lifetime overriding it (or alone).
+local function migrate_policy(args)
+  local t = lib()
+  local settings = {}
+  if args.config then
+    local p, err = t.policy_from_arvados(args.config)
+    if not p then usage(("--config: %s"):format(err)) end
+    settings = p:settings()
+  end
+  for option, key in pairs { max_token_lifetime = "max_token_lifetime", token_lifetime = "login_token_lifetime" } do
+    if args[option] then
+      local seconds, err = t.duration(args[option])
+      if not seconds or seconds < 0 then
+        usage(("--%s: %s"):format(option:gsub("_", "-"), err or "must not be negative"))
+      end
+      settings[key] = seconds
+    end
+  end
+  return t.policy(settings)
+end
+
+-- The store the options name: --files, --records, --db, or --config's database.
+local function migrate_store(args)
+  local given = 0
+  for _, name in ipairs { "files", "records", "db" } do
+    if args[name] then given = given + 1 end
+  end
+  if given > 1 then usage("give one of --db, --files and --records") end
+  if args.files then
+    return require("tokenpolicy.store.files") { root = args.files }
+  end
+  if args.records then
+    local t = lib()
+    local text, err = t.read_config(args.records, { max_size = 1 << 30 })
+    if not text then usage(("--records: %s"):format(err)) end
+    local records, jerr = t.json_decode(text)
+    if type(records) ~= "table" then
+      usage(("--records: %s"):format(jerr or "a JSON list of token records expected"))
+    end
+    return require("tokenpolicy.store.memory")(records)
+  end
+  if not args.db and not args.config then
+    usage("say where the tokens are: --config FILE or --db CONNINFO (Arvados' database), --files ROOT, "
+      .. "or --records FILE")
+  end
+  local ok, pg = pcall(require, "tokenpolicy.store.arvados_pg")
+  if not ok then
+    if tostring(pg):find("module 'tokenpolicy.store.arvados_pg' not found", 1, true) then
+      usage("PostgreSQL support is not installed")
+    end
+    usage(("PostgreSQL support failed to load: %s"):format(tostring(pg):match("^[^\n]*")))
+  end
+  local store, err = pg { conninfo = args.db, config = not args.db and args.config or nil }
+  if not store then usage(err) end
+  return store
+end
+
+-- Prints a migration result: the rake lines, or one line per token file.
+local function print_migration(args, result, verb)
+  if args.json then
+    local copy = plain(result)
+    copy.lines = result:lines()
+    say(json(copy))
+    return
+  end
+  if args.files then
+    for _, entry in ipairs(result.files or {}) do say(entry.line) end
+    if verb then say(("%d token files %s."):format(result.updated or 0, verb)) end
+  else
+    for _, line in ipairs(result:lines()) do say(line) end
+  end
+  for _, skipped in ipairs(result.skipped or {}) do
+    note(("skipped %s: %s"):format(skipped.path, skipped.reason))
+  end
+end
+
+commands["check-long-lived"] = function(args)
+  local policy = migrate_policy(args)
+  local now = args.now and parse_now(args.now) or nil
+  local store = migrate_store(args)
+  local result = check(require("tokenpolicy.migrate").check_long_lived(store, policy, { now = now }))
+  store:close()
+  print_migration(args, result)
+  local found = (result.tokens or 0) > 0 or (result.files and #result.files > 0)
+  return found and 1 or 0
+end
+
+commands["fix-long-lived"] = function(args)
+  local policy = migrate_policy(args)
+  local now = args.now and parse_now(args.now) or nil
+  local store = migrate_store(args)
+  local result = check(require("tokenpolicy.migrate").fix_long_lived(store, policy,
+    { now = now, dry_run = args.dry_run or nil }))
+  store:close()
+  print_migration(args, result, args.dry_run and "would be removed" or "removed")
+  return (result.skipped and #result.skipped > 0) and 1 or 0
+end
+
+-- The two commands' options, shared.
+local function migrate_options(cmd)
+  cmd:option("--config"):description("Arvados' config.yml: the policy, and the database unless --db, --files or "
+    .. "--records says otherwise."):argname("FILE")
+  cmd:option("--db"):description("The PostgreSQL connection string of Arvados' database."):argname("CONNINFO")
+  cmd:option("--files"):description("Every user's token caches under this tmp root instead (Rucio, WLCG).")
+    :argname("ROOT")
+  cmd:option("--records"):description("A JSON list of token records instead (scripts and tests)."):argname("FILE")
+  cmd:option("--max-token-lifetime"):description("API.MaxTokenLifetime (overrides --config)."):argname("D")
+  cmd:option("--token-lifetime"):description("Login.TokenLifetime (overrides --config)."):argname("D")
+  cmd:option("--now"):description("Judge as of this time (epoch seconds or ISO-8601), for what-if runs.")
+    :argname("TIME")
+  cmd:flag("--json"):description("Print JSON.")
+end
+
+local function add_migrate_commands(parser)
+  local checkc = parser:command("check-long-lived")
+    :summary("Find long-lived tokens, as Arvados' db:check_long_lived_tokens.")
+    :description("List the users with tokens that outlive the policy (MaxTokenLifetime, else TokenLifetime), "
+      .. "printing exactly what the rake task prints; with --files, every token file under ROOT that breaks the "
+      .. "policy, has expired or others can read. Exit 0 nothing found, 1 found, 2 error.")
+    :epilog("Examples:\n  tokenpolicy check-long-lived --config /etc/arvados/config.yml\n"
+      .. "  tokenpolicy check-long-lived --files /tmp --max-token-lifetime 24h --json")
+  migrate_options(checkc)
+  local fixc = parser:command("fix-long-lived")
+    :summary("Fix long-lived tokens, as Arvados' db:fix_long_lived_tokens.")
+    :description("Set the expiry of every long-lived token to now + lifetime in one transaction, printing "
+      .. "exactly what the rake task prints; with --files, remove the expired and policy-breaking token files.")
+    :epilog("Examples:\n  tokenpolicy fix-long-lived --config /etc/arvados/config.yml --dry-run\n"
+      .. "  tokenpolicy fix-long-lived --files /tmp --max-token-lifetime 24h")
+  migrate_options(fixc)
+  fixc:flag("--dry-run"):description("Change nothing; print what fix would print.")
+end
+
 -- The parser ---------------------------------------------------------------------
 
 local TOKEN_ARG = "A token file, - to read the token from stdin, or the token itself "
@@ -480,6 +633,8 @@ local function build_parser()
   revoke:option("--client-secret-file"):description("A file (yours, mode 0600) holding the client secret.")
     :argname("F")
   revoke:flag("--json"):description("Print JSON.")
+
+  add_migrate_commands(parser)
 
   local help = parser:command("help"):summary("Show help for a command.")
     :description("Show the help of tokenpolicy or of one command.")
