@@ -87,6 +87,12 @@ local function sandbox()
   mkdir(root .. "/mallory/.rucio_m2", MALLORY)
   s.link_file = root .. "/mallory/.rucio_m2/auth_token_for_account_m"
   sh(("ln -s '%s' '%s' && chown -h %d '%s'"):format(s.victim, s.link_file, MALLORY, s.link_file))
+  -- A file of bob's in alice's cache; alice's cache in mallory's directory.
+  s.bobs = root .. "/alice/.rucio_alice/auth_token_for_account_zbob"
+  put(s.bobs, native("bob"), BOB)
+  s.foreign = root .. "/mallory/.rucio_zz"
+  mkdir(s.foreign, ALICE)
+  put(s.foreign .. "/auth_token_for_account_alice", native("alice"), ALICE)
   return s
 end
 
@@ -118,9 +124,12 @@ describe("store.files", function()
     assert.are.equal(2, result.tokens)
     assert.are.same({ { username = "uid " .. ALICE, uuid = tostring(ALICE) } }, result.users)
     assert.are.same({
+      { path = s.bobs, reason = ("it belongs to uid %d, not uid %d"):format(BOB, ALICE) },
       { path = s.wrong, reason = ("it belongs to uid %d, not uid 54323"):format(ALICE) },
       { path = s.link_file, reason = "a symbolic link: not followed" },
       { path = s.link_dir, reason = "a symbolic link: not followed" },
+      { path = s.foreign, reason = ("it belongs to uid %d, not uid %d who owns %s"):format(ALICE, MALLORY,
+        s.root .. "/mallory") },
     }, result.skipped)
     -- JSON-able: no functions, no userdata.
     assert.is_string(tp.json_encode(result))
@@ -146,7 +155,8 @@ describe("store.files", function()
       assert.is_false(exists(gone), gone)
     end
     -- Left alone: the valid ones, the wrong owner's, the links and the victim's.
-    for _, kept in ipairs { s.a2, s.wb, s.wrong, s.link_dir, s.link_file, s.victim, s.root .. "/eve" } do
+    for _, kept in ipairs { s.a2, s.wb, s.wrong, s.link_dir, s.link_file, s.victim, s.root .. "/eve", s.bobs,
+      s.foreign .. "/auth_token_for_account_alice" } do
       assert.is_true(exists(kept), kept)
     end
     -- A second run finds nothing more to do.
