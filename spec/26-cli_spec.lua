@@ -194,7 +194,7 @@ describe("the tokenpolicy command", function()
         .. "see 'tokenpolicy status --help'" },
       { { "help", "frob" },
         "tokenpolicy: argument 'name' must be one of 'status', 'inspect', 'verify', 'logout', 'switch', "
-        .. "'revoke', 'help'; see 'tokenpolicy help --help'" },
+        .. "'revoke', 'check-long-lived', 'fix-long-lived', 'help'; see 'tokenpolicy help --help'" },
       { { "verify", "-", "--jwks", "x", "--leeway", "soon" },
         "tokenpolicy: --leeway must be a number of seconds; see 'tokenpolicy verify --help'" },
     }

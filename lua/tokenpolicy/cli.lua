@@ -640,7 +640,8 @@ local function build_parser()
     :description("Show the help of tokenpolicy or of one command.")
     :epilog("Examples:\n  tokenpolicy help\n  tokenpolicy help verify")
   help:argument("name"):args("?"):description("The command.")
-    :choices { "status", "inspect", "verify", "logout", "switch", "revoke", "help" }
+    :choices { "status", "inspect", "verify", "logout", "switch", "revoke", "check-long-lived", "fix-long-lived",
+               "help" }
 
   -- argparse's own usage errors: one line and exit 2 (its default prints
   -- the usage and exits 1, which would read as "a finding").
