@@ -42,6 +42,7 @@ build = {
     ["tokenpolicy.discovery"] = "lua/tokenpolicy/discovery.lua",
     ["tokenpolicy.ini"] = "lua/tokenpolicy/ini.lua",
     ["tokenpolicy.session"] = "lua/tokenpolicy/session.lua",
+    ["tokenpolicy.store.arvados_pg"] = "lua/tokenpolicy/store/arvados_pg.lua",
     ["tokenpolicy.cli"] = "lua/tokenpolicy/cli.lua",
     ["tokenpolicy.util"] = "lua/tokenpolicy/util.lua",
   },
