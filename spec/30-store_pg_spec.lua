@@ -3,6 +3,7 @@
 -- selection in SQL, the same as the C engine's policy:long_lived on the
 -- same rows; fix in one transaction; faults give one clear fail triple.
 local tp = require "tokenpolicy"
+local expect = require "helpers.expect"
 local postgres = require "helpers.postgres"
 local arvados_pg = require "tokenpolicy.store.arvados_pg"
 
@@ -208,6 +209,102 @@ describe("store.arvados_pg (a real PostgreSQL)", function()
         got[#got + 1] = math.tointeger(tonumber(id))
       end
       assert.are.same(want, got)
+    end)
+  end)
+
+  describe("faults", function()
+    it("rolls the whole fix back when PostgreSQL stops in the middle of it", function()
+      load(pg, USERS, TOKENS)
+      local before = expiries(pg)
+      -- another session locks one selected row: the UPDATE changes the
+      -- rows before it, then waits; the server is then stopped
+      pg:hold("SELECT id FROM api_client_authorizations WHERE id = 17 FOR UPDATE;")
+      pg:halt_later(1, "immediate")
+      local msg = expect.fails("unreachable", store:fix(sel(policy), { expires_at = CUTOFF }))
+      assert.matches("^unreachable: PostgreSQL %(arvados%): fix: ", msg)
+      assert.is_nil(msg:find("\n", 1, true))
+      store:close()
+      store = nil
+      os.execute("sleep 0.5")
+      pg:start()
+      assert.are.equal(before, expiries(pg))
+    end)
+
+    it("fails with unreachable on a connection string that reaches no server, without the password", function()
+      local msg = expect.fails("unreachable", arvados_pg {
+        conninfo = "host=/nonexistent dbname=arvados user=tp password=" .. PASSWORD })
+      assert.is_nil(msg:find(PASSWORD, 1, true))
+      assert.matches("^unreachable: PostgreSQL %(arvados%): cannot connect: no connection to the server$", msg)
+      msg = expect.fails("unreachable", arvados_pg { conninfo = "nosuchkey=1 password='" .. PASSWORD .. "'" })
+      assert.is_nil(msg:find(PASSWORD, 1, true))
+    end)
+
+    it("fails with io, one line, when the tables are missing", function()
+      pg:psql("CREATE DATABASE empty;", "postgres")
+      local empty = assert(arvados_pg { conninfo = pg:conninfo("empty") })
+      local msg = expect.fails("io", empty:check(sel(policy)))
+      assert.are.equal('io: PostgreSQL (empty): check: relation "api_client_authorizations" does not exist', msg)
+      msg = expect.fails("io", empty:fix(sel(policy), { expires_at = CUTOFF }))
+      assert.are.equal('io: PostgreSQL (empty): fix: relation "api_client_authorizations" does not exist', msg)
+      empty:close()
+      empty:close()
+      expect.fails("io", empty:check(sel(policy)))
+    end)
+
+    it("raises for misuse, naming the argument", function()
+      assert.has_error(function() arvados_pg {} end,
+        "bad argument #1 to 'arvados_pg' (give exactly one of 'conninfo' and 'config')")
+      assert.has_error(function() arvados_pg { conninfo = "x", cluster = 1 } end,
+        "bad argument #1 to 'arvados_pg' (option 'cluster' must be string, got number)")
+      assert.has_error(function() store:check({ policy = policy, now = NOW }) end,
+        "bad argument #1 to 'check' (option 'cutoff' must be number, got nil)")
+      assert.has_error(function() store:fix(sel(policy), { dryrun = true }) end,
+        "bad argument #2 to 'fix' (unknown option 'dryrun')")
+    end)
+  end)
+
+  describe("from an Arvados config file", function()
+    local dir
+    before_each(function() dir = expect.new_dir() end)
+    after_each(function() expect.remove_dir(dir) end)
+
+    local function config(connection, extra)
+      local path = dir .. "/config.yml"
+      local f = assert(io.open(path, "w"))
+      f:write("Clusters:\n  zzzzz:\n    API:\n      MaxTokenLifetime: 24h\n" .. (extra or "")
+        .. "    PostgreSQL:\n      Connection:\n")
+      for _, kv in ipairs(connection) do
+        f:write(("        %s: %q\n"):format(kv[1], kv[2]))
+      end
+      f:close()
+      return path
+    end
+
+    it("reads PostgreSQL.Connection and the policy from the same file", function()
+      load(pg, USERS, TOKENS)
+      local s = assert(arvados_pg { config = config {
+        { "host", pg.dir }, { "dbname", "arvados" }, { "user", "alice" }, { "password", PASSWORD }, { "port", "5432" },
+      } })
+      assert.are.equal(86400, s.policy:settings().max_token_lifetime)
+      assert.are.equal(4, assert(s:check(sel(s.policy))).tokens)
+      s:close()
+    end)
+
+    it("never shows the password when the server cannot be reached", function()
+      local msg = expect.fails("unreachable", arvados_pg { config = config {
+        { "host", dir .. "/none" }, { "dbname", "arvados" }, { "user", "alice" }, { "password", PASSWORD },
+      } })
+      assert.is_nil(msg:find(PASSWORD, 1, true))
+    end)
+
+    it("fails with malformed without a PostgreSQL.Connection, and names the cluster", function()
+      local path = dir .. "/bare.yml"
+      local f = assert(io.open(path, "w"))
+      f:write("Clusters:\n  zzzzz:\n    API:\n      MaxTokenLifetime: 24h\n")
+      f:close()
+      assert.are.equal(("malformed: %s: no Clusters.zzzzz.PostgreSQL.Connection"):format(path),
+        expect.fails("malformed", arvados_pg { config = path }))
+      expect.fails("not_found", arvados_pg { config = dir .. "/missing.yml" })
     end)
   end)
 end)

@@ -82,6 +82,29 @@ function Server:halt(mode)
   self.running = false
 end
 
+--- Stops the server in the background after `seconds` (mode as for
+-- `halt`), while the caller is blocked in a statement.
+function Server:halt_later(seconds, mode)
+  os.execute(("(sleep %s; %s%s/pg_ctl -D %s -w -m %s stop) >/dev/null 2>&1 &"):format(seconds, self.as, self.bin,
+    quote(self.dir .. "/data"), mode or "immediate"))
+  self.running = false
+end
+
+--- Runs `sql` in a background session that then sleeps for a minute
+-- inside its transaction (holding its locks); returns once it sleeps.
+function Server:hold(sql, dbname)
+  local script = "BEGIN;\n" .. sql:gsub("\n", " ") .. "\nSELECT pg_sleep(60);\n"
+  os.execute(("printf '%%s' %s | %s/psql -X -q %s >/dev/null 2>&1 &"):format(quote(script), self.bin,
+    quote(self:conninfo(dbname))))
+  for _ = 1, 100 do
+    if self:psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep';", dbname):match("^1") then
+      return
+    end
+    os.execute("sleep 0.05")
+  end
+  error("the background session did not start", 2)
+end
+
 --- Stops the server and removes its directory.
 function Server:stop()
   self:halt("immediate")

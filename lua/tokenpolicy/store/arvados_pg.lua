@@ -322,11 +322,15 @@ function M.new(opts)
     dbh, err = DBI.Connect("PostgreSQL", params.dbname, params.user, params.password, params.host, params.port)
   end
   if not dbh then
-    local _, msg = store:db_fail("connect", err)
+    local _, msg = store:db_fail("cannot connect", err)
     return fail("unreachable", msg:gsub("^%a+: ", ""))
   end
   store.dbh = dbh
   dbh:autocommit(true)
+  -- libpq prints the server's notices on stderr; a command's output
+  -- should hold only its own lines.
+  local quiet = store:run("connect", "SET client_min_messages = error")
+  if quiet then quiet:close() end
   return store
 end
 
