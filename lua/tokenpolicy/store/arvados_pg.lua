@@ -334,6 +334,9 @@ function M.new(opts)
   return store
 end
 
+-- The statements, for bench/migrate.lua to run the same SQL with psql.
+M._sql = { check = CHECK_SQL, fix = FIX_SQL }
+
 setmetatable(M, { __call = function(_, opts) return M.new(opts) end })
 
 return M
