@@ -60,6 +60,7 @@ INSERT INTO api_client_authorizations (id, api_token, user_id, expires_at, creat
   FROM generate_series(1, %d) AS i;
 VACUUM ANALYZE users;
 VACUUM ANALYZE api_client_authorizations;
+CHECKPOINT;
 ]]):format(USERS, USERS, ts(CUTOFF + 1), ts(NOW), rows))
 end
 
@@ -77,8 +78,8 @@ local function psql_timed(pg, sql)
 end
 
 local sel = { lifetime = LIFETIME, now = NOW, cutoff = CUTOFF }
-local ARGS_CHECK = ("'%s', '-tpzed-000000000000000', '-tpzed-anonymouspublic'"):format(ts(CUTOFF))
-local ARGS_FIX = ("'%s', '%s', '%s', '-tpzed-000000000000000', '-tpzed-anonymouspublic'")
+local ARGS_CHECK = ("'%s', '%%-tpzed-000000000000000%%', '%%-tpzed-anonymouspublic%%'"):format(ts(CUTOFF))
+local ARGS_FIX = ("'%s', '%s', '%s', '%%-tpzed-000000000000000%%', '%%-tpzed-anonymouspublic%%'")
   :format(ts(CUTOFF), ts(NOW), ts(CUTOFF))
 
 -- The rake tasks' way, without Ruby: every selected token, its user looked

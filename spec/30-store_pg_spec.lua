@@ -109,6 +109,14 @@ describe("store.arvados_pg (a real PostgreSQL)", function()
       }, result)
     end)
 
+    it("counts a user without uuid, as the rake task does (nil =~ re is nil)", function()
+      load(pg, { { id = 1, username = "nouuid", email = "n@x" } }, { { id = 1, user_id = 1 } })
+      assert.are.same({ tokens = 1, users = { { username = "nouuid", email = "n@x" } }, warnings = {} },
+        assert(store:check(sel(policy))))
+      assert.is_true(policy:long_lived({ expires_at = tp.null }, NOW))
+      assert.are.same({ updated = 1, warnings = {} }, assert(store:fix(sel(policy), { expires_at = CUTOFF })))
+    end)
+
     it("finds nothing in empty tables", function()
       load(pg, {}, {})
       assert.are.same({ tokens = 0, users = {}, warnings = {} }, assert(store:check(sel(policy))))
