@@ -83,7 +83,8 @@ local ARGS_FIX = ("'%s', '%s', '%s', '%%-tpzed-000000000000000%%', '%%-tpzed-ano
   :format(ts(CUTOFF), ts(NOW), ts(CUTOFF))
 
 -- The rake tasks' way, without Ruby: every selected token, its user looked
--- up, one UPDATE per token, each in its own transaction (autocommit).
+-- up (`auth.user`), then one UPDATE per token in its own transaction, as
+-- ActiveRecord's `update_attributes!` sends it (BEGIN, UPDATE, COMMIT).
 local function rake_way(pg)
   local DBI = require "DBI"
   local dbh = assert(DBI.Connect("PostgreSQL", pg:conninfo()))
@@ -96,13 +97,16 @@ local function rake_way(pg)
   assert(all:execute(ts(CUTOFF)))
   local tokens = {}
   for row in all:rows(true) do tokens[#tokens + 1] = row end
+  local begin, commit = assert(dbh:prepare("BEGIN")), assert(dbh:prepare("COMMIT"))
   local n = 0
   for _, t in ipairs(tokens) do
     assert(user:execute(t.user_id))
     local u = user:fetch(true)
     if u and not u.uuid:find("-tpzed-000000000000000", 1, true)
       and not u.uuid:find("-tpzed-anonymouspublic", 1, true) then
+      assert(begin:execute())
       assert(update:execute(ts(CUTOFF), ts(NOW), t.id))
+      assert(commit:execute())
       n = n + 1
     end
   end
@@ -118,33 +122,42 @@ local ok, err = pcall(function()
   load(pg, ROWS)
   local store = assert(arvados_pg { conninfo = pg:conninfo() })
   store:check(sel) -- warm the cache
-  local t_check, result = timed(function() return assert(store:check(sel)) end)
-  local t_psql_check = psql_timed(pg, ("PREPARE q(timestamp, text, text) AS %s;\nEXECUTE q(%s);\n")
-    :format(arvados_pg._sql.check, ARGS_CHECK))
+  -- check: the best of three runs each
+  local t_check, result, t_psql_check = math.huge, nil, math.huge
+  for _ = 1, 3 do
+    local t, r = timed(function() return assert(store:check(sel)) end)
+    if t < t_check then t_check, result = t, r end
+    t = psql_timed(pg, ("PREPARE q(timestamp, text, text) AS %s;\nEXECUTE q(%s);\n")
+      :format(arvados_pg._sql.check, ARGS_CHECK))
+    t_psql_check = math.min(t_psql_check, t)
+  end
   local t_fix, fixed = timed(function() return assert(store:fix(sel, { expires_at = CUTOFF, updated_at = NOW })) end)
   store:close()
 
   load(pg, ROWS)
-  local t_psql_fix = psql_timed(pg, ("PREPARE f(timestamp, timestamp, timestamp, text, text) AS %s;\n"
-    .. "BEGIN;\nEXECUTE f(%s);\nCOMMIT;\n"):format(arvados_pg._sql.fix, ARGS_FIX))
+  -- the statements the store's fix runs: the warnings, then the UPDATE
+  local t_psql_fix = psql_timed(pg, ("PREPARE w(timestamp) AS %s;\n"
+    .. "PREPARE f(timestamp, timestamp, timestamp, text, text) AS %s;\n"
+    .. "BEGIN;\nEXECUTE w('%s');\nEXECUTE f(%s);\nCOMMIT;\n")
+    :format(arvados_pg._sql.warnings, arvados_pg._sql.fix, ts(CUTOFF), ARGS_FIX))
 
   load(pg, RAKE_ROWS)
   local t_rake, rake_updated = timed(function() return rake_way(pg) end)
   local t_rake_all = t_rake * ROWS / RAKE_ROWS
 
   local function line(what, seconds, note)
-    print(("| %-44s | %10.3f | %-36s |"):format(what, seconds, note or ""))
+    print(("| %-44s | %10.3f | %-46s |"):format(what, seconds, note or ""))
   end
   print(("%d tokens, %d users, %d long-lived (%d users); rake way measured on %d rows (%d updates)")
     :format(ROWS, USERS, result.tokens, #result.users, RAKE_ROWS, rake_updated))
-  print(("| %-44s | %10s | %-36s |"):format("run", "seconds", ""))
-  print("| " .. ("-"):rep(44) .. " | " .. ("-"):rep(10) .. " | " .. ("-"):rep(36) .. " |")
+  print(("| %-44s | %10s | %-46s |"):format("run", "seconds", ""))
+  print("| " .. ("-"):rep(44) .. " | " .. ("-"):rep(10) .. " | " .. ("-"):rep(46) .. " |")
   line("check, store.arvados_pg", t_check, ("%d tokens found"):format(result.tokens))
   line("check, the same SQL with psql", t_psql_check,
     ("speed vs psql: %.2f (target >= 0.9)"):format(t_psql_check / t_check))
   line("fix, store.arvados_pg", t_fix, ("%d tokens updated"):format(fixed.updated))
   line("fix, the same SQL with psql", t_psql_fix, ("speed vs psql: %.2f (target >= 0.9)"):format(t_psql_fix / t_fix))
-  line(("fix, the rake way, %d rows"):format(RAKE_ROWS), t_rake, "one SELECT + UPDATE per token")
+  line(("fix, the rake way, %d rows"):format(RAKE_ROWS), t_rake, "per token: SELECT user, BEGIN, UPDATE, COMMIT")
   line(("fix, the rake way, extrapolated to %d"):format(ROWS), t_rake_all,
     ("ours %.0fx faster (target >= 20x)"):format(t_rake_all / t_fix))
 end)

@@ -338,7 +338,7 @@ function M.new(opts)
 end
 
 -- The statements, for bench/migrate.lua to run the same SQL with psql.
-M._sql = { check = CHECK_SQL, fix = FIX_SQL }
+M._sql = { check = CHECK_SQL, warnings = WARNINGS_SQL, fix = FIX_SQL }
 
 setmetatable(M, { __call = function(_, opts) return M.new(opts) end })
 
