@@ -144,6 +144,14 @@ describe("store.arvados_pg (a real PostgreSQL)", function()
       assert.are.same({ updated = 1, warnings = {} }, assert(store:fix(sel(policy), { expires_at = CUTOFF })))
     end)
 
+    it("follows the order PostgreSQL returns the rows in, not the ids", function()
+      load(pg, USERS, TOKENS)
+      -- an updated row moves to the end of the table, as in a live database
+      pg:psql("UPDATE api_client_authorizations SET scopes = scopes WHERE id IN (10, 16);")
+      local result = assert(store:check(sel(policy)))
+      assert.are.same({ "bob", "carol" }, { result.users[1].username, result.users[3].username })
+    end)
+
     it("finds nothing in empty tables", function()
       load(pg, {}, {})
       assert.are.same({ tokens = 0, users = {}, warnings = {} }, assert(store:check(sel(policy))))
