@@ -45,6 +45,7 @@ build = {
     ["tokenpolicy.migrate"] = "lua/tokenpolicy/migrate.lua",
     ["tokenpolicy.store.memory"] = "lua/tokenpolicy/store/memory.lua",
     ["tokenpolicy.store.files"] = "lua/tokenpolicy/store/files.lua",
+    ["tokenpolicy.store.arvados_pg"] = "lua/tokenpolicy/store/arvados_pg.lua",
     ["tokenpolicy.cli"] = "lua/tokenpolicy/cli.lua",
     ["tokenpolicy.util"] = "lua/tokenpolicy/util.lua",
   },
