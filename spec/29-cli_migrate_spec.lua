@@ -127,12 +127,12 @@ describe("tokenpolicy check-long-lived / fix-long-lived", function()
     assert.matches('"warnings":[]', r.out, 1, true)
   end)
 
-  it("says in one line when PostgreSQL support is not installed", function()
-    if package.searchpath("tokenpolicy.store.arvados_pg", "lua/?.lua") then
-      return pending("tokenpolicy.store.arvados_pg is installed")
-    end
-    assert.are.same({ code = 2, out = "", err = "tokenpolicy: PostgreSQL support is not installed\n" },
-      run { "check-long-lived", "--db", "host=/nonexistent dbname=arvados", "--max-token-lifetime", "1h" })
+  it("says in one line, exit 2, when the database cannot be reached, without its password", function()
+    local args = { "check-long-lived", "--db", "host=/nonexistent dbname=arvados password=sekrit",
+                   "--max-token-lifetime", "1h" }
+    assert.are.same({ code = 2, out = "",
+                      err = "tokenpolicy: unreachable: PostgreSQL (arvados): cannot connect: "
+                        .. "no connection to the server\n" }, run(args))
   end)
 
   it("refuses what it cannot do in one line, exit 2", function()
