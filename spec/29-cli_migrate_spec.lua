@@ -180,6 +180,8 @@ describe("tokenpolicy check-long-lived / fix-long-lived", function()
     r = run { "fix-long-lived", "--files", root, "--max-token-lifetime", "1h", "--now", tostring(NOW) }
     assert.are.same({ code = 0, err = "", out = "removed " .. line .. "\n1 token files removed.\n" }, r)
     assert.is_nil(tp.stat(token))
+    r = run { "check-long-lived", "--files", root, "--max-token-lifetime", "1h", "--now", tostring(NOW) }
+    assert.are.same({ code = 0, err = "", out = "No token files break the policy.\n" }, r)
     r = run { "check-long-lived", "--files", root, "--max-token-lifetime", "1h", "--now", tostring(NOW), "--json" }
     assert.are.equal(0, r.code)
     assert.are.same({}, assert(tp.json_decode(r.out)).files)

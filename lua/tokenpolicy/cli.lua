@@ -464,7 +464,11 @@ local function print_migration(args, result, verb)
   end
   if args.files then
     for _, entry in ipairs(result.files or {}) do say(entry.line) end
-    if verb then say(("%d token files %s."):format(result.updated or 0, verb)) end
+    if verb then
+      say(("%d token files %s."):format(result.updated or 0, verb))
+    elseif #(result.files or {}) == 0 then
+      say("No token files break the policy.")  -- silence would look like a failure
+    end
   else
     for _, line in ipairs(result:lines()) do say(line) end
   end
