@@ -90,6 +90,25 @@ describe("tokenpolicy check-long-lived / fix-long-lived", function()
     assert.are.same({ code = 0, err = "", out = "No long-lived tokens found.\n" }, r)
   end)
 
+  it("shows progress on stderr only when stderr is a terminal", function()
+    -- `script` gives the command a terminal; stdout goes to a file.
+    local out = dir .. "/progress.out"
+    local sanitizer = {}  -- under `make asan` the command needs the runtime preloaded again
+    for _, name in ipairs { "LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS" } do
+      if os.getenv(name) then sanitizer[#sanitizer + 1] = quote(name .. "=" .. os.getenv(name)) end
+    end
+    local inner = ("env -i PATH=/usr/bin:/bin TOKENPOLICY_LUA=%s TOKENPOLICY_BUILD=%s %s bin/tokenpolicy "
+      .. "check-long-lived --records %s --max-token-lifetime 1h --now %d >%s")
+      :format(LUA, BUILD, table.concat(sanitizer, " "), quote(records), NOW, quote(out))
+    local pipe = assert(io.popen("env -u LD_PRELOAD script -qec " .. quote(inner) .. " /dev/null"))
+    local terminal = pipe:read("a")
+    pipe:close()
+    assert.matches("^tokenpolicy: checking the records%.%.%. done in %d+s\r?\n$", terminal)
+    assert.matches("^%*%*%* WARNING", slurp(out))
+    -- not a terminal: stderr stays empty (the other cases assert err = "")
+    assert.are.equal("", run({ "check-long-lived", "--records", records, "--max-token-lifetime", "1h" }).err)
+  end)
+
   it("prints the rake task's one line without any lifetime", function()
     assert.are.same({ code = 0, err = "", out = NO_POLICY }, run { "check-long-lived", "--records", records })
     assert.are.same({ code = 0, err = "", out = NO_POLICY }, run { "fix-long-lived", "--records", records })

@@ -477,11 +477,34 @@ local function print_migration(args, result, verb)
   end
 end
 
+-- Progress for long runs, on stderr and only when it is a terminal: a
+-- check or fix is one statement on a database (or one pass over the token
+-- caches), so progress is what runs now and, at the end, how long it took.
+local function progress(what)
+  if os.execute("test -t 2") ~= true then
+    return function() end
+  end
+  local started = os.time()
+  io.stderr:write("tokenpolicy: ", what, "...")
+  io.stderr:flush()
+  return function()
+    io.stderr:write((" done in %ds\n"):format(os.time() - started))
+  end
+end
+
+local function migration_source(args)
+  return args.db and "the database" or args.config and "the database of " .. args.config
+    or args.files and "the token caches under " .. args.files or "the records"
+end
+
 commands["check-long-lived"] = function(args)
   local policy = migrate_policy(args)
   local now = args.now and parse_now(args.now) or nil
   local store = migrate_store(args)
-  local result = check(require("tokenpolicy.migrate").check_long_lived(store, policy, { now = now }))
+  local done = progress("checking " .. migration_source(args))
+  local result, msg, code = require("tokenpolicy.migrate").check_long_lived(store, policy, { now = now })
+  done()  -- before any error line, which then starts a line of its own
+  result = check(result, msg, code)
   store:close()
   print_migration(args, result)
   local found = (result.tokens or 0) > 0 or (result.files and #result.files > 0)
@@ -492,8 +515,11 @@ commands["fix-long-lived"] = function(args)
   local policy = migrate_policy(args)
   local now = args.now and parse_now(args.now) or nil
   local store = migrate_store(args)
-  local result = check(require("tokenpolicy.migrate").fix_long_lived(store, policy,
-    { now = now, dry_run = args.dry_run or nil }))
+  local done = progress((args.dry_run and "dry run: fixing " or "fixing ") .. migration_source(args))
+  local result, msg, code = require("tokenpolicy.migrate").fix_long_lived(store, policy,
+    { now = now, dry_run = args.dry_run or nil })
+  done()
+  result = check(result, msg, code)
   store:close()
   print_migration(args, result, args.dry_run and "would be removed" or "removed")
   return (result.skipped and #result.skipped > 0) and 1 or 0
