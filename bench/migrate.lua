@@ -57,7 +57,7 @@ INSERT INTO api_client_authorizations (id, api_token, user_id, expires_at, creat
               WHEN i %% 4 = 0 THEN '%s'::timestamp + (i %% 1000) * interval '1 hour'
               ELSE '%s'::timestamp + (i %% 1000) * interval '1 minute' END,
          '2020-01-01', '2020-01-01', 'zzzzz-gj3su-' || lpad(i::text, 15, '0')
-  FROM generate_series(1, %d) AS i;
+  FROM generate_series(1::bigint, %d) AS i;
 VACUUM ANALYZE users;
 VACUUM ANALYZE api_client_authorizations;
 CHECKPOINT;
