@@ -868,14 +868,75 @@ static void temp_name(char *out)
 }
 
 
+/* Replaces name in the directory k has open with text (and a newline when
+ * asked), atomically: a new file created beside it with O_EXCL, given mode
+ * and, when uid or gid is not -1, that owner (a failure to chown fails the
+ * call only when must_chown), written, synced, renamed over name, and the
+ * directory synced.  fn names the public function in messages.  From the
+ * creation to the rename no Lua function is called, so nothing can unwind
+ * past the temporary file: every failure removes it. */
+static int replace_file(lua_State *L, work *w, walk *k, const char *fn, const char *path, const char *name,
+                        const char *text, size_t len, int newline, mode_t mode, uid_t uid, gid_t gid,
+                        int must_chown)
+{
+    char tmp[32];
+    const char *step;
+    int fd = -1, r, err, tries = 0;
+    do {
+        temp_name(tmp);
+        fd = work_keep(w, openat(k->fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    } while (fd < 0 && errno == EEXIST && ++tries < 16);
+    if (fd < 0) {
+        step = "creating a temporary file beside";
+        err = errno;
+        goto failed;
+    }
+    step = "writing";
+    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) != 0 && must_chown) {
+        err = errno;
+        goto cleanup;
+    }
+    if (fchmod(fd, mode) != 0 || tp_write_all(fd, text, len) != 0 ||
+        (newline && tp_write_all(fd, "\n", 1) != 0) || fsync(fd) != 0) {
+        err = errno;
+        goto cleanup;
+    }
+    r = work_close(w, fd);
+    err = errno;
+    fd = -1;
+    if (r != 0) goto cleanup;
+    if (renameat(k->fd, tmp, k->fd, name) != 0) {
+        err = errno;
+        unlinkat(k->fd, tmp, 0);
+        if (err == EPERM || err == EACCES)
+            return tp_fail(L, "not_owner", "%s: cannot replace %s, which belongs to another user (%s)",
+                           fn, path, strerror(err));
+        step = "renaming the temporary file onto";
+        goto failed;
+    }
+    /* The rename is durable only once the directory is; some file systems
+     * cannot sync a directory (EINVAL), which is no failure of ours. */
+    if (fsync(k->fd) != 0 && errno != EINVAL && errno != EROFS) {
+        err = errno;
+        step = "syncing the directory of";
+        goto failed;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+
+cleanup:
+    if (fd >= 0) work_close(w, fd);
+    unlinkat(k->fd, tmp, 0);
+failed:
+    return tp_fail(L, "io", "%s: %s %s: %s", fn, step, path, strerror(err));
+}
+
 static int write_token(lua_State *L, work *w, const char *path, const char *name,
                        const char *token, size_t len, const file_opts *o)
 {
     walk k;
     struct stat old;
-    char tmp[32];
-    const char *step;
-    int fd = -1, r, err, tries = 0;
+    int r;
     walk_init(&k, L, w, "write_token", path, o->uid, WALK_CHECK | (o->make_dirs ? WALK_CREATE : 0));
     if ((r = walk_to_parent(&k)) != 0)
         return r;
@@ -896,54 +957,8 @@ static int write_token(lua_State *L, work *w, const char *path, const char *name
         return tp_fail(L, "io", "write_token: %s: %s", path, strerror(errno));
     }
 
-    /* From here to the rename no Lua function is called, so nothing can
-     * unwind past the temporary file: every failure removes it. */
-    do {
-        temp_name(tmp);
-        fd = work_keep(w, openat(k.fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-    } while (fd < 0 && errno == EEXIST && ++tries < 16);
-    if (fd < 0) {
-        step = "creating a temporary file beside";
-        err = errno;
-        goto failed;
-    }
-    step = "writing";
-    if (fchmod(fd, 0600) != 0 ||
-        (o->uid != k.euid && fchown(fd, o->uid, (gid_t)-1) != 0) ||
-        tp_write_all(fd, token, len) != 0 ||
-        (o->newline && tp_write_all(fd, "\n", 1) != 0) ||
-        fsync(fd) != 0) {
-        err = errno;
-        goto cleanup;
-    }
-    r = work_close(w, fd);
-    err = errno;
-    fd = -1;
-    if (r != 0) goto cleanup;
-    if (renameat(k.fd, tmp, k.fd, name) != 0) {
-        err = errno;
-        unlinkat(k.fd, tmp, 0);
-        if (err == EPERM || err == EACCES)
-            return tp_fail(L, "not_owner", "write_token: cannot replace %s, which belongs to another user (%s)",
-                           path, strerror(err));
-        step = "renaming the temporary file onto";
-        goto failed;
-    }
-    /* The rename is durable only once the directory is; some file systems
-     * cannot sync a directory (EINVAL), which is no failure of ours. */
-    if (fsync(k.fd) != 0 && errno != EINVAL && errno != EROFS) {
-        err = errno;
-        step = "syncing the directory of";
-        goto failed;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-
-cleanup:
-    if (fd >= 0) work_close(w, fd);
-    unlinkat(k.fd, tmp, 0);
-failed:
-    return tp_fail(L, "io", "write_token: %s %s: %s", step, path, strerror(err));
+    return replace_file(L, w, &k, "write_token", path, name, token, len, o->newline, 0600,
+                        o->uid != k.euid ? o->uid : (uid_t)-1, (gid_t)-1, 1);
 }
 
 /***
@@ -1620,9 +1635,7 @@ static int rewrite_config(lua_State *L, work *w, const char *path, const char *n
 {
     walk k;
     struct stat old;
-    char tmp[32];
-    const char *step;
-    int fd = -1, r, err, tries = 0;
+    int r;
     walk_init(&k, L, w, "rewrite_config", path, uid, 0);
     if ((r = walk_to_parent(&k)) != 0)
         return r;
@@ -1637,50 +1650,11 @@ static int rewrite_config(lua_State *L, work *w, const char *path, const char *n
         return tp_fail(L, "not_owner", "rewrite_config: %s belongs to uid %I, not uid %I", path,
                        (lua_Integer)old.st_uid, (lua_Integer)uid);
 
-    /* As write_token: no Lua call until the rename, every failure removes
-     * the temporary file.  The new file gets the old one's mode (and
-     * owner and group when the system lets us), so a 0644 rucio.cfg stays
-     * 0644 and a 0600 settings.conf stays 0600. */
-    do {
-        temp_name(tmp);
-        fd = work_keep(w, openat(k.fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-    } while (fd < 0 && errno == EEXIST && ++tries < 16);
-    if (fd < 0) {
-        step = "creating a temporary file beside";
-        err = errno;
-        goto failed;
-    }
-    if (fchown(fd, old.st_uid, old.st_gid) != 0) {
-        /* Not a member of the old group: the file keeps the default one. */
-    }
-    step = "writing";
-    if (fchmod(fd, old.st_mode & 07777) != 0 || tp_write_all(fd, text, len) != 0 || fsync(fd) != 0) {
-        err = errno;
-        goto cleanup;
-    }
-    r = work_close(w, fd);
-    err = errno;
-    fd = -1;
-    if (r != 0) goto cleanup;
-    if (renameat(k.fd, tmp, k.fd, name) != 0) {
-        err = errno;
-        unlinkat(k.fd, tmp, 0);
-        step = "renaming the temporary file onto";
-        goto failed;
-    }
-    if (fsync(k.fd) != 0 && errno != EINVAL && errno != EROFS) {
-        err = errno;
-        step = "syncing the directory of";
-        goto failed;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-
-cleanup:
-    if (fd >= 0) work_close(w, fd);
-    unlinkat(k.fd, tmp, 0);
-failed:
-    return tp_fail(L, "io", "rewrite_config: %s %s: %s", step, path, strerror(err));
+    /* The new file gets the old one's mode (and owner and group when the
+     * system lets us: not a member of the old group keeps the default one),
+     * so a 0644 rucio.cfg stays 0644 and a 0600 settings.conf stays 0600. */
+    return replace_file(L, w, &k, "rewrite_config", path, name, text, len, 0, old.st_mode & 07777, old.st_uid,
+                        old.st_gid, 0);
 }
 
 /***
