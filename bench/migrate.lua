@@ -51,6 +51,12 @@ INSERT INTO users (id, uuid, owner_uuid, email, username, is_admin, created_at, 
          'zzzzz-tpzed-000000000000000', 'user' || i || '@example.org', 'user' || i, i %% 100 = 0,
          '2020-01-01', '2020-01-01'
   FROM generate_series(1, %d) AS i;
+-- Secondary indexes are built once after the load (a sorted build) rather
+-- than row by row: the same indexes, loaded in minutes instead of an hour
+-- at ROWS=10000000.
+DROP INDEX index_api_client_authorizations_on_api_token;
+DROP INDEX index_api_client_authorizations_on_expires_at;
+DROP INDEX index_api_client_authorizations_on_user_id;
 INSERT INTO api_client_authorizations (id, api_token, user_id, expires_at, created_at, updated_at, uuid)
   SELECT i, md5(i::text) || md5((-i)::text), 1 + ((i / 4) * 7919) %% %d,
          CASE WHEN i %% 8 = 0 THEN NULL
@@ -58,6 +64,9 @@ INSERT INTO api_client_authorizations (id, api_token, user_id, expires_at, creat
               ELSE '%s'::timestamp + (i %% 1000) * interval '1 minute' END,
          '2020-01-01', '2020-01-01', 'zzzzz-gj3su-' || lpad(i::text, 15, '0')
   FROM generate_series(1::bigint, %d) AS i;
+CREATE UNIQUE INDEX index_api_client_authorizations_on_api_token ON api_client_authorizations USING btree (api_token);
+CREATE INDEX index_api_client_authorizations_on_expires_at ON api_client_authorizations USING btree (expires_at);
+CREATE INDEX index_api_client_authorizations_on_user_id ON api_client_authorizations USING btree (user_id);
 VACUUM ANALYZE users;
 VACUUM ANALYZE api_client_authorizations;
 CHECKPOINT;
@@ -115,7 +124,9 @@ local function rake_way(pg)
 end
 
 -- fsync on, as on a production server: the rake way commits every row.
-local pg = postgres.new { fsync = true }
+-- shared_buffers and maintenance_work_mem sized for a server with this
+-- machine's 24 GiB (PostgreSQL's defaults are 128 MB and 64 MB).
+local pg = postgres.new { fsync = true, settings = { "shared_buffers=2GB", "maintenance_work_mem=1GB" } }
 local ok, err = pcall(function()
   pg:create_arvados()
   io.stderr:write(("loading %d rows...\n"):format(ROWS))

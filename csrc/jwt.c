@@ -453,9 +453,8 @@ static int signature_length_ok(const tp_key *key, int alg, size_t siglen)
 /* Whether a key of the set that may verify has exactly this kid. */
 static int keyset_has_kid(const tp_keyset *set, const char *kid, size_t kidlen)
 {
-    for (size_t i = 0; i < set->count; i++)
-        if (set->key[i].kid && tp_key_can_verify(&set->key[i]) && strlen(set->key[i].kid) == kidlen && memcmp(set->key[i].kid, kid, kidlen) == 0)
-            return 1;
+    for (long i = tp_keyset_kid_next(set, kid, kidlen, -1); i >= 0; i = tp_keyset_kid_next(set, kid, kidlen, i))
+        if (tp_key_can_verify(&set->key[i])) return 1;
     return 0;
 }
 
@@ -540,13 +539,13 @@ static int tp_jwt_verify(lua_State *L)
         kid_known = keyset_has_kid(set, kid, kidlen);
     }
 
-    for (size_t i = 0; i < set->count && !verified; i++) {
+    /* With a known kid, only that kid's keys (through the set's index);
+     * otherwise every key, but never one with another kid. */
+    for (long i = kid_known ? tp_keyset_kid_next(set, kid, kidlen, -1) : 0;
+         i >= 0 && (size_t)i < set->count && !verified;
+         i = kid_known ? tp_keyset_kid_next(set, kid, kidlen, i) : i + 1) {
         tp_key *key = &set->key[i];
-        if (kid_known) {
-            if (!key->kid || strlen(key->kid) != kidlen || memcmp(key->kid, kid, kidlen) != 0) continue;
-        } else if (kid && key->kid) {
-            continue;  /* a key with another kid is never tried */
-        }
+        if (!kid_known && kid && key->kid) continue;
         if (!tp_key_can_verify(key)) continue;  /* key_ops without verify */
         pool++;
         if (!key_fits(key, alg)) continue;

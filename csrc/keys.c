@@ -1212,6 +1212,15 @@ static int tp_keyset__tostring(lua_State *L)
     return 1;
 }
 
+long tp_keyset_kid_next(const tp_keyset *set, const char *kid, size_t kidlen, long after)
+{
+    for (size_t i = (size_t)(after + 1); i < set->count; i++) {
+        const char *k = set->key[i].kid;
+        if (k && strlen(k) == kidlen && memcmp(k, kid, kidlen) == 0) return (long)i;
+    }
+    return -1;
+}
+
 void tp_open_keys(lua_State *L)
 {
     static const luaL_Reg methods[] = {

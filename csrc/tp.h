@@ -175,6 +175,11 @@ typedef struct tp_keyset {
 
 TP_INTERNAL tp_keyset *tp_check_keyset(lua_State *L, int idx);
 
+/* The index of the next key after `after` (-1: from the start) whose kid
+ * is exactly kid, or -1 when there is none.  Keys of any use are
+ * returned; callers filter with tp_key_can_verify/tp_key_can_sign. */
+TP_INTERNAL long tp_keyset_kid_next(const tp_keyset *set, const char *kid, size_t kidlen, long after);
+
 /* Checks sig over input with key for alg (which the key must fit, and sig
  * must have the length alg and key produce).  1 when it verifies. */
 TP_INTERNAL int tp_key_verify(tp_keyset *set, tp_key *key, int alg, const unsigned char *input,

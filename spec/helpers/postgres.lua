@@ -80,6 +80,7 @@ end
 --- Starts the server again after a stop (same data).
 function Server:start()
   local settings = "-c listen_addresses='' -k " .. self.dir .. (self.fsync and "" or " -c fsync=off")
+  for _, setting in ipairs(self.settings) do settings = settings .. " -c " .. setting end
   local ok, out = self:run(("%s/pg_ctl -D %s -l %s -w -o %s start"):format(self.bin, quote(self.dir .. "/data"),
     quote(self.dir .. "/server.log"), quote(settings)))
   if not ok then error("pg_ctl start failed: " .. out, 2) end
@@ -181,11 +182,13 @@ CREATE INDEX index_api_client_authorizations_on_user_id ON api_client_authorizat
 
 --- Initialises and starts a new cluster; returns the server object.
 -- `opts.fsync`: keep fsync on (the specs turn it off for speed).
+-- `opts.settings`: more server settings, a list of "name=value" strings.
 -- Raises (with the reason) when PostgreSQL is not installed or fails.
 function postgres.new(opts)
   local bin = assert(postgres.bindir())
   local dir = expect.new_dir()
-  local server = setmetatable({ bin = bin, dir = dir, as = CLEAN, fsync = opts and opts.fsync }, Server)
+  local server = setmetatable({ bin = bin, dir = dir, as = CLEAN, fsync = opts and opts.fsync,
+    settings = opts and opts.settings or {} }, Server)
   if is_root() then
     assert(os.execute(CLEAN .. "chown nobody " .. quote(dir)))
     server.as = CLEAN .. "runuser -u nobody -- "
