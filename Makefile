@@ -19,7 +19,7 @@ DEB_PACKAGES := liblua5.4-dev liblua5.3-dev lua5.4 lua5.3 libcjose-dev \
 BUILD   ?= build
 MODULES := $(foreach v,$(LUA_VERSIONS),$(BUILD)/$(v)/tokenpolicy/core.so)
 
-.PHONY: all deps test lint asan bench bench-migrate demo clean
+.PHONY: all deps test lint asan bench bench-migrate bench-haproxy demo clean
 
 all: $(MODULES)
 
@@ -69,6 +69,16 @@ bench: deps all $(BUILD)/bench/raw_openssl
 bench-migrate: deps all
 	@LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='$(BUILD)/5.4/?.so;;' \
 		lua5.4 bench/migrate.lua
+
+# tokenpolicy in HAProxy against HAProxy's jwt_verify and Lua gateways
+# (bench/haproxy/run.lua; DURATION=seconds per run, ROUNDS, EXPERIMENTS=1).
+# Its own packages (gnuplot-nox: Debian's gnuplot without X, for the SVG).
+BENCH_HAPROXY_PACKAGES := haproxy wrk lua-luaossl lua-cjson gnuplot-nox curl
+
+bench-haproxy: deps all
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES='$(BENCH_HAPROXY_PACKAGES)'
+	@LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/5.4/?.so;;' \
+		lua5.4 bench/haproxy/run.lua $(BUILD)
 
 $(BUILD)/bench/raw_openssl: bench/raw_openssl.c
 	@mkdir -p $(dir $@)
