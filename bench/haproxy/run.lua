@@ -28,7 +28,9 @@
 --   EXPERIMENTS  1: also run the "where the time goes" variants
 --                (experiments.lua), the same tokens outside HAProxy
 --                (outside.lua), and, with PERF=1 and perf installed, a
---                profile of HAProxy running tp.verify
+--                profile of HAProxy running tp.verify; with CALLGRIND=1 and
+--                valgrind installed, instructions per request by shared
+--                object, in HAProxy and outside it
 --
 -- HAProxy processes and the temporary directory are removed at the end,
 -- also when the run fails.
@@ -41,6 +43,7 @@ local ROUNDS = math.tointeger(tonumber(os.getenv("ROUNDS") or "1"))
 assert(ROUNDS and ROUNDS >= 1, "ROUNDS must be a positive integer")
 local EXPERIMENTS = os.getenv("EXPERIMENTS") == "1"
 local PERF = os.getenv("PERF") == "1"
+local CALLGRIND = os.getenv("CALLGRIND") == "1"
 local ONLY = os.getenv("ONLY")
 local CONNECTIONS = 50
 local TOKENS = 1000
@@ -221,9 +224,9 @@ end
 
 local started = {}              -- pids of the HAProxy processes we started
 
-local function stop(pid)
+local function stop(pid, seconds)
   os.execute("kill " .. pid .. " 2>/dev/null")
-  for _ = 1, 50 do
+  for _ = 1, (seconds or 5) * 10 do
     if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then
       started[pid] = nil
       return
@@ -273,19 +276,23 @@ local function fetch(path)
   return capture("curl -s --max-time 5 " .. q("http://127.0.0.1:" .. PORT .. path))
 end
 
-local function start(cfg)
-  local path = write_config(cfg)
-  local pidfile = DIR .. "/" .. cfg.id .. ".pid"
-  run(HAPROXY_ENV .. " haproxy -D -p " .. q(pidfile) .. " -f " .. q(path))
-  local pid = read_file(pidfile):match("%d+")
-  started[pid] = true
-  for _ = 1, 50 do
+local function wait_ready(cfg, pid, seconds)
+  for _ = 1, seconds * 10 do
     if curl(nil) ~= "000" then
       return pid
     end
     sleep(0.1)
   end
   error("HAProxy did not answer for configuration " .. cfg.id)
+end
+
+local function start(cfg)
+  local path = write_config(cfg)
+  local pidfile = DIR .. "/" .. cfg.id .. ".pid"
+  run(HAPROXY_ENV .. " haproxy -D -p " .. q(pidfile) .. " -f " .. q(path))
+  local pid = read_file(pidfile):match("%d+")
+  started[pid] = true
+  return wait_ready(cfg, pid, 5)
 end
 
 -- A configuration passes valid tokens and denies what it claims to check.
@@ -332,9 +339,10 @@ local function cpu_seconds(pid)
   return (tonumber(fields[12]) + tonumber(fields[13])) / CLK_TCK
 end
 
-local function wrk(fx, seconds)
-  local output = capture(string.format("wrk -t1 -c%d -d%ds --latency -s %s %s -- %s 2>&1", CONNECTIONS,
-    seconds, q(HERE .. "/wrk_tokens.lua"), q("http://127.0.0.1:" .. PORT .. "/"), q(fx.tokens)))
+local function wrk(fx, seconds, connections)
+  local output = capture(string.format("wrk -t1 -c%d -d%ds --latency -s %s %s -- %s 2>&1",
+    connections or CONNECTIONS, seconds, q(HERE .. "/wrk_tokens.lua"), q("http://127.0.0.1:" .. PORT .. "/"),
+    q(fx.tokens)))
   local rps = tonumber(output:match("Requests/sec:%s+([%d.]+)"))
   if not rps then
     error("cannot read wrk's output:\n" .. output)
@@ -496,6 +504,92 @@ local function profile(cfg, fx)
     .. "| grep -v '^#' | grep -v '^$' | head -30", q(data)))
 end
 
+-- Instructions (callgrind's Ir) per request, by shared object, from
+-- `callgrind_annotate` output: deterministic, so unlike times they do not
+-- move with the load of a shared machine.
+local function ir_by_object(out, requests)
+  local text = capture("callgrind_annotate --inclusive=no --threshold=100 " .. q(out) .. " 2>/dev/null")
+  local by, order = {}, {}
+  for ir, object in text:gmatch("\n%s*([%d,]+) %([^)]*%)%s+%S+ %[([^%]]+)%]") do
+    object = object:match("[^/]+$")
+    if not by[object] then
+      order[#order + 1] = object
+      by[object] = 0
+    end
+    by[object] = by[object] + tonumber((ir:gsub(",", "")))
+  end
+  local total = 0
+  for _, object in ipairs(order) do
+    total = total + by[object]
+  end
+  table.sort(order, function(a, b) return by[a] > by[b] end)
+  local parts = {}
+  for _, object in ipairs(order) do
+    if by[object] / requests >= 500 then
+      parts[#parts + 1] = string.format("%s %.0fk", object:gsub("%.so[.%d]*$", ""), by[object] / requests / 1000)
+    end
+  end
+  return string.format("%5.0fk Ir/request: %s", total / requests / 1000, table.concat(parts, ", "))
+end
+
+-- HAProxy under callgrind with configuration cfg: 10 connections for
+-- DURATION seconds after a warm-up, instrumented only while measured.
+local function callgrind_haproxy(cfg, fx)
+  local path = write_config(cfg)
+  local out = DIR .. "/" .. cfg.id .. ".callgrind"
+  local pid = capture(HAPROXY_ENV .. " valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="
+    .. q(out) .. " haproxy -db -f " .. q(path) .. " >" .. q(DIR .. "/valgrind.log") .. " 2>&1 & echo $!")
+    :match("%d+")
+  started[pid] = true
+  wait_ready(cfg, pid, 60)
+  check(cfg, fx)
+  wrk(fx, 2, 10)
+  fetch("/stats?reset")
+  run("callgrind_control -i on " .. pid .. " >/dev/null 2>&1")
+  wrk(fx, DURATION, 10)
+  run("callgrind_control -i off " .. pid .. " >/dev/null 2>&1")
+  local requests = tonumber(fetch("/stats"):match("requests=(%d+)"))
+  stop(pid, 60)
+  return ir_by_object(out, requests)
+end
+
+-- The same calls in a plain lua5.3 under callgrind: N and 2N calls, so
+-- that the difference is the cost of N calls without the start-up.
+local function callgrind_outside(fx, mode)
+  local outs = {}
+  for _, n in ipairs({ 1000, 2000 }) do
+    outs[n] = string.format("%s/outside-%s-%d.callgrind", DIR, mode, n)
+    run(string.format("LUA_PATH=%s LUA_CPATH=%s valgrind --tool=callgrind --callgrind-out-file=%s lua5.3 %s %s %s %s "
+      .. "%s %s %d >/dev/null 2>&1",
+      q(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"), q(ROOT .. "/" .. BUILD .. "/5.3/?.so;;"),
+      q(outs[n]), q(HERE .. "/outside.lua"), q(fx.tokens), q(fx.public), q(ISSUER), q(AUDIENCE), mode, n))
+  end
+  local function totals(out)
+    local text = capture("callgrind_annotate --inclusive=no --threshold=100 " .. q(out) .. " 2>/dev/null")
+    local by = {}
+    for ir, object in text:gmatch("\n%s*([%d,]+) %([^)]*%)%s+%S+ %[([^%]]+)%]") do
+      object = object:match("[^/]+$"):gsub("%.so[.%d]*$", "")
+      by[object] = (by[object] or 0) + tonumber((ir:gsub(",", "")))
+    end
+    return by
+  end
+  local one, two = totals(outs[1000]), totals(outs[2000])
+  local parts, total = {}, 0
+  local names = {}
+  for object in pairs(two) do
+    names[#names + 1] = object
+  end
+  table.sort(names, function(a, b) return two[a] - (one[a] or 0) > two[b] - (one[b] or 0) end)
+  for _, object in ipairs(names) do
+    local per = (two[object] - (one[object] or 0)) / 1000
+    total = total + per
+    if per >= 500 then
+      parts[#parts + 1] = string.format("%s %.0fk", object, per / 1000)
+    end
+  end
+  return string.format("%5.0fk Ir/call: %s", total / 1000, table.concat(parts, ", "))
+end
+
 ---------------------------------------------------------------------------
 
 local function main()
@@ -530,6 +624,21 @@ local function main()
     print("")
     print("Outside HAProxy (lua5.3, same tokens, same options):")
     io.write(outside(fx))
+    if CALLGRIND then
+      print("")
+      print("Instructions per request under callgrind (user space only; HAProxy at 10 connections):")
+      for _, id in ipairs({ "x1", "x3", "x4", "x11" }) do
+        for _, cfg in ipairs(xs) do
+          if cfg.id == id then
+            print(string.format("  (%s) %-24s %s", cfg.id, cfg.name, callgrind_haproxy(cfg, fx)))
+          end
+        end
+      end
+      print("  outside HAProxy, lua5.3:")
+      for _, mode in ipairs({ "decode", "verify", tp.verifier and "check" or nil }) do
+        print(string.format("       %-24s %s", mode, callgrind_outside(fx, mode)))
+      end
+    end
     if PERF then
       print("")
       print("perf profile of HAProxy running (x4) tp.verify (self time, >= 1%):")
