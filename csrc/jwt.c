@@ -229,14 +229,6 @@ static int tp_jwt_decode(lua_State *L)
 
 /* ---- verify ------------------------------------------------------------- */
 
-typedef struct verify_opts {
-    unsigned algs;
-    lua_Integer now, leeway, max_size;
-    int require_exp;
-    int iss, aud, require;  /* stack index of the option's value, or 0 */
-    const char *typ;        /* NULL when not checked */
-} verify_opts;
-
 /* The allow-list from the string or list at -1 (checked by
  * tp_opt_strings). */
 static unsigned parse_algs(lua_State *L, int opts_idx)
@@ -259,29 +251,12 @@ static unsigned parse_algs(lua_State *L, int opts_idx)
     return algs;
 }
 
-/* Reads the options table at idx through the shared readers.  The values
- * of iss, aud and require stay pushed (their indices in o) for the claim
- * checks. */
-static void parse_verify_opts(lua_State *L, int idx, verify_opts *o)
+/* Reads the options verify and the verifier share from the table at idx
+ * (already checked by tp_opts; `now` is verify's alone and read by it).
+ * The values of iss, aud and require stay pushed (their indices in o) for
+ * the claim checks. */
+void tp_jwt_read_opts(lua_State *L, int idx, tp_verify_opts *o)
 {
-    static const char *const options[] = {
-        "algs", "iss", "aud", "typ", "leeway", "require", "require_exp", "max_size", "now", NULL
-    };
-    o->algs = TP_ALGS_ASYMMETRIC;
-    o->leeway = TP_DEFAULT_LEEWAY;
-    o->max_size = TP_DEFAULT_MAX_SIZE;
-    o->require_exp = 1;
-    o->iss = o->aud = o->require = 0;
-    o->typ = NULL;
-    if (!tp_opts(L, idx, options)) {
-        o->now = (lua_Integer)time(NULL);
-        return;
-    }
-    {
-        int has_now = lua_getfield(L, idx, "now") != LUA_TNIL;
-        lua_pop(L, 1);
-        o->now = has_now ? tp_opt_integer(L, idx, "now", 0, LUA_MININTEGER) : (lua_Integer)time(NULL);
-    }
     o->leeway = tp_opt_integer(L, idx, "leeway", TP_DEFAULT_LEEWAY, 0);
     o->max_size = tp_opt_integer(L, idx, "max_size", TP_DEFAULT_MAX_SIZE, 1);
     o->require_exp = tp_opt_boolean(L, idx, "require_exp", 1);
@@ -299,6 +274,36 @@ static void parse_verify_opts(lua_State *L, int idx, verify_opts *o)
         lua_pop(L, 1);
         if (tp_opt_strings(L, idx, "require")) o->require = lua_gettop(L);
     }
+}
+
+void tp_jwt_default_opts(tp_verify_opts *o)
+{
+    o->algs = TP_ALGS_ASYMMETRIC;
+    o->leeway = TP_DEFAULT_LEEWAY;
+    o->max_size = TP_DEFAULT_MAX_SIZE;
+    o->require_exp = 1;
+    o->iss = o->aud = o->require = 0;
+    o->typ = NULL;
+    o->now = 0;
+}
+
+/* Reads verify's options table at idx through the shared readers. */
+static void parse_verify_opts(lua_State *L, int idx, tp_verify_opts *o)
+{
+    static const char *const options[] = {
+        "algs", "iss", "aud", "typ", "leeway", "require", "require_exp", "max_size", "now", NULL
+    };
+    tp_jwt_default_opts(o);
+    if (!tp_opts(L, idx, options)) {
+        o->now = (lua_Integer)time(NULL);
+        return;
+    }
+    {
+        int has_now = lua_getfield(L, idx, "now") != LUA_TNIL;
+        lua_pop(L, 1);
+        o->now = has_now ? tp_opt_integer(L, idx, "now", 0, LUA_MININTEGER) : (lua_Integer)time(NULL);
+    }
+    tp_jwt_read_opts(L, idx, o);
 }
 
 /* Reads a NumericDate claim from the claims table at idx.  Returns 0 when
@@ -359,7 +364,7 @@ static int matches_option(lua_State *L, int value_idx)
 /* Checks header typ and the claims (tables at hdr and cl); pushes the fail
  * triple and returns 3 on a failure, else returns 0 with the stack as it
  * was. */
-static int check_claims(lua_State *L, const verify_opts *o, int hdr, int cl)
+static int check_claims(lua_State *L, const tp_verify_opts *o, int hdr, int cl)
 {
     lua_Integer exp, nbf, iat;
     int has;
@@ -477,10 +482,21 @@ static int keyset_has_kid(const tp_keyset *set, const char *kid, size_t kidlen)
  */
 static int tp_jwt_verify(lua_State *L)
 {
-    size_t len, kidlen = 0, alglen;
+    size_t len;
     const char *token = tp_check_string(L, 1, &len);
-    tp_keyset *set = (tp_keyset *)luaL_testudata(L, 2, TP_KEYSET_CLASS);  /* NULL: a JwksSource */
-    verify_opts o;
+    tp_verify_opts o;
+    if (!luaL_testudata(L, 2, TP_KEYSET_CLASS)) tp_check_jwks(L, 2);
+    lua_settop(L, 3);
+    parse_verify_opts(L, 3, &o);
+    return tp_jwt_verify_token(L, token, len, 2, &o, CLAIMS_META);
+}
+
+int tp_jwt_verify_token(lua_State *L, const char *token, size_t len, int keys, const tp_verify_opts *opts,
+                        int claims_meta)
+{
+    size_t kidlen = 0, alglen;
+    tp_keyset *set = (tp_keyset *)luaL_testudata(L, keys, TP_KEYSET_CLASS);  /* NULL: a JwksSource */
+    tp_verify_opts o = *opts;
     compact c;
     const char *msg, *algname, *kid = NULL;
     char small[TP_SMALL_WORK], safe[40];
@@ -488,9 +504,6 @@ static int tp_jwt_verify(lua_State *L)
     int alg, hdr, cl, tried = 0, verified = 0, kid_known = 0, pool = 0, fetched = 0;
     int source = set == NULL;
 
-    if (source) tp_check_jwks(L, 2);
-    lua_settop(L, 3);
-    parse_verify_opts(L, 3, &o);
     if ((lua_Integer)len > o.max_size)
         return tp_fail(L, "too_large", "token of %I bytes is over the %I-byte limit", (lua_Integer)len, o.max_size);
     if (needs_strip(token, len)) token = strip_token(token, &len);
@@ -520,7 +533,7 @@ static int tp_jwt_verify(lua_State *L)
     }
     lua_pop(L, 1);
     if (source) {  /* the source's current set stays on the stack while in use */
-        int n = tp_jwks_keys(L, 2, &fetched);
+        int n = tp_jwks_keys(L, keys, &fetched);
         if (n != 1) return n;
         set = (tp_keyset *)lua_touserdata(L, -1);
     }
@@ -533,7 +546,7 @@ static int tp_jwt_verify(lua_State *L)
     default: return tp_fail(L, "malformed", "kid is not a string");
     }
     lua_pop(L, 1);
-    if (source && kid && !kid_known && !fetched && tp_jwks_refetch(L, 2)) {
+    if (source && kid && !kid_known && !fetched && tp_jwks_refetch(L, keys)) {
         /* A JwksSource that did not know the kid: retry with the new set. */
         set = (tp_keyset *)lua_touserdata(L, -1);
         kid_known = keyset_has_kid(set, kid, kidlen);
@@ -571,9 +584,9 @@ static int tp_jwt_verify(lua_State *L)
     if (check_claims(L, &o, hdr, cl))
         return 3;
     /* One shared metatable, so that claims and header print readably. */
-    lua_pushvalue(L, CLAIMS_META);
+    lua_pushvalue(L, claims_meta);
     lua_setmetatable(L, cl);
-    lua_pushvalue(L, CLAIMS_META);
+    lua_pushvalue(L, claims_meta);
     lua_setmetatable(L, hdr);
     lua_pushvalue(L, hdr);
     return 2;

@@ -267,4 +267,43 @@ TP_INTERNAL void tp_open_http(lua_State *L);
 /* After keys and http: a JwksSource imports with keys and fetches with fetch_keys. */
 TP_INTERNAL void tp_open_jwks(lua_State *L);
 
+/* ---- verifier (verifier.c, on pieces shared with jwt.c) -----------------
+ * tp.verify and the prepared verifier run the same checks through these,
+ * so that both give the same codes and messages for the same options. */
+
+/* Classes of policy.c and denylist.c the verifier takes. */
+#define TP_POLICY_CLASS "tokenpolicy.Policy"
+#define TP_DENYLIST_CLASS "tokenpolicy.Denylist"
+
+/* verify's options once read: iss, aud and require are the stack indices
+ * of their (string or list) values, 0 when not checked. */
+typedef struct tp_verify_opts {
+    unsigned algs;
+    lua_Integer now, leeway, max_size;
+    int require_exp;
+    int iss, aud, require;
+    const char *typ;        /* NULL when not checked */
+} tp_verify_opts;
+
+/* The defaults of every option (now 0). */
+TP_INTERNAL void tp_jwt_default_opts(tp_verify_opts *o);
+
+/* Reads algs, iss, aud, typ, leeway, require, require_exp and max_size
+ * from the options table at idx (checked by tp_opts already), with verify's
+ * meanings and argument errors; pushes the values of iss, aud and require
+ * (indices in o). */
+TP_INTERNAL void tp_jwt_read_opts(lua_State *L, int idx, tp_verify_opts *o);
+
+/* Verifies token with the KeySet or JwksSource at keys: pushes claims and
+ * header (tables with the metatable at claims_meta) and returns 2, or
+ * pushes the fail triple and returns 3. */
+TP_INTERNAL int tp_jwt_verify_token(lua_State *L, const char *token, size_t len, int keys,
+                                    const tp_verify_opts *o, int claims_meta);
+
+/* Whether jti is denied at now by the Denylist at idx (a closed one
+ * raises), as Denylist:contains answers (denylist.c). */
+TP_INTERNAL int tp_denylist_denied(lua_State *L, int idx, const char *jti, size_t len, lua_Integer now);
+
+TP_INTERNAL void tp_open_verifier(lua_State *L);
+
 #endif
