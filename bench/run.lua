@@ -259,6 +259,25 @@ local function verify_benchmark(fixtures, alg, target)
   }
 end
 
+-- v:check on a verifier prepared with the same options as verify's rows.
+local function check_benchmark(fixtures, alg, target)
+  local f = fixtures.algs[alg]
+  local v = tp.verifier { keys = f.verifier, iss = f.verify_opts.iss, aud = f.verify_opts.aud,
+                          algs = f.verify_opts.algs }
+  return {
+    name = "check " .. alg,
+    fn = v.check,
+    args = { v, f.token, NOW },
+    check = function()
+      local claims, err = v:check(f.token, NOW)
+      assert(claims, err)
+      assert(claims.jti == "b3f1c2d4-6e5f-4a7b-8c9d-0e1f2a3b4c5d", "check returned the wrong claims")
+    end,
+    baseline = raw_openssl_baseline(alg, f),
+    target = target,
+  }
+end
+
 local sections = {
   {
     title = "JWT verify: tp.verify{now, iss, aud} against raw OpenSSL on the same key, "
@@ -271,6 +290,18 @@ local sections = {
         verify_benchmark(fixtures, "RS256", { min_ratio = 0.85, against = "evp_digestverify" }),
         verify_benchmark(fixtures, "ES256", { min_ratio = 0.90, against = "evp_digestverify" }),
         verify_benchmark(fixtures, "HS256", nil),
+      }
+    end,
+  },
+  {
+    title = "Prepared verifier: v:check(token, now) (iss, aud; no cache) against raw OpenSSL",
+    prepare = function(fixtures)
+      return {
+        -- Against the fastest raw paths: a prepared EVP_PKEY_CTX, a keyed
+        -- EVP_MAC_CTX.
+        check_benchmark(fixtures, "RS256", { min_ratio = 0.95, against = "evp_pkey_verify" }),
+        check_benchmark(fixtures, "ES256", { min_ratio = 0.97, against = "evp_pkey_verify" }),
+        check_benchmark(fixtures, "HS256", { min_ratio = 0.5, against = "evp_mac_prepared" }),
       }
     end,
   },
