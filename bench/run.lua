@@ -5,6 +5,8 @@
 --
 -- Environment: BENCH_ROUNDS (default 5) and BENCH_SECONDS (default 1, the
 -- length of one measurement in whole seconds) trade run time for stability.
+-- BENCH_ONLY (a Lua pattern) runs only the benchmarks whose name matches it
+-- (and skips the command line one unless it matches "cli status").
 --
 -- Every benchmark runs ROUNDS rounds; a round measures the baseline and then
 -- ours, so slow phases of a shared machine (a 2-core CI runner, say) hit
@@ -31,6 +33,7 @@ end
 local ROUNDS = math.tointeger(tonumber(os.getenv("BENCH_ROUNDS") or "")) or 5
 local SECONDS = math.tointeger(tonumber(os.getenv("BENCH_SECONDS") or "")) or 1
 assert(ROUNDS >= 1 and SECONDS >= 1, "BENCH_ROUNDS and BENCH_SECONDS must be positive integers")
+local ONLY = os.getenv("BENCH_ONLY")
 
 -- A fixed clock inside the tokens' lifetime: verify takes `now`, so the
 -- tokens never expire however long ago they were signed.
@@ -611,16 +614,20 @@ local function main(dir)
     print(string.format(ROW, "benchmark", "ours ops/s", "raw ops/s", "ratio",
                         "raw baseline (ratio to the faster)"))
     for _, b in ipairs(section.prepare(fixtures)) do
-      local r = run_benchmark(b)
-      print_result(r)
-      table.insert(results, r)
+      if not ONLY or b.name:match(ONLY) then
+        local r = run_benchmark(b)
+        print_result(r)
+        table.insert(results, r)
+      end
     end
   end
 
-  print()
-  print("== tokenpolicy status, process start to exit (vs lua5.4 -e '')")
-  print(string.format(ROW, "command", "ours", "bare lua", "", ""))
-  table.insert(results, cli_benchmark(fixtures))
+  if not ONLY or ("cli status"):match(ONLY) then
+    print()
+    print("== tokenpolicy status, process start to exit (vs lua5.4 -e '')")
+    print(string.format(ROW, "command", "ours", "bare lua", "", ""))
+    table.insert(results, cli_benchmark(fixtures))
+  end
 
   print()
   print("== targets")
