@@ -161,6 +161,11 @@ static int fail_token(lua_State *L, const char *msg, const char *token, size_t l
     return tp_fail(L, "malformed", "%s%s", msg, token_hint(token, len));
 }
 
+const char *tp_jwt_strip(const char *token, size_t *len)
+{
+    return needs_strip(token, *len) ? strip_token(token, len) : token;
+}
+
 int tp_jwt_split(lua_State *L, const char *token, size_t len, lua_Integer max_size, char *small, tp_jws *j)
 {
     const char *msg;

@@ -314,6 +314,10 @@ typedef struct tp_jws {
 TP_INTERNAL int tp_jwt_split(lua_State *L, const char *token, size_t len, lua_Integer max_size, char *work,
                              tp_jws *j);
 
+/* The token without what tp_jwt_split strips first (surrounding
+ * whitespace, a "Bearer " prefix); *len is updated. */
+TP_INTERNAL const char *tp_jwt_strip(const char *token, size_t *len);
+
 /* Parses part 0 (header) or 1 (payload) into a table pushed on the stack:
  * NULL, or the message for `malformed` (nothing pushed but the message). */
 TP_INTERNAL const char *tp_jwt_parse_part(lua_State *L, const tp_jws *j, int part);

@@ -286,10 +286,13 @@ struct tp_verifier {
     int has_policy, has_denylist, source;
     int nrequire;           /* required names; more than FAST_REQUIRE: slow claims */
     struct { const char *s; size_t len; } require[FAST_REQUIRE];
-    /* the cache */
-    lua_Integer cache_size, hits, misses, evictions;
-    EVP_MAC_CTX *mac;       /* SipHash with this verifier's random key */
-    void *cache_set;        /* the key set the entries were verified with */
+    /* the cache (see "the cache" below) */
+    lua_Integer cache_size, hits, misses, evictions, entries;
+    EVP_MAC_CTX *mac;       /* the keyed hash, with this verifier's random key */
+    struct centry *ents;    /* cache_size entries, then the bucket heads (Lua-owned) */
+    int32_t *heads;
+    uint32_t nbuckets, used, hand;
+    const void *cache_set;  /* the key set the entries were verified with */
 };
 
 static int scan_stop(scan *s)
@@ -545,6 +548,201 @@ static void claims_facts(lua_State *L, const tp_verifier *v, const tp_verify_opt
         }
 }
 
+/* ---- the cache ------------------------------------------------------------
+ *
+ * A bounded cache of verified tokens, one per verifier (so one per Lua
+ * state: no locks).  Key: a keyed hash of the stripped token (SipHash
+ * through OpenSSL's EVP_MAC, with a random key drawn when the verifier is
+ * made), then a full byte comparison; value: the claims and header views
+ * and the token's times.  The entries array and the bucket heads are one
+ * Lua userdata, and the token strings and views are kept in a Lua table
+ * (3 slots per entry), so the cache holds no C memory of its own.
+ * Eviction is CLOCK: a hit sets an entry's bit, the hand clears bits until
+ * it finds an entry without one. */
+
+#define CACHE_MAX 1000000
+
+typedef struct centry {
+    uint64_t hash;
+    const char *token;      /* the stripped token (the string in the refs table) */
+    size_t len;
+    lua_Integer exp, nbf, iat;
+    int32_t next;           /* the next entry of the bucket, or -1 */
+    unsigned char live, ref, has_nbf, has_iat;
+} centry;
+
+/* A 64-bit keyed hash of the token, 0 when the MAC fails (then the cache
+ * is simply not used for this call). */
+static uint64_t cache_hash(tp_verifier *v, const char *token, size_t len)
+{
+    unsigned char out[EVP_MAX_MD_SIZE];
+    size_t outlen = 0;
+    uint64_t h = 0;
+    if (!EVP_MAC_init(v->mac, NULL, 0, NULL) || !EVP_MAC_update(v->mac, (const unsigned char *)token, len) ||
+        !EVP_MAC_final(v->mac, out, &outlen, sizeof out) || outlen < sizeof h) {
+        ERR_clear_error();
+        return 0;
+    }
+    memcpy(&h, out, sizeof h);
+    return h | 1;  /* never 0 */
+}
+
+/* Makes the keyed hash: SipHash-2-4 (64-bit output), or, where a provider
+ * lacks it, HMAC-SHA-256 cut to 64 bits.  0 when neither is there. */
+static int cache_mac_new(tp_verifier *v)
+{
+    unsigned char key[32];
+    size_t size = 8;
+    OSSL_PARAM sip[] = { OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &size), OSSL_PARAM_construct_end() };
+    OSSL_PARAM hmac[] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+                          OSSL_PARAM_construct_end() };
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "SIPHASH", NULL);
+    int ok = 0, is_sip = mac != NULL;
+    if (!mac) mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (mac && (v->mac = EVP_MAC_CTX_new(mac)) && RAND_bytes(key, sizeof key) == 1)
+        ok = is_sip ? EVP_MAC_init(v->mac, key, 16, sip) : EVP_MAC_init(v->mac, key, sizeof key, hmac);
+    EVP_MAC_free(mac);
+    OPENSSL_cleanse(key, sizeof key);
+    if (!ok) {
+        EVP_MAC_CTX_free(v->mac);
+        v->mac = NULL;
+        ERR_clear_error();
+    }
+    return ok;
+}
+
+/* Empties the cache: a new refs table lets the old views go. */
+static void cache_flush(lua_State *L, tp_verifier *v, int uv)
+{
+    if (!v->ents) return;
+    for (uint32_t i = 0; i < v->nbuckets; i++) v->heads[i] = -1;
+    memset(v->ents, 0, (size_t)v->cache_size * sizeof *v->ents);
+    v->used = v->hand = 0;
+    v->entries = 0;
+    lua_createtable(L, 0, 0);
+    lua_rawseti(L, uv, UV_CACHE_REFS);
+}
+
+/* The live entry holding token, or -1. */
+static int32_t cache_find(const tp_verifier *v, uint64_t hash, const char *token, size_t len)
+{
+    for (int32_t i = v->heads[hash & (v->nbuckets - 1)]; i >= 0; i = v->ents[i].next) {
+        const centry *e = &v->ents[i];
+        if (e->hash == hash && e->len == len && memcmp(e->token, token, len) == 0) return i;
+    }
+    return -1;
+}
+
+static void cache_unlink(tp_verifier *v, int32_t i)
+{
+    int32_t *link = &v->heads[v->ents[i].hash & (v->nbuckets - 1)];
+    while (*link != i) link = &v->ents[*link].next;
+    *link = v->ents[i].next;
+    v->ents[i].live = 0;
+    v->entries--;
+}
+
+/* The slot for a new entry: a never used one, else the CLOCK victim. */
+static int32_t cache_slot(tp_verifier *v)
+{
+    if (v->used < (uint32_t)v->cache_size) return (int32_t)v->used++;
+    for (;;) {
+        centry *e = &v->ents[v->hand];
+        int32_t i = (int32_t)v->hand;
+        v->hand = (v->hand + 1) % (uint32_t)v->cache_size;
+        if (!e->live) return i;
+        if (e->ref) {
+            e->ref = 0;
+            continue;
+        }
+        cache_unlink(v, i);
+        v->evictions++;
+        return i;
+    }
+}
+
+/* Whether the cached times still hold at now (verify's time checks). */
+static int cache_times_ok(const tp_verifier *v, const centry *e, lua_Integer now)
+{
+    lua_Integer leeway = v->o.leeway;
+    return tp_sub_sat(now, leeway) < e->exp && (!e->has_nbf || tp_add_sat(now, leeway) >= e->nbf) &&
+           (!e->has_iat || e->iat <= tp_add_sat(now, leeway));
+}
+
+/* Makes sure the entries were verified with the keys in use now: a
+ * JwksSource whose current set changed (set_keys, a fetch) drops them.
+ * Returns 0 when its set cannot be had (the full path then reports it). */
+static int cache_keys_current(lua_State *L, tp_verifier *v, int uv, int keys)
+{
+    int fetched, top = lua_gettop(L);
+    const void *set;
+    if (!v->source) return 1;
+    if (tp_jwks_keys(L, keys, &fetched) != 1) {
+        lua_settop(L, top);
+        return 0;
+    }
+    set = lua_touserdata(L, -1);
+    if (set != v->cache_set) {
+        cache_flush(L, v, uv);
+        v->cache_set = set;
+        lua_rawseti(L, uv, UV_CACHE_SET);  /* kept, so its address stays its own */
+    }
+    lua_settop(L, top);
+    return 1;
+}
+
+/* Adds a verified token (its claims and header views at cl and hdr, its
+ * times in c) verified with the set at setidx.  Tokens without exp are
+ * not cached: nothing would bound their stay. */
+static void cache_add(lua_State *L, tp_verifier *v, int uv, uint64_t hash, const char *token, size_t len,
+                      int cl, int hdr, const tp_jwt_claims *c, int setidx)
+{
+    centry *e;
+    int32_t i;
+    if (c->exp != 1) return;
+    if (!v->ents) {
+        uint32_t nb = 1;
+        size_t size;
+        while (nb < (uint32_t)v->cache_size) nb <<= 1;
+        size = (size_t)v->cache_size * sizeof(centry) + nb * sizeof(int32_t);
+        v->ents = (centry *)lua_newuserdata(L, size);
+        lua_rawseti(L, uv, UV_CACHE_ENTRIES);
+        v->heads = (int32_t *)(v->ents + v->cache_size);
+        v->nbuckets = nb;
+        v->cache_set = NULL;
+        cache_flush(L, v, uv);
+    }
+    if (lua_touserdata(L, setidx) != v->cache_set) {  /* verified with other keys: start again */
+        cache_flush(L, v, uv);
+        v->cache_set = lua_touserdata(L, setidx);
+        lua_pushvalue(L, setidx);
+        lua_rawseti(L, uv, UV_CACHE_SET);
+    }
+    i = cache_slot(v);
+    e = &v->ents[i];
+    lua_rawgeti(L, uv, UV_CACHE_REFS);
+    lua_pushlstring(L, token, len);
+    e->token = lua_tostring(L, -1);  /* kept by the refs table */
+    lua_rawseti(L, -2, 3 * i + 1);
+    lua_pushvalue(L, cl);
+    lua_rawseti(L, -2, 3 * i + 2);
+    lua_pushvalue(L, hdr);
+    lua_rawseti(L, -2, 3 * i + 3);
+    lua_pop(L, 1);
+    e->hash = hash;
+    e->len = len;
+    e->exp = c->exp_v;
+    e->has_nbf = c->nbf == 1;
+    e->nbf = c->nbf_v;
+    e->has_iat = c->iat == 1;
+    e->iat = c->iat_v;
+    e->ref = 0;
+    e->live = 1;
+    e->next = v->heads[hash & (v->nbuckets - 1)];
+    v->heads[hash & (v->nbuckets - 1)] = i;
+    v->entries++;
+}
+
 /* ---- check -------------------------------------------------------------- */
 
 /* The fail message of each policy verdict state other than "valid". */
@@ -684,23 +882,23 @@ static int read_header(lua_State *L, int uv, const tp_jws *j, tp_jwt_header *h)
 /* Pushes the claims view of the decoded payload and checks the claims.
  * Returns 0, or 3 with the fail triple pushed. */
 static int read_claims(lua_State *L, const tp_verifier *v, const tp_verify_opts *o, const tp_jws *j,
-                       const tp_jwt_header *h)
+                       const tp_jwt_header *h, tp_jwt_claims *facts)
 {
     tp_view *w = view_new(L, j->part[1], j->plen[1], UP_VIEW_MT);
-    tp_jwt_claims c;
+    tp_jwt_claims *c = facts;
     const char *msg;
     int aud_ok = 0;
     uint64_t seen = 0;
     if (v->nrequire <= FAST_REQUIRE && scan_view(L, w, v, o->aud, &aud_ok, &seen)) {
-        claims_facts(L, v, o, w, aud_ok, seen, &c);
-        return tp_jwt_check_claims(L, o, h, &c);
+        claims_facts(L, v, o, w, aud_ok, seen, c);
+        return tp_jwt_check_claims(L, o, h, c);
     }
     if ((msg = tp_jwt_parse_part(L, j, 1)))
         return tp_fail(L, "malformed", "%s", msg);
     w->slow = 1;
-    tp_jwt_claims_of(L, o, -1, &c);
+    tp_jwt_claims_of(L, o, -1, c);
     tp_setuservalue(L, -2);
-    return tp_jwt_check_claims(L, o, h, &c);
+    return tp_jwt_check_claims(L, o, h, c);
 }
 
 /***
@@ -719,33 +917,64 @@ static int read_claims(lua_State *L, const tp_verifier *v, const tp_verify_opts 
 static int tp_verifier_check(lua_State *L)
 {
     tp_verifier *v = self_verifier(L, 1);
-    size_t len;
-    const char *token = tp_check_string(L, 2, &len);
+    size_t len, slen;
+    const char *token = tp_check_string(L, 2, &len), *stripped = NULL;
     tp_verify_opts o = v->o;
     char work[TP_JWS_WORK];
     tp_jwt_header h;
+    tp_jwt_claims c;
     tp_keyset *set;
+    uint64_t hash = 0;
     tp_jws j;
-    int uv, keys, hdr, alg;
+    int uv, keys, hdr, cl, alg, setidx;
 
     o.now = arg_now(L, 3);
     lua_settop(L, 3);
     luaL_checkstack(L, 24, "verifier");
     tp_getuservalue(L, 1);
     uv = lua_gettop(L);
-    if (o.iss) { lua_rawgeti(L, uv, UV_ISS); o.iss = lua_gettop(L); }
-    if (o.aud) { lua_rawgeti(L, uv, UV_AUD); o.aud = lua_gettop(L); }
-    if (o.require) { lua_rawgeti(L, uv, UV_REQUIRE); o.require = lua_gettop(L); }
     lua_rawgeti(L, uv, UV_KEYS);
     keys = lua_gettop(L);
 
+    if (v->mac && (lua_Integer)len <= o.max_size) {
+        slen = len;
+        stripped = tp_jwt_strip(token, &slen);
+        hash = cache_hash(v, stripped, slen);
+        if (hash && v->ents && cache_keys_current(L, v, uv, keys)) {
+            int32_t i = cache_find(v, hash, stripped, slen);
+            if (i >= 0 && !cache_times_ok(v, &v->ents[i], o.now)) {
+                cache_unlink(v, i);  /* the full path gives the exact failure */
+                i = -1;
+            }
+            if (i >= 0) {
+                v->hits++;
+                v->ents[i].ref = 1;
+                lua_rawgeti(L, uv, UV_CACHE_REFS);
+                lua_rawgeti(L, -1, 3 * i + 2);
+                cl = lua_gettop(L);
+                if (judge(L, v, uv, cl, o.now)) return 3;
+                lua_rawgeti(L, cl - 1, 3 * i + 3);
+                return 2;
+            }
+        }
+        v->misses++;
+    }
+
+    if (o.iss) { lua_rawgeti(L, uv, UV_ISS); o.iss = lua_gettop(L); }
+    if (o.aud) { lua_rawgeti(L, uv, UV_AUD); o.aud = lua_gettop(L); }
+    if (o.require) { lua_rawgeti(L, uv, UV_REQUIRE); o.require = lua_gettop(L); }
     if (tp_jwt_split(L, token, len, o.max_size, work, &j)) return 3;
     if (read_header(L, uv, &j, &h)) return 3;
     hdr = lua_gettop(L);
     if (tp_jwt_check_alg(L, &h, o.algs, &alg) || tp_jwt_check_signature(L, keys, &h, alg, &j, &set))
         return 3;
-    if (read_claims(L, v, &o, &j, &h)) return 3;
-    if (judge(L, v, uv, lua_gettop(L), o.now)) return 3;
+    setidx = v->source ? lua_gettop(L) : keys;  /* a source's set is left pushed */
+    if (read_claims(L, v, &o, &j, &h, &c)) return 3;
+    cl = lua_gettop(L);
+    if (judge(L, v, uv, cl, o.now)) return 3;
+    if (hash && lua_touserdata(L, setidx) == (void *)set)
+        cache_add(L, v, uv, hash, stripped, slen, cl, hdr, &c, setidx);
+    lua_settop(L, cl);
     lua_pushvalue(L, hdr);
     return 2;
 }
@@ -763,7 +992,7 @@ static int tp_verifier_stats(lua_State *L)
     lua_setfield(L, -2, "hits");
     lua_pushinteger(L, v->misses);
     lua_setfield(L, -2, "misses");
-    lua_pushinteger(L, 0);
+    lua_pushinteger(L, v->entries);
     lua_setfield(L, -2, "entries");
     lua_pushinteger(L, v->evictions);
     lua_setfield(L, -2, "evictions");
@@ -776,7 +1005,10 @@ static int tp_verifier_stats(lua_State *L)
  */
 static int tp_verifier_flush(lua_State *L)
 {
-    self_verifier(L, 1);
+    tp_verifier *v = self_verifier(L, 1);
+    lua_settop(L, 1);
+    tp_getuservalue(L, 1);
+    cache_flush(L, v, 2);
     return 0;
 }
 
@@ -907,6 +1139,10 @@ static int tp_verifier_new(lua_State *L)
         lua_pop(L, 1);
     }
     v->cache_size = tp_opt_integer(L, 1, "cache", 0, 0);
+    if (v->cache_size > CACHE_MAX)
+        luaL_argerror(L, 1, "cache must be an integer of at most 1000000");
+    if (v->cache_size > 0 && !cache_mac_new(v))
+        return luaL_error(L, "verifier: OpenSSL offers no keyed hash (SipHash or HMAC) for the cache");
     lua_settop(L, 2);
     return 1;
 }

@@ -140,10 +140,14 @@ describe("verifier", function()
             if k ~= "name" then vopts[k], verify_opts[k] = v, v end
           end
           local v = tp.verifier(vopts)
+          vopts.cache = 8
+          local cached = tp.verifier(vopts)
           for _, case in ipairs(tokens) do
             local want = results(tp.verify(case[2], keys, verify_opts))
-            local got = results(v:check(case[2], NOW))
-            assert.are.same(want, got, case[1])
+            assert.are.same(want, results(v:check(case[2], NOW)), case[1])
+            -- with a cache: the first answer and the second (a hit) alike
+            assert.are.same(want, results(cached:check(case[2], NOW)), case[1] .. " (cache)")
+            assert.are.same(want, results(cached:check(case[2], NOW)), case[1] .. " (cache, again)")
           end
         end)
       end
@@ -212,6 +216,136 @@ describe("verifier", function()
     end)
   end)
 
+  describe("cache", function()
+    local dir
+    before_each(function() dir = require("helpers.expect").new_dir() end)
+    after_each(function() require("helpers.expect").remove_dir(dir) end)
+
+    local function stats_of(v)
+      local s = v:stats()
+      return { s.hits, s.misses, s.entries, s.evictions }
+    end
+
+    it("counts hits and misses and returns the same claims on a hit", function()
+      local v = tp.verifier { keys = rsa, cache = 4 }
+      local token = tp.sign(claims(), rsa)
+      local c1, h1 = assert(v:check(token, NOW))
+      local c2, h2 = assert(v:check(token, NOW + 1))
+      assert.are.equal(c1, c2)
+      assert.are.equal(h1, h2)
+      assert.are.same({ 1, 1, 1, 0 }, stats_of(v))
+      -- the same token with a Bearer prefix is the same entry
+      assert(v:check("Bearer " .. token, NOW + 2))
+      assert.are.same({ 2, 1, 1, 0 }, stats_of(v))
+    end)
+
+    it("is off by default", function()
+      local v = tp.verifier { keys = rsa }
+      local token = tp.sign(claims(), rsa)
+      assert(v:check(token, NOW))
+      assert(v:check(token, NOW))
+      assert.are.same({ 0, 0, 0, 0 }, stats_of(v))
+    end)
+
+    it("never returns a token past its exp, leeway included", function()
+      local v = tp.verifier { keys = rsa, cache = 4, leeway = 60 }
+      local token = tp.sign(claims { exp = NOW + 100 }, rsa)
+      assert(v:check(token, NOW))
+      assert(v:check(token, NOW + 159))          -- within the leeway: a hit
+      assert.are.same({ 1, 1, 1, 0 }, stats_of(v))
+      fails("expired", v:check(token, NOW + 160))
+      assert.are.same({ 1, 2, 0, 0 }, stats_of(v))
+      -- and the answer is verify's
+      assert.are.same(results(tp.verify(token, rsa, { now = NOW + 160 })), results(v:check(token, NOW + 160)))
+    end)
+
+    it("checks nbf and iat again when now moves back", function()
+      local v = tp.verifier { keys = rsa, cache = 4, leeway = 0 }
+      local token = tp.sign(claims { nbf = NOW - 10 }, rsa)
+      assert(v:check(token, NOW))
+      fails("not_yet_valid", v:check(token, NOW - 100))
+    end)
+
+    it("does not cache a token without exp", function()
+      local v = tp.verifier { keys = rsa, cache = 4, require_exp = false }
+      local token = tp.sign(claims { exp = "nil" }, rsa)
+      assert(v:check(token, NOW))
+      assert(v:check(token, NOW))
+      assert.are.same({ 0, 2, 0, 0 }, stats_of(v))
+    end)
+
+    it("misses for a token differing in one byte", function()
+      local v = tp.verifier { keys = rsa, cache = 4 }
+      local token = tp.sign(claims(), rsa)
+      assert(v:check(token, NOW))
+      local last = token:sub(-1) == "A" and "B" or "A"
+      local changed = token:sub(1, -2) .. last
+      local want = results(tp.verify(changed, rsa, { now = NOW }))
+      assert.are.same(want, results(v:check(changed, NOW)))
+      assert.are.same({ 0, 2, 1, 0 }, stats_of(v))
+    end)
+
+    it("evicts at its size", function()
+      local v = tp.verifier { keys = rsa, cache = 2 }
+      local tokens = {}
+      for i = 1, 3 do tokens[i] = tp.sign(claims { jti = "t" .. i }, rsa) end
+      for i = 1, 3 do assert(v:check(tokens[i], NOW)) end
+      assert.are.same({ 0, 3, 2, 1 }, stats_of(v))
+      -- every token still verifies, cached or not
+      for i = 1, 3 do assert.are.equal("t" .. i, assert(v:check(tokens[i], NOW)).jti) end
+      local s = v:stats()
+      assert.are.equal(2, s.entries)
+      assert.are.equal(6, s.hits + s.misses)
+    end)
+
+    it("drops its entries when a JwksSource gets new keys", function()
+      local source = tp.jwks {}
+      assert(source:set_keys(jwks_text, NOW))
+      local v = tp.verifier { keys = source, cache = 4 }
+      local token = tp.sign(claims(), rsa)
+      assert(v:check(token, NOW))
+      assert(v:check(token, NOW))
+      assert.are.same({ 1, 1, 1, 0 }, stats_of(v))
+      assert(source:set_keys(jwks_text, NOW))
+      assert(v:check(token, NOW))
+      assert.are.same({ 1, 2, 1, 0 }, stats_of(v))
+      -- keys without the token's key: refused, not served from the cache
+      assert(source:set_keys(tp.json_encode { keys = { tp.json_decode(crypto.hmac_jwk(("z"):rep(32), "z")) } }, NOW))
+      fails("unknown_key", v:check(token, NOW))
+    end)
+
+    it("checks the denylist on every hit", function()
+      local list = assert(tp.denylist(dir .. "/denied"))
+      local v = tp.verifier { keys = rsa, cache = 4, denylist = list }
+      local token = tp.sign(claims { jti = "later-revoked" }, rsa)
+      assert(v:check(token, NOW))
+      assert(v:check(token, NOW))
+      assert(list:add("later-revoked", NOW + 3600))
+      fails("revoked", v:check(token, NOW))
+      assert.are.equal(2, v:stats().hits)
+    end)
+
+    it("judges the policy again on every hit", function()
+      local policy = assert(tp.policy { login_token_lifetime = "1h" })
+      local v = tp.verifier { keys = rsa, cache = 4, policy = policy }
+      local token = tp.sign(claims { auth_time = NOW - 1800 }, rsa)
+      assert(v:check(token, NOW))
+      assert(v:check(token, NOW + 60))
+      fails("expired", v:check(token, NOW + 1800))
+      assert.are.equal(2, v:stats().hits)
+    end)
+
+    it("empties on flush", function()
+      local v = tp.verifier { keys = rsa, cache = 4 }
+      local token = tp.sign(claims(), rsa)
+      assert(v:check(token, NOW))
+      v:flush()
+      assert.are.same({ 0, 1, 0, 0 }, stats_of(v))
+      assert(v:check(token, NOW))
+      assert.are.same({ 0, 2, 1, 0 }, stats_of(v))
+    end)
+  end)
+
   describe("claims", function()
     it("gives the claims and the header by field", function()
       local v = tp.verifier { keys = rsa, iss = ISS }
@@ -225,6 +359,49 @@ describe("verifier", function()
       assert.is_nil(c.azp)
       assert.are.equal("RS256", h.alg)
       assert.are.equal("rsa-1", h.kid)
+      assert.are.equal("JWT", h.typ)
+      assert.is_nil(h.crit)
+    end)
+
+    it("is a read-only view that lists, copies and prints like verify's tables", function()
+      local token = tp.sign(claims { groups = { "/atlas" }, ["wlcg.ver"] = "1.0" }, rsa)
+      local c, h = tp.verifier({ keys = rsa }):check(token, NOW)
+      local want, want_header = tp.verify(token, rsa, { now = NOW })
+      assert.are.equal("userdata", type(c))
+      assert.are.equal("tokenpolicy.ClaimsView", getmetatable(c).__name)
+      local seen = {}
+      for k, v in pairs(c) do seen[k] = v end
+      assert.are.same(want, seen)
+      local copy = c:totable()
+      assert.are.same(want, copy)
+      copy.sub = "changed"
+      assert.are.equal("alice", c.sub)
+      assert.are_not.equal(copy, c:totable())
+      assert.are.equal(tostring(want), tostring(c))
+      assert.are.equal(tostring(want_header), tostring(h))
+      assert.has_error(function() c.sub = "mallory" end,
+        "a tokenpolicy.ClaimsView is read-only (claims:totable() gives a table of your own)")
+      assert.has_error(function() h.alg = "none" end)
+      assert.are.equal("alice", c.sub)
+    end)
+
+    it("reads claims with escapes, non-ASCII text and floats the slow way, alike", function()
+      local odd = claims { sub = "al\"i\\ce", name = "Jos\u{e9}", score = 1.5, n = tp.null, iat = NOW - 0.5 }
+      local token = tp.sign(odd, rsa)
+      local c = assert(tp.verifier({ keys = rsa, require = { "name" } }):check(token, NOW))
+      assert.are.equal("al\"i\\ce", c.sub)
+      assert.are.equal("Jos\u{e9}", c.name)
+      assert.are.equal(1.5, c.score)
+      assert.are.equal(tp.null, c.n)
+      assert.are.equal(NOW + 3600, c.exp)
+      assert.are.same(tp.verify(token, rsa, { now = NOW }), c:totable())
+    end)
+
+    it("shares one header view between tokens with the same header", function()
+      local v = tp.verifier { keys = rsa }
+      local _, h1 = v:check(tp.sign(claims { jti = "a" }, rsa), NOW)
+      local _, h2 = v:check(tp.sign(claims { jti = "b" }, rsa), NOW)
+      assert.are.equal(h1, h2)
     end)
   end)
 
