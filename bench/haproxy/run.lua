@@ -149,7 +149,7 @@ end
 
 local function tokenpolicy_loader(fx, cache_size)
   return string.format([[require("tokenpolicy.haproxy").register{
-  name = "tokenpolicy-auth", keys_file = %q, iss = %q, aud = %q, algs = "RS256", cache_size = %d,
+  name = "tokenpolicy-auth", keys_file = %q, iss = %q, aud = %q, algs = { "RS256" }, cache_size = %d,
 }
 ]], fx.public, ISSUER, AUDIENCE, cache_size)
 end
