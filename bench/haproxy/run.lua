@@ -544,11 +544,9 @@ local function callgrind_haproxy(cfg, fx)
   wait_ready(cfg, pid, 60)
   check(cfg, fx)
   wrk(fx, 2, 10)
-  fetch("/stats?reset")
   run("callgrind_control -i on " .. pid .. " >/dev/null 2>&1")
-  wrk(fx, DURATION, 10)
+  local requests = wrk(fx, DURATION, 10).requests
   run("callgrind_control -i off " .. pid .. " >/dev/null 2>&1")
-  local requests = tonumber(fetch("/stats"):match("requests=(%d+)"))
   stop(pid, 60)
   return ir_by_object(out, requests)
 end
@@ -627,11 +625,16 @@ local function main()
     if CALLGRIND then
       print("")
       print("Instructions per request under callgrind (user space only; HAProxy at 10 connections):")
-      for _, id in ipairs({ "x1", "x3", "x4", "x11" }) do
-        for _, cfg in ipairs(xs) do
-          if cfg.id == id then
-            print(string.format("  (%s) %-24s %s", cfg.id, cfg.name, callgrind_haproxy(cfg, fx)))
-          end
+      local all = {}
+      for _, cfg in ipairs(list) do
+        all[cfg.id] = cfg
+      end
+      for _, cfg in ipairs(xs) do
+        all[cfg.id] = cfg
+      end
+      for _, id in ipairs({ "a", "b", "c", "d", "e", "f", "x1", "x3", "x4", "x11" }) do
+        if all[id] then
+          print(string.format("  %-5s %-26s %s", "(" .. id .. ")", all[id].name, callgrind_haproxy(all[id], fx)))
         end
       end
       print("  outside HAProxy, lua5.3:")
