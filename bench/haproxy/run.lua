@@ -632,7 +632,7 @@ local function main()
       for _, cfg in ipairs(xs) do
         all[cfg.id] = cfg
       end
-      for _, id in ipairs({ "a", "b", "c", "d", "e", "f", "x1", "x3", "x4", "x11" }) do
+      for _, id in ipairs({ "a", "b", "c", "d", "e", "f", "x1", "x2", "x3", "x4", "x6", "x7", "x11" }) do
         if all[id] then
           print(string.format("  %-5s %-26s %s", "(" .. id .. ")", all[id].name, callgrind_haproxy(all[id], fx)))
         end
