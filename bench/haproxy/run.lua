@@ -465,7 +465,7 @@ set multiplot layout 2,1 title %q
 set style fill solid 0.85 border -1
 set boxwidth 0.6
 set grid ytics
-set xrange [-0.6:%d]
+set xrange [-0.6:%g]
 set yrange [0:*]
 set xtics scale 0 font "sans,11"
 set ylabel "requests/s (higher is better)"
