@@ -160,8 +160,8 @@ end
 -- `claims` (a wrong audience is denied too).
 local function configurations(fx)
   return {
-    { id = "a", name = "no auth", rules = {} },
-    { id = "b", name = "HAProxy jwt_verify", verifies = true, rules = {
+    { id = "a", name = "no auth", chart = "(a) no auth", rules = {} },
+    { id = "b", name = "HAProxy jwt_verify", chart = "(b) HAProxy\\njwt_verify", verifies = true, rules = {
       "    http-request set-var(txn.bearer) http_auth_bearer",
       "    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')",
       "    http-request deny unless { var(txn.alg) -m str RS256 }",
@@ -171,15 +171,16 @@ local function configurations(fx)
       "    http-request set-var(txn.now) date()",
       "    http-request deny unless { var(txn.exp),sub(txn.now) -m int gt 0 }",
     } },
-    { id = "c", name = "tokenpolicy, cache", verifies = true, claims = true,
+    { id = "c", name = "tokenpolicy, cache", chart = "(c) tokenpolicy\\ncache", verifies = true, claims = true,
       lua = tokenpolicy_loader(fx, 2 * TOKENS), rules = lua_action("tokenpolicy-auth") },
-    { id = "d", name = "tokenpolicy, no cache", verifies = true, claims = true,
+    { id = "d", name = "tokenpolicy, no cache", chart = "(d) tokenpolicy\\nno cache", verifies = true,
+      claims = true,
       lua = tokenpolicy_loader(fx, 0), rules = lua_action("tokenpolicy-auth") },
-    { id = "e", name = "Lua luaossl+cjson", verifies = true, claims = true,
+    { id = "e", name = "Lua luaossl+cjson", chart = "(e) Lua on\\nluaossl+cjson", verifies = true, claims = true,
       lua = string.format('require("luaossl_baseline").register{ name = "luaossl-auth", key_file = %q, '
         .. 'iss = %q, aud = %q }\n', fx.public, ISSUER, AUDIENCE),
       rules = lua_action("luaossl-auth") },
-    { id = "f", name = "Lua header only",
+    { id = "f", name = "Lua header only", chart = "(f) Lua, header\\nread only",
       lua = 'require("header_only").register{ name = "header-only" }\n', rules = lua_action("header-only") },
   }
 end
@@ -450,7 +451,7 @@ local function chart(list, results, fx)
   local data = {}
   for i, cfg in ipairs(list) do
     local r = results[cfg.id]
-    data[#data + 1] = string.format('%d "(%s) %s" %.0f %.3f %.3f', i - 1, cfg.id, cfg.name, r.rps, r.p50 or 0,
+    data[#data + 1] = string.format('%d "%s" %.0f %.3f %.3f', i - 1, cfg.chart, r.rps, r.p50 or 0,
       r.p99 or 0)
   end
   local datafile = DIR .. "/chart.dat"
@@ -459,11 +460,14 @@ local function chart(list, results, fx)
     fx.haproxy_version, CONNECTIONS, DURATION, TOKENS, os.date("!%Y-%m-%d %H:%M UTC"))
   local script = DIR .. "/chart.gp"
   write_file(script, string.format([[
-set terminal svg size 960,640 font "sans,12" background rgb "white"
+set terminal svg size 960,720 font "sans,12" background rgb "white"
 set output %q
 set multiplot layout 2,1 title %q
 set style fill solid 0.85 border -1
 set boxwidth 0.6
+set termoption noenhanced
+set lmargin 12
+set bmargin 4
 set grid ytics
 set xrange [-0.6:%g]
 set yrange [0:*]
