@@ -94,6 +94,7 @@ end
 local ROOT = capture("pwd"):gsub("%s+$", "")
 local HERE = ROOT .. "/bench/haproxy"
 local CHART = os.getenv("CHART") or (ROOT .. "/docs/haproxy-bench.svg")
+local BUILD_DIR = BUILD:sub(1, 1) == "/" and BUILD or (ROOT .. "/" .. BUILD)
 local DIR                       -- the private temporary directory
 local PORT = 20000 + math.random(0, 9999)
 
@@ -101,7 +102,7 @@ local PORT = 20000 + math.random(0, 9999)
 -- 5.3 build of the core; ";;" keeps Debian's paths (luaossl, cjson).
 local HAPROXY_ENV = table.concat({
   "LUA_PATH_5_3=" .. q(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;" .. HERE .. "/?.lua;;"),
-  "LUA_CPATH_5_3=" .. q(ROOT .. "/" .. BUILD .. "/5.3/?.so;;"),
+  "LUA_CPATH_5_3=" .. q(BUILD_DIR .. "/5.3/?.so;;"),
 }, " ")
 
 ---------------------------------------------------------------------------
@@ -489,7 +490,7 @@ end
 -- tp.verify over the same tokens in a plain Lua 5.3, outside HAProxy.
 local function outside(fx)
   return capture(string.format("LUA_PATH=%s LUA_CPATH=%s lua5.3 %s %s %s %s %s",
-    q(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"), q(ROOT .. "/" .. BUILD .. "/5.3/?.so;;"),
+    q(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"), q(BUILD_DIR .. "/5.3/?.so;;"),
     q(HERE .. "/outside.lua"), q(fx.tokens), q(fx.public), q(ISSUER), q(AUDIENCE)))
 end
 
@@ -565,7 +566,7 @@ local function callgrind_outside(fx, mode)
     outs[n] = string.format("%s/outside-%s-%d.callgrind", DIR, mode, n)
     run(string.format("LUA_PATH=%s LUA_CPATH=%s valgrind --tool=callgrind --callgrind-out-file=%s lua5.3 %s %s %s %s "
       .. "%s %s %d >/dev/null 2>&1",
-      q(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"), q(ROOT .. "/" .. BUILD .. "/5.3/?.so;;"),
+      q(ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"), q(BUILD_DIR .. "/5.3/?.so;;"),
       q(outs[n]), q(HERE .. "/outside.lua"), q(fx.tokens), q(fx.public), q(ISSUER), q(AUDIENCE), mode, n))
   end
   local function totals(out)
