@@ -155,8 +155,9 @@ local function tokenpolicy_loader(fx, cache_size)
 ]], fx.public, ISSUER, AUDIENCE, cache_size)
 end
 
--- Each configuration: id, name, `lua` (the text of a lua-load file, if
--- any), `rules`, `tune` (more global lines), and what the checks expect:
+-- Each configuration: id, name, `chart` (its label there), `lua` (the text
+-- of a lua-load file, if any; `per_thread`: lua-load-per-thread), `rules`,
+-- `tune` (more global lines), and what the checks expect:
 -- `verifies` (a bad signature and an expired token are denied) and
 -- `claims` (a wrong audience is denied too).
 local function configurations(fx)
@@ -189,7 +190,7 @@ end
 -- The "where the time goes" variants (EXPERIMENTS=1): experiments.lua's
 -- action in several modes and GC settings, and HAProxy's tune.lua knobs.
 local function experiments(fx)
-  local function x(id, name, opts, tune)
+  local function x(id, name, opts, tune, per_thread)
     local fields = { string.format("name = %q, keys_file = %q, iss = %q, aud = %q", "x-auth", fx.public,
       ISSUER, AUDIENCE) }
     for _, k in ipairs({ "mode", "pause", "stepmul", "collect_every", "key_per_request" }) do
@@ -199,7 +200,7 @@ local function experiments(fx)
     end
     return { id = id, name = name, verifies = opts.mode ~= "header" and opts.mode ~= "decode", tune = tune,
       lua = 'require("experiments").register{ ' .. table.concat(fields, ", ") .. ' }\n',
-      rules = lua_action("x-auth"), stats = true }
+      rules = lua_action("x-auth"), stats = true, per_thread = per_thread }
   end
   local list = {
     x("x1", "header only", { mode = "header" }),
@@ -214,6 +215,7 @@ local function experiments(fx)
     x("x10", "tp.verify, maxmem 256", { mode = "verify" }, { "    tune.lua.maxmem 256" }),
     x("x11", "verifier:check", { mode = "check" }),
     x("x12", "luaossl, key per request", { mode = "luaossl", key_per_request = true }),
+    x("x13", "header only, per-thread state", { mode = "header" }, nil, true),
   }
   if not tp.verifier then           -- the prepared verifier is not there yet
     table.remove(list, 11)
@@ -244,7 +246,7 @@ local function write_config(cfg)
   if cfg.lua then
     local loader = DIR .. "/" .. cfg.id .. ".lua"
     write_file(loader, cfg.lua)
-    global[#global + 1] = "    lua-load " .. loader
+    global[#global + 1] = (cfg.per_thread and "    lua-load-per-thread " or "    lua-load ") .. loader
   end
   for _, line in ipairs(cfg.tune or {}) do
     global[#global + 1] = line
