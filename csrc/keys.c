@@ -2,6 +2,7 @@
  * certificates, PKCS#1/PKCS#8 private keys) into cjose keys, with the
  * metadata verify needs to bind algorithms to keys. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -13,12 +14,14 @@
 #include <openssl/params.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <pthread.h>
 #include <openssl/x509.h>
 #include "tp.h"
 
 #define TP_RSA_MIN_BITS 2048
+
 
 /* Classes of the plain tables list() and skipped() return, for printing. */
 #define TP_KEYINFO_CLASS "tokenpolicy.KeyInfo"
@@ -82,6 +85,145 @@ static unsigned natural_algs(enum tp_kty kty, int bits)
     }
 }
 
+/* ---- the kid index ------------------------------------------------------
+ *
+ * A hash table built once per set: buckets chain the first key of each
+ * distinct kid, and each key links to the next key of its kid in set
+ * order.  Buckets are picked by SipHash under a per-process random key, so
+ * a hostile JWKS cannot choose kids that all land in one bucket.  A lookup
+ * hashes the token's kid once; the following steps follow the links. */
+
+typedef struct tp_kid_index {
+    EVP_MAC_CTX *mac;    /* SipHash, keyed; reset (not rekeyed) per lookup */
+    size_t mask;         /* buckets - 1 (a power of two) */
+    int32_t *head;       /* per bucket: first key of its first kid, or -1 */
+    int32_t *next_kid;   /* per first key of a kid: first key of the bucket's next kid */
+    int32_t *next_same;  /* per key: next key with the same kid, or -1 */
+    uint64_t *hash;      /* per key with a kid: the kid's hash */
+    int32_t last;        /* the first key of the kid found last, or -1 */
+} tp_kid_index;
+
+static EVP_MAC *siphash;
+static unsigned char siphash_key[16];
+static int siphash_ready;
+static pthread_once_t siphash_once = PTHREAD_ONCE_INIT;
+
+static void fetch_siphash(void)
+{
+    siphash = EVP_MAC_fetch(NULL, "SIPHASH", NULL);
+    siphash_ready = siphash && RAND_bytes(siphash_key, sizeof siphash_key) == 1;
+    ERR_clear_error();
+}
+
+__attribute__((destructor)) static void free_siphash(void)
+{
+    EVP_MAC_free(siphash);
+    siphash = NULL;
+    OPENSSL_cleanse(siphash_key, sizeof siphash_key);
+}
+
+/* The keyed hash of a kid; 0 when OpenSSL fails (the caller then scans). */
+static int kid_hash(EVP_MAC_CTX *mac, const char *kid, size_t len, uint64_t *out)
+{
+    unsigned char h[8];
+    size_t n = 0;
+    if (EVP_MAC_init(mac, NULL, 0, NULL) && EVP_MAC_update(mac, (const unsigned char *)kid, len) &&
+        EVP_MAC_final(mac, h, &n, sizeof h) && n == sizeof h) {
+        memcpy(out, h, sizeof h);
+        return 1;
+    }
+    ERR_clear_error();
+    return 0;
+}
+
+static void kid_index_free(tp_kid_index *ix)
+{
+    if (!ix) return;
+    EVP_MAC_CTX_free(ix->mac);
+    free(ix);
+}
+
+static int kid_equal(const char *k, const char *kid, size_t kidlen)
+{
+    return k && strlen(k) == kidlen && memcmp(k, kid, kidlen) == 0;
+}
+
+/* The first key with this kid through the index, or -1; -2 when the
+ * hash cannot be computed.  The kid found last is compared first: verify
+ * looks each token's kid up twice, and a gateway sees the same few kids
+ * all day.  Only a first key of its kid is ever remembered, so a match
+ * is the right answer whatever string asks. */
+static long kid_index_first(const tp_keyset *set, const char *kid, size_t kidlen)
+{
+    tp_kid_index *ix = set->kid_index;
+    uint64_t h;
+    if (ix->last >= 0 && kid_equal(set->key[ix->last].kid, kid, kidlen)) return ix->last;
+    if (!kid_hash(ix->mac, kid, kidlen, &h)) return -2;
+    for (int32_t i = ix->head[h & ix->mask]; i >= 0; i = ix->next_kid[i])
+        if (ix->hash[i] == h && kid_equal(set->key[i].kid, kid, kidlen)) return ix->last = i;
+    return -1;
+}
+
+/* Indexes the set's keys by kid (replacing any index).  Without memory or
+ * SipHash the set stays unindexed and lookups scan: slower, still right. */
+static void kid_index_build(tp_keyset *set)
+{
+    size_t buckets = 8, n = set->count;
+    tp_kid_index *ix;
+    int32_t *tail;
+    OSSL_PARAM params[2];
+    size_t out_size = 8;
+
+    kid_index_free(set->kid_index);
+    set->kid_index = NULL;
+    pthread_once(&siphash_once, fetch_siphash);
+    if (!siphash_ready || n > INT32_MAX / 4) return;
+    while (buckets < 2 * n) buckets *= 2;
+    /* One block: the struct, then hash[n], head[buckets], next_kid[n],
+     * next_same[n], tail[n] (tail only while building). */
+    ix = (tp_kid_index *)calloc(1, sizeof *ix + n * sizeof(uint64_t) + (buckets + 4 * n) * sizeof(int32_t));
+    if (!ix) return;
+    ix->hash = (uint64_t *)(ix + 1);
+    ix->head = (int32_t *)(ix->hash + n);
+    ix->next_kid = ix->head + buckets;
+    ix->next_same = ix->next_kid + n;
+    tail = ix->next_same + n;
+    ix->mask = buckets - 1;
+    ix->last = -1;
+    params[0] = OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &out_size);
+    params[1] = OSSL_PARAM_construct_end();
+    if (!(ix->mac = EVP_MAC_CTX_new(siphash)) ||
+        !EVP_MAC_init(ix->mac, siphash_key, sizeof siphash_key, params)) {
+        ERR_clear_error();
+        kid_index_free(ix);
+        return;
+    }
+    for (size_t b = 0; b < buckets; b++) ix->head[b] = -1;
+    for (size_t i = 0; i < n; i++) {
+        const char *kid = set->key[i].kid;
+        size_t len = kid ? strlen(kid) : 0;
+        int32_t g;
+        ix->next_kid[i] = ix->next_same[i] = tail[i] = -1;
+        if (!kid) continue;
+        if (!kid_hash(ix->mac, kid, len, &ix->hash[i])) {
+            kid_index_free(ix);
+            return;
+        }
+        for (g = ix->head[ix->hash[i] & ix->mask]; g >= 0; g = ix->next_kid[g])
+            if (ix->hash[g] == ix->hash[i] && kid_equal(set->key[g].kid, kid, len)) break;
+        if (g >= 0) {  /* another key of a kid seen before: chain it last */
+            ix->next_same[tail[g]] = (int32_t)i;
+            tail[g] = (int32_t)i;
+        } else {       /* a new kid: the first of its group, at its bucket's front */
+            size_t b = ix->hash[i] & ix->mask;
+            ix->next_kid[i] = ix->head[b];
+            ix->head[b] = (int32_t)i;
+            tail[i] = (int32_t)i;
+        }
+    }
+    set->kid_index = ix;
+}
+
 static void key_clear(tp_key *key)
 {
     for (int a = 0; a < TP_ALG_COUNT; a++)
@@ -107,6 +249,8 @@ static int tp_keyset__gc(lua_State *L)
     set->count = 0;
     EVP_MD_CTX_free(set->md_ctx);
     set->md_ctx = NULL;
+    kid_index_free(set->kid_index);
+    set->kid_index = NULL;
     return 0;
 }
 
@@ -866,6 +1010,7 @@ static tp_keyset *keyset_new(lua_State *L, size_t capacity)
     size_t size = sizeof(tp_keyset) + (capacity ? capacity - 1 : 0) * sizeof(tp_key);
     tp_keyset *set = (tp_keyset *)tp_newuserdata(L, size);
     set->md_ctx = NULL;
+    set->kid_index = NULL;
     set->count = 0;
     set->capacity = capacity;
     luaL_setmetatable(L, TP_KEYSET_CLASS);
@@ -940,6 +1085,7 @@ static int tp_keys(lua_State *L)
             code = import_pem(L, set_idx, set, material, len, kid);
             if (code)
                 return fail_skipped(L, set_idx, code);
+            kid_index_build(set);
             return 1;
         } else {
             return tp_fail(L, "malformed", "key material is neither JSON (JWK, JWK Set) nor PEM%s",
@@ -976,6 +1122,7 @@ static int tp_keys(lua_State *L)
             set->key[0].kid = strdup(kid);
     }
     tp_box_clear(box);
+    kid_index_build(set);
     return 1;
 }
 
@@ -1214,10 +1361,18 @@ static int tp_keyset__tostring(lua_State *L)
 
 long tp_keyset_kid_next(const tp_keyset *set, const char *kid, size_t kidlen, long after)
 {
-    for (size_t i = (size_t)(after + 1); i < set->count; i++) {
-        const char *k = set->key[i].kid;
-        if (k && strlen(k) == kidlen && memcmp(k, kid, kidlen) == 0) return (long)i;
+    long i;
+    if (set->kid_index && after >= -1 && (after < 0 || (size_t)after < set->count)) {
+        if (after >= 0 && kid_equal(set->key[after].kid, kid, kidlen))
+            return set->kid_index->next_same[after];  /* the usual next step */
+        i = kid_index_first(set, kid, kidlen);
+        if (i != -2) {  /* after, if any, had another kid: skip to past it */
+            while (i >= 0 && i <= after) i = set->kid_index->next_same[i];
+            return i;
+        }
     }
+    for (size_t j = (size_t)(after + 1); j < set->count; j++)
+        if (kid_equal(set->key[j].kid, kid, kidlen)) return (long)j;
     return -1;
 }
 

@@ -166,8 +166,11 @@ typedef struct tp_key {
 #define tp_key_can_verify(key) (((key)->ops & TP_KEY_OP_VERIFY) != 0)
 #define tp_key_can_sign(key) ((key)->has_private && ((key)->ops & TP_KEY_OP_SIGN) != 0)
 
+struct tp_kid_index;    /* keys.c: the set's keys by kid */
+
 typedef struct tp_keyset {
     EVP_MD_CTX *md_ctx; /* reused for every digest verify computes */
+    struct tp_kid_index *kid_index;  /* built with the set; NULL: linear scan */
     size_t count;
     size_t capacity;
     tp_key key[1];      /* capacity entries (allocated past the struct) */
@@ -177,7 +180,9 @@ TP_INTERNAL tp_keyset *tp_check_keyset(lua_State *L, int idx);
 
 /* The index of the next key after `after` (-1: from the start) whose kid
  * is exactly kid, or -1 when there is none.  Keys of any use are
- * returned; callers filter with tp_key_can_verify/tp_key_can_sign. */
+ * returned; callers filter with tp_key_can_verify/tp_key_can_sign.
+ * O(1) per step: the set is indexed by kid when it is built (keys sharing
+ * a kid are chained in set order). */
 TP_INTERNAL long tp_keyset_kid_next(const tp_keyset *set, const char *kid, size_t kidlen, long after);
 
 /* Checks sig over input with key for alg (which the key must fit, and sig
