@@ -22,6 +22,16 @@
 
 #define TP_RSA_MIN_BITS 2048
 
+/* At most this many keys in one set by default (opts.max_keys changes it,
+ * up to TP_KEYS_HARD_MAX): a gateway's JWKS of 10,000 keys fits twice.
+ * Key material may hold TP_KEY_BYTES per key allowed plus
+ * TP_KEY_BYTES_EXTRA, enough for RSA-8192 private keys with
+ * certificate chains, and refuses a body that could never be imported
+ * before parsing it. */
+#define TP_KEYS_DEFAULT_MAX 20000
+#define TP_KEYS_HARD_MAX 1000000
+#define TP_KEY_BYTES 8192
+#define TP_KEY_BYTES_EXTRA 65536
 
 /* Classes of the plain tables list() and skipped() return, for printing. */
 #define TP_KEYINFO_CLASS "tokenpolicy.KeyInfo"
@@ -1042,15 +1052,21 @@ static int fail_skipped(lua_State *L, int set_idx, const char *code)
  * keys (a base64url member that is not canonical, a partial RSA CRT set, a
  * private part that does not match the public part) are skipped and listed
  * by `:skipped()`; a single JWK or a PEM with no usable key fails.
+ * A set holds at most `max_keys` keys (default 20,000): a JWK Set with
+ * more entries or a PEM with more blocks fails with `too_large`, and so
+ * does material over 8 KiB per allowed key plus 64 KiB, before parsing.
+ * The set is indexed by kid, so finding a token's key does not depend
+ * on the number of keys.
  * @function keys
  * @tparam string|table material
- * @tparam[opt] table opts `kid`: the key id to give keys that have none (PEM)
- * @treturn KeySet or the fail triple (`malformed`, `alg_not_allowed`)
+ * @tparam[opt] table opts `kid`: the key id to give keys that have none (PEM);
+ *   `max_keys`: the most keys the set may hold (1 to 1,000,000, default 20,000)
+ * @treturn KeySet or the fail triple (`malformed`, `alg_not_allowed`, `too_large`)
  */
 static int tp_keys(lua_State *L)
 {
-    static const char *const options[] = { "kid", NULL };
-    size_t len = 0;
+    static const char *const options[] = { "kid", "max_keys", NULL };
+    size_t len = 0, max_keys, max_bytes, blocks;
     const char *material = NULL, *kid = NULL;
     tp_box *box;
     json_t *root, *list;
@@ -1063,8 +1079,13 @@ static int tp_keys(lua_State *L)
         return luaL_typeerror(L, 1, "string or table");
     tp_opts(L, 2, options);
     kid = tp_opt_string(L, 2, "kid", NULL, NULL);
-    if (material && len > 1024 * 1024)
-        return tp_fail(L, "too_large", "key material of %I bytes is over the 1 MiB limit", (lua_Integer)len);
+    max_keys = (size_t)tp_opt_integer(L, 2, "max_keys", TP_KEYS_DEFAULT_MAX, 1);
+    if (max_keys > TP_KEYS_HARD_MAX)
+        return luaL_argerror(L, 2, "max_keys must be at most 1000000");
+    max_bytes = max_keys * TP_KEY_BYTES + TP_KEY_BYTES_EXTRA;
+    if (material && len > max_bytes)
+        return tp_fail(L, "too_large", "key material of %I bytes is over the %I-byte limit for %I keys",
+                       (lua_Integer)len, (lua_Integer)max_bytes, (lua_Integer)max_keys);
 
     box = tp_box_new(L);
     if (material) {
@@ -1078,9 +1099,12 @@ static int tp_keys(lua_State *L)
             if (!box->json[0])
                 return tp_fail(L, "malformed", "key material is not valid JSON (line %d, column %d)",
                                jerr.line, jerr.column);
-        } else if (count_substrings(material, len, "-----BEGIN ") > 0) {
+        } else if ((blocks = count_substrings(material, len, "-----BEGIN ")) > 0) {
             const char *code;
-            set = keyset_new(L, count_substrings(material, len, "-----BEGIN "));
+            if (blocks > max_keys)
+                return tp_fail(L, "too_large", "%I PEM blocks are over the limit of %I keys",
+                               (lua_Integer)blocks, (lua_Integer)max_keys);
+            set = keyset_new(L, blocks);
             set_idx = lua_gettop(L);
             code = import_pem(L, set_idx, set, material, len, kid);
             if (code)
@@ -1107,6 +1131,9 @@ static int tp_keys(lua_State *L)
     if (list) {
         if (!json_is_array(list))
             return tp_fail(L, "malformed", "the keys member of a JWK Set must be an array");
+        if (json_array_size(list) > max_keys)
+            return tp_fail(L, "too_large", "a JWK Set of %I keys is over the limit of %I keys",
+                           (lua_Integer)json_array_size(list), (lua_Integer)max_keys);
         set = keyset_new(L, json_array_size(list));
         set_idx = lua_gettop(L);
         for (size_t i = 0; i < json_array_size(list); i++)

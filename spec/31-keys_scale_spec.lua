@@ -154,4 +154,90 @@ describe("keys at gateway scale", function()
       assert(verify(token, pem_set, "ES256"))
     end)
   end)
+
+  describe("the cap on the number of keys", function()
+    local function oct_set(n)
+      local entries = {}
+      for i = 1, n do entries[i] = hmac_jwk(i, "c" .. i) end
+      return jwks(entries)
+    end
+
+    it("loads 20,000 keys by default, and refuses 20,001", function()
+      local set = assert(tp.keys(oct_set(20000)))
+      assert.are.equal(20000, #set)
+      local msg = expect.fails("too_large", tp.keys(oct_set(20001)))
+      assert.are.equal("too_large: a JWK Set of 20001 keys is over the limit of 20000 keys", msg)
+    end)
+
+    it("takes the cap from max_keys", function()
+      assert.are.equal(3, #assert(tp.keys(oct_set(3), { max_keys = 3 })))
+      expect.fails("too_large", tp.keys(oct_set(4), { max_keys = 3 }))
+      assert.are.equal(25000, #assert(tp.keys(oct_set(25000), { max_keys = 25000 })))
+    end)
+
+    it("caps PEM blocks too", function()
+      local pem = select(2, run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null"))
+      assert.are.equal(2, #assert(tp.keys(pem .. pem, { max_keys = 2 })))
+      local msg = expect.fails("too_large", tp.keys(pem .. pem .. pem, { max_keys = 2 }))
+      assert.are.equal("too_large: 3 PEM blocks are over the limit of 2 keys", msg)
+    end)
+
+    it("caps a JWK Set given as a Lua table", function()
+      local keys = {}
+      for i = 1, 3 do keys[i] = { kty = "oct", kid = "t" .. i, k = secret_b64(i) } end
+      expect.fails("too_large", tp.keys({ keys = keys }, { max_keys = 2 }))
+    end)
+
+    it("refuses material over 8 KiB per allowed key plus 64 KiB before parsing it", function()
+      local limit = 2 * 8192 + 65536
+      local padded = '{"keys":[]' .. string.rep(" ", limit - 11) .. "}"
+      assert.are.equal(limit, #padded)
+      assert(tp.keys(padded, { max_keys = 2 }))
+      local msg = expect.fails("too_large", tp.keys(padded .. " ", { max_keys = 2 }))
+      assert.are.equal("too_large: key material of 81921 bytes is over the 81920-byte limit for 2 keys", msg)
+    end)
+
+    it("no longer refuses key material over 1 MiB", function()
+      local set = assert(tp.keys(oct_set(20000)))
+      assert.is_true(#oct_set(20000) > 1024 * 1024)
+      assert.are.equal(20000, #set)
+    end)
+
+    it("rejects a max_keys that is not a count", function()
+      for _, bad in ipairs { 0, -1, 1.5, "10", 1000001 } do
+        assert.has_error(function() tp.keys(oct_set(1), { max_keys = bad }) end)
+      end
+    end)
+  end)
+
+  describe("10,000-key JWKS", function()
+    -- Generating 10,000 RSA keys takes minutes: 16 distinct RSA keys (and
+    -- 500 distinct EC keys) are reused under 10,000 kids, which costs the
+    -- import exactly what distinct keys cost.
+    local function node_jwks(kty, distinct)
+      local parts = {}
+      for first = 1, 10000, 2000 do
+        local ok, out = run(string.format("node %s jwks %s 2000 %d %d", NODE_SIGN, kty,
+          math.max(1, distinct // 5), first))
+        assert(ok and out ~= "", "node could not make keys")
+        parts[#parts + 1] = out
+      end
+      return jwks(parts)
+    end
+
+    for _, case in ipairs { { "RSA", 16, { "RS256", "RS384", "RS512", "PS256", "PS384", "PS512" } },
+                            { "EC", 500, { "ES256" } } } do
+      it("loads 10,000 " .. case[1] .. " public keys and finds the last kid", function()
+        local text = node_jwks(case[1], case[2])
+        local t0 = os.clock()
+        local set = assert(tp.keys(text))
+        local seconds = os.clock() - t0
+        assert.are.equal(10000, #set)
+        assert.are.same({}, set:skipped())
+        assert.are.same(case[3], set:list()[10000].algs)
+        assert.are.equal("k10000", set:list()[10000].kid)
+        assert.is_true(seconds < 10, string.format("took %.2f s", seconds))
+      end)
+    end
+  end)
 end)
