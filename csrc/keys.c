@@ -51,6 +51,7 @@ const tp_alg_info tp_algs[TP_ALG_COUNT] = {
     [TP_ALG_ES256] = { "ES256", TP_KTY_EC, 32, 32 },
     [TP_ALG_ES384] = { "ES384", TP_KTY_EC, 48, 48 },
     [TP_ALG_ES512] = { "ES512", TP_KTY_EC, 64, 66 },
+    [TP_ALG_EDDSA] = { "EdDSA", TP_KTY_OKP, 0, 0 },
 };
 
 int tp_alg_lookup(const char *name, size_t len)
@@ -68,6 +69,7 @@ static const char *kty_name(enum tp_kty kty)
     case TP_KTY_RSA: return "RSA";
     case TP_KTY_EC: return "EC";
     case TP_KTY_OCT: return "oct";
+    case TP_KTY_OKP: return "OKP";
     default: return "?";
     }
 }
@@ -83,6 +85,8 @@ static unsigned natural_algs(enum tp_kty kty, int bits)
         return bits == 256 ? 1u << TP_ALG_ES256 :
                bits == 384 ? 1u << TP_ALG_ES384 :
                bits == 521 ? 1u << TP_ALG_ES512 : 0;
+    case TP_KTY_OKP:
+        return 1u << TP_ALG_EDDSA;
     case TP_KTY_OCT: {
         /* An HMAC key must be at least as long as the hash output. */
         unsigned algs = 0;
@@ -241,7 +245,7 @@ static void key_clear(tp_key *key)
     for (int h = 0; h < 3; h++)
         EVP_MAC_CTX_free(key->mac_ctx[h]);
     EVP_PKEY_free(key->pkey);
-    cjose_jwk_release(key->jwk);
+    if (key->jwk) cjose_jwk_release(key->jwk);
     free(key->kid);
     memset(key, 0, sizeof *key);
 }
@@ -259,6 +263,8 @@ static int tp_keyset__gc(lua_State *L)
     set->count = 0;
     EVP_MD_CTX_free(set->md_ctx);
     set->md_ctx = NULL;
+    EVP_MD_CTX_free(set->ed_ctx);
+    set->ed_ctx = NULL;
     kid_index_free(set->kid_index);
     set->kid_index = NULL;
     return 0;
@@ -289,22 +295,32 @@ static void add_skipped(lua_State *L, int set_idx, int index, const char *kid, c
     ERR_clear_error();
 }
 
+/* The bits of an OKP key (its raw public key's), 0 for other keys. */
+static int okp_bits(EVP_PKEY *pkey)
+{
+    int id = pkey ? EVP_PKEY_get_base_id(pkey) : 0;
+    return id == EVP_PKEY_ED25519 ? 256 : id == EVP_PKEY_ED448 ? 456 : 0;
+}
+
 /* Takes ownership of jwk and pkey: stores them in the set, or frees them.
- * pkey may be NULL for oct keys. */
+ * pkey may be NULL for oct keys; jwk is NULL for OKP keys (Ed25519 and
+ * Ed448 live in pkey alone). */
 static int add_key(tp_keyset *set, cjose_jwk_t *jwk, EVP_PKEY *pkey, const char *kid, int has_private,
                    unsigned alg_limit, unsigned ops)
 {
     cjose_err err;
     tp_key *key;
-    enum tp_kty kty;
-    switch (cjose_jwk_get_kty(jwk, &err)) {
+    enum tp_kty kty = TP_KTY_NONE;
+    if (!jwk)
+        kty = okp_bits(pkey) ? TP_KTY_OKP : TP_KTY_NONE;
+    else switch (cjose_jwk_get_kty(jwk, &err)) {
     case CJOSE_JWK_KTY_RSA: kty = TP_KTY_RSA; break;
     case CJOSE_JWK_KTY_EC: kty = TP_KTY_EC; break;
     case CJOSE_JWK_KTY_OCT: kty = TP_KTY_OCT; break;
     default: kty = TP_KTY_NONE; break;
     }
     if (set->count >= set->capacity || kty == TP_KTY_NONE || (kty != TP_KTY_OCT && !pkey)) {
-        cjose_jwk_release(jwk);
+        if (jwk) cjose_jwk_release(jwk);
         EVP_PKEY_free(pkey);
         return 0;
     }
@@ -317,7 +333,7 @@ static int add_key(tp_keyset *set, cjose_jwk_t *jwk, EVP_PKEY *pkey, const char 
         return 0;
     }
     key->kty = kty;
-    key->bits = (int)cjose_jwk_get_keysize(jwk, &err);
+    key->bits = jwk ? (int)cjose_jwk_get_keysize(jwk, &err) : okp_bits(pkey);
     if (kty == TP_KTY_OCT) {
         key->secret = (const unsigned char *)cjose_jwk_get_keydata(jwk, &err);
         key->secret_len = (size_t)key->bits / 8;
@@ -441,6 +457,15 @@ int tp_key_verify(tp_keyset *set, tp_key *key, int alg, const unsigned char *inp
     unsigned int digest_len = 0;
     EVP_PKEY_CTX *ctx;
     int ok = 0;
+    if (key->kty == TP_KTY_OKP) {
+        /* EdDSA hashes inside the signature scheme: one-shot, no digest.
+         * The context binds the key at init, so it is set up per call. */
+        if (!set->ed_ctx && !(set->ed_ctx = EVP_MD_CTX_new())) goto done;
+        EVP_MD_CTX_reset(set->ed_ctx);
+        ok = EVP_DigestVerifyInit_ex(set->ed_ctx, NULL, NULL, NULL, NULL, key->pkey, NULL) == 1 &&
+             EVP_DigestVerify(set->ed_ctx, sig, siglen, input, inlen) == 1;
+        goto done;
+    }
     if (!md) goto done;
     if (key->kty == TP_KTY_OCT) {
         unsigned char mac[EVP_MAX_MD_SIZE];
@@ -467,6 +492,48 @@ int tp_key_verify(tp_keyset *set, tp_key *key, int alg, const unsigned char *inp
 done:
     if (!ok) ERR_clear_error();
     return ok;
+}
+
+/* Base64url of n bytes into out (4 * ceil(n / 3) + 1 bytes): OpenSSL's
+ * base64, then the URL alphabet without padding (RFC 7515 section 2).
+ * Returns the length written. */
+static size_t b64url_encode(char *out, const unsigned char *in, size_t n)
+{
+    size_t len = (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+    while (len && out[len - 1] == '=') len--;
+    for (size_t i = 0; i < len; i++)
+        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+    return len;
+}
+
+int tp_key_sign_okp(lua_State *L, tp_key *key, json_t *header, json_t *claims)
+{
+    const size_t flags = JSON_COMPACT | JSON_SORT_KEYS;
+    size_t hlen = json_dumpb(header, NULL, 0, flags), plen = json_dumpb(claims, NULL, 0, flags);
+    size_t hb, pb, sb, siglen = 114;  /* Ed448's; Ed25519's is 64 */
+    unsigned char sig[114], *raw;
+    char *token;
+    EVP_MD_CTX *ctx;
+    int ok;
+    if (!hlen || !plen)
+        return tp_fail(L, "malformed", "signing failed (the header or claims cannot be encoded)");
+    /* Lua owns every buffer, so an out-of-memory raise leaks nothing. */
+    raw = (unsigned char *)lua_newuserdata(L, hlen + plen);
+    json_dumpb(header, (char *)raw, hlen, flags);
+    json_dumpb(claims, (char *)raw + hlen, plen, flags);
+    token = (char *)lua_newuserdata(L, 4 * ((hlen + 2) / 3) + 4 * ((plen + 2) / 3) + 4 * ((sizeof sig + 2) / 3) + 3);
+    hb = b64url_encode(token, raw, hlen);
+    token[hb] = '.';
+    pb = b64url_encode(token + hb + 1, raw + hlen, plen);
+    token[hb + 1 + pb] = '.';
+    ctx = EVP_MD_CTX_new();
+    ok = ctx && EVP_DigestSignInit_ex(ctx, NULL, NULL, NULL, NULL, key->pkey, NULL) == 1 &&
+         EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *)token, hb + 1 + pb) == 1;
+    EVP_MD_CTX_free(ctx);
+    if (!ok) return tp_fail(L, "malformed", "signing failed (OpenSSL could not sign with this OKP key)");
+    sb = b64url_encode(token + hb + 1 + pb + 1, sig, siglen);
+    lua_pushlstring(L, token, hb + 1 + pb + 1 + sb);
+    return 1;
 }
 
 /* A member's value as a BIGNUM (members were checked by check_members,
@@ -706,6 +773,79 @@ static const char *check_rsa_private(json_t *jwk_json)
     return NULL;
 }
 
+/* The raw bytes of an OKP member into out (width + 2 bytes): our own
+ * decoder, and exactly width bytes.  Returns 0 when the member is absent,
+ * not canonical base64url, or of another length. */
+static int okp_member(json_t *jwk_json, const char *name, unsigned char *out, size_t width)
+{
+    json_t *m = json_object_get(jwk_json, name);
+    size_t len = m ? json_string_length(m) : 0;
+    char scratch[80 + 3];
+    if (!json_is_string(m) || len == 0 || len > 80 || tp_b64url_decoded_len(len) != width) return 0;
+    return tp_b64url_decode(json_string_value(m), len, out, scratch) == (int)width;
+}
+
+/* An OKP JWK (RFC 8037): crv Ed25519 or Ed448, x the raw public key and d,
+ * when there, the raw private key.  OpenSSL holds the key (cjose has no
+ * OKP); a d whose public key is not x is refused, as for RSA and EC. */
+static const char *import_okp_jwk(lua_State *L, int set_idx, tp_keyset *set, json_t *jwk_json, int index,
+                                  const char *kid, int has_private, unsigned alg_limit, unsigned ops)
+{
+    const char *crv = json_str(jwk_json, "crv");
+    unsigned char x[64], d[64], pub[64];
+    size_t width, publen = sizeof pub;
+    int id, ok;
+    EVP_PKEY *pkey;
+    char safe[40];
+    if (!crv) {
+        add_skipped(L, set_idx, index, kid, "crv is missing or not a string");
+        return "malformed";
+    }
+    if (strcmp(crv, "Ed25519") == 0) {
+        id = EVP_PKEY_ED25519;
+        width = 32;
+    } else if (strcmp(crv, "Ed448") == 0) {
+        id = EVP_PKEY_ED448;
+        width = 57;
+    } else {
+        add_skipped(L, set_idx, index, kid, "OKP curve %s is not a signature curve (Ed25519, Ed448)",
+                    tp_printable(safe, crv, strlen(crv)));
+        return "alg_not_allowed";
+    }
+    if (!okp_member(jwk_json, "x", x, width)) {
+        add_skipped(L, set_idx, index, kid, "member x must be the %d-byte %s public key", (int)width, crv);
+        return "malformed";
+    }
+    if (has_private && !okp_member(jwk_json, "d", d, width)) {
+        OPENSSL_cleanse(d, sizeof d);
+        add_skipped(L, set_idx, index, kid, "member d must be the %d-byte %s private key", (int)width, crv);
+        return "malformed";
+    }
+    pkey = has_private ? EVP_PKEY_new_raw_private_key(id, NULL, d, width)
+                       : EVP_PKEY_new_raw_public_key(id, NULL, x, width);
+    OPENSSL_cleanse(d, sizeof d);
+    ok = pkey != NULL;
+    if (ok && has_private)
+        ok = EVP_PKEY_get_raw_public_key(pkey, pub, &publen) == 1 && publen == width &&
+             CRYPTO_memcmp(pub, x, width) == 0;
+    ERR_clear_error();
+    if (!ok) {
+        EVP_PKEY_free(pkey);
+        add_skipped(L, set_idx, index, kid, "the private part of this OKP key does not match its public part");
+        return "malformed";
+    }
+    if (!add_key(set, NULL, pkey, kid, has_private, alg_limit, ops)) {
+        add_skipped(L, set_idx, index, kid, "invalid OKP key");
+        return "malformed";
+    }
+    if (set->key[set->count - 1].algs == 0) {  /* alg names another algorithm */
+        key_clear(&set->key[--set->count]);
+        add_skipped(L, set_idx, index, kid, "OKP %s key fits no allowed algorithm", crv);
+        return "alg_not_allowed";
+    }
+    return NULL;
+}
+
 /* Imports one JWK object; on refusal records a reason and returns the code
  * a single-key import fails with. */
 static const char *import_jwk(lua_State *L, int set_idx, tp_keyset *set, json_t *jwk_json, int index)
@@ -733,7 +873,7 @@ static const char *import_jwk(lua_State *L, int set_idx, tp_keyset *set, json_t 
         add_skipped(L, set_idx, index, kid, "kty is missing or not a string");
         return "malformed";
     }
-    if (strcmp(kty, "RSA") != 0 && strcmp(kty, "EC") != 0 && strcmp(kty, "oct") != 0) {
+    if (strcmp(kty, "RSA") != 0 && strcmp(kty, "EC") != 0 && strcmp(kty, "oct") != 0 && strcmp(kty, "OKP") != 0) {
         char safe[40];
         add_skipped(L, set_idx, index, kid, "key type %s is not supported",
                     tp_printable(safe, kty, strlen(kty)));
@@ -770,6 +910,8 @@ static const char *import_jwk(lua_State *L, int set_idx, tp_keyset *set, json_t 
                     (ops & TP_KEY_OP_SIGN) ? " (sign needs a private key)" : "");
         return "alg_not_allowed";
     }
+    if (strcmp(kty, "OKP") == 0)
+        return import_okp_jwk(L, set_idx, set, jwk_json, index, kid, has_private, alg_limit, ops);
     jwk = cjose_jwk_import_json((cjose_header_t *)jwk_json, &err);
     if (!jwk) {
         add_skipped(L, set_idx, index, kid, "invalid %s key: its members do not form a valid key", kty);
@@ -966,6 +1108,14 @@ static const char *import_pem(lua_State *L, int set_idx, tp_keyset *set, const c
             add_skipped(L, set_idx, index, NULL, "PEM block %s: the private part does not match the public part",
                         name);
             last_code = "malformed";
+        } else if (okp_bits(pkey)) {
+            /* Ed25519/Ed448: OpenSSL derives the public key from the
+             * private one, so there is no pair to check. */
+            size_t raw_len = 0;
+            int has_private = strstr(name, "PRIVATE KEY") && EVP_PKEY_get_raw_private_key(pkey, NULL, &raw_len) == 1;
+            ERR_clear_error();
+            if (!add_key(set, NULL, pkey, kid, has_private, ~0u, TP_KEY_OP_VERIFY | TP_KEY_OP_SIGN))
+                add_skipped(L, set_idx, index, NULL, "out of memory");
         } else {
             int has_private = 0;
             const char *why = NULL;
@@ -1020,6 +1170,7 @@ static tp_keyset *keyset_new(lua_State *L, size_t capacity)
     size_t size = sizeof(tp_keyset) + (capacity ? capacity - 1 : 0) * sizeof(tp_key);
     tp_keyset *set = (tp_keyset *)tp_newuserdata(L, size);
     set->md_ctx = NULL;
+    set->ed_ctx = NULL;
     set->kid_index = NULL;
     set->count = 0;
     set->capacity = capacity;
@@ -1205,6 +1356,10 @@ static int tp_keyset_list(lua_State *L)
         }
         lua_pushstring(L, kty_name(key->kty));
         lua_setfield(L, -2, "kty");
+        if (key->kty == TP_KTY_OKP) {
+            lua_pushstring(L, key->bits == 256 ? "Ed25519" : "Ed448");
+            lua_setfield(L, -2, "crv");
+        }
         lua_pushinteger(L, key->bits);
         lua_setfield(L, -2, "bits");
         lua_pushboolean(L, key->has_private);
@@ -1259,14 +1414,20 @@ static const char *string_field(lua_State *L, const char *name)
 static int tp_keyinfo__tostring(lua_State *L)
 {
     char out[200] = "";
-    const char *kty, *kid;
+    const char *kty, *kid, *crv;
     luaL_checktype(L, 1, LUA_TTABLE);
     kty = string_field(L, "kty");
     kid = string_field(L, "kid");
+    crv = string_field(L, "crv");
     append(out, sizeof out, kty ? kty : "?");
-    if (lua_getfield(L, 1, "bits") == LUA_TNUMBER && lua_isinteger(L, -1))
-        snprintf(out + strlen(out), sizeof out - strlen(out), " %lld", (long long)lua_tointeger(L, -1));
-    lua_pop(L, 1);
+    if (crv) {  /* OKP: the curve says more than its bits */
+        append(out, sizeof out, " ");
+        append(out, sizeof out, crv);
+    } else {
+        if (lua_getfield(L, 1, "bits") == LUA_TNUMBER && lua_isinteger(L, -1))
+            snprintf(out + strlen(out), sizeof out - strlen(out), " %lld", (long long)lua_tointeger(L, -1));
+        lua_pop(L, 1);
+    }
     if (kid) {
         append(out, sizeof out, " kid=");
         append(out, sizeof out, kid);
@@ -1370,8 +1531,10 @@ static int tp_keyset__tostring(lua_State *L)
     for (size_t i = 0; i < set->count; i++) {
         tp_key *key = &set->key[i];
         char safe[40];
-        const char *what = key->kty == TP_KTY_EC ? "EC P-" : key->kty == TP_KTY_OCT ? "oct " : "RSA ";
-        lua_pushfstring(L, "%s%s%d%s%s%s%s", i ? ", " : " (", what, key->bits,
+        const char *what = key->kty == TP_KTY_EC ? "EC P-" : key->kty == TP_KTY_OCT ? "oct " :
+                           key->kty == TP_KTY_OKP ? "OKP Ed" : "RSA ";
+        int size = key->kty == TP_KTY_OKP ? (key->bits == 256 ? 25519 : 448) : key->bits;
+        lua_pushfstring(L, "%s%s%d%s%s%s%s", i ? ", " : " (", what, size,
                         key->kty == TP_KTY_OCT ? " bits" : "",
                         key->kid ? " kid=" : "", key->kid ? tp_printable(safe, key->kid, strlen(key->kid)) : "",
                         key->has_private ? " private" : "");
