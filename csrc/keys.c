@@ -24,10 +24,11 @@
 
 /* At most this many keys in one set by default (opts.max_keys changes it,
  * up to TP_KEYS_HARD_MAX): a gateway's JWKS of 10,000 keys fits twice.
- * Key material may hold TP_KEY_BYTES per key allowed plus
- * TP_KEY_BYTES_EXTRA, enough for RSA-8192 private keys with
- * certificate chains, and refuses a body that could never be imported
- * before parsing it. */
+ * Key material may hold TP_KEY_BYTES per key plus TP_KEY_BYTES_EXTRA,
+ * enough for RSA-8192 private keys with certificate chains: per key
+ * allowed before parsing (so a body that could never be imported is not
+ * parsed), per key it holds after (so one huge key cannot pass for a
+ * set). */
 #define TP_KEYS_DEFAULT_MAX 20000
 #define TP_KEYS_HARD_MAX 1000000
 #define TP_KEY_BYTES 8192
@@ -1205,7 +1206,8 @@ static int fail_skipped(lua_State *L, int set_idx, const char *code)
  * by `:skipped()`; a single JWK or a PEM with no usable key fails.
  * A set holds at most `max_keys` keys (default 20,000): a JWK Set with
  * more entries or a PEM with more blocks fails with `too_large`, and so
- * does material over 8 KiB per allowed key plus 64 KiB, before parsing.
+ * does material over 8 KiB per allowed key plus 64 KiB (before parsing)
+ * or per key it holds plus 64 KiB (a single JWK: 72 KiB).
  * The set is indexed by kid, so finding a token's key does not depend
  * on the number of keys.
  * @function keys
@@ -1285,12 +1287,19 @@ static int tp_keys(lua_State *L)
         if (json_array_size(list) > max_keys)
             return tp_fail(L, "too_large", "a JWK Set of %I keys is over the limit of %I keys",
                            (lua_Integer)json_array_size(list), (lua_Integer)max_keys);
+        if (len > json_array_size(list) * TP_KEY_BYTES + TP_KEY_BYTES_EXTRA)
+            return tp_fail(L, "too_large", "key material of %I bytes is over the %I-byte limit for a set of %I keys",
+                           (lua_Integer)len, (lua_Integer)(json_array_size(list) * TP_KEY_BYTES + TP_KEY_BYTES_EXTRA),
+                           (lua_Integer)json_array_size(list));
         set = keyset_new(L, json_array_size(list));
         set_idx = lua_gettop(L);
         for (size_t i = 0; i < json_array_size(list); i++)
             import_jwk(L, set_idx, set, json_array_get(list, i), (int)i + 1);
     } else {
         const char *code;
+        if (len > TP_KEY_BYTES + TP_KEY_BYTES_EXTRA)
+            return tp_fail(L, "too_large", "a single JWK of %I bytes is over the %I-byte limit",
+                           (lua_Integer)len, (lua_Integer)(TP_KEY_BYTES + TP_KEY_BYTES_EXTRA));
         set = keyset_new(L, 1);
         set_idx = lua_gettop(L);
         code = import_jwk(L, set_idx, set, root, 1);

@@ -190,11 +190,22 @@ describe("keys at gateway scale", function()
 
     it("refuses material over 8 KiB per allowed key plus 64 KiB before parsing it", function()
       local limit = 2 * 8192 + 65536
-      local padded = '{"keys":[]' .. string.rep(" ", limit - 11) .. "}"
+      local set_text = oct_set(2)
+      local padded = set_text:sub(1, -2) .. string.rep(" ", limit - #set_text) .. "}"
       assert.are.equal(limit, #padded)
       assert(tp.keys(padded, { max_keys = 2 }))
       local msg = expect.fails("too_large", tp.keys(padded .. " ", { max_keys = 2 }))
       assert.are.equal("too_large: key material of 81921 bytes is over the 81920-byte limit for 2 keys", msg)
+    end)
+
+    it("refuses material over 8 KiB per key it holds plus 64 KiB", function()
+      local set_text = oct_set(1)
+      local padded = set_text:sub(1, -2) .. string.rep(" ", 8192 + 65536 + 1 - #set_text) .. "}"
+      local msg = expect.fails("too_large", tp.keys(padded))
+      assert.are.equal("too_large: key material of 73729 bytes is over the 73728-byte limit for a set of 1 keys", msg)
+      local huge_secret = '{"kty":"oct","k":"' .. ("A"):rep(1024 * 1024) .. '"}'
+      msg = expect.fails("too_large", tp.keys(huge_secret))
+      assert.are.equal("too_large: a single JWK of 1048596 bytes is over the 73728-byte limit", msg)
     end)
 
     it("no longer refuses key material over 1 MiB", function()
@@ -239,5 +250,220 @@ describe("keys at gateway scale", function()
         assert.is_true(seconds < 10, string.format("took %.2f s", seconds))
       end)
     end
+  end)
+
+  describe("EdDSA (RFC 8037 OKP keys)", function()
+    local dir
+    local ed, ed448, other = {}, {}, {}  -- each: private_pem, public_pem, private_jwk, public_jwk (text)
+
+    local function read_file(path)
+      local f = assert(io.open(path, "rb"))
+      local data = f:read("a")
+      f:close()
+      return data
+    end
+
+    -- A fresh key pair made by Node into files of dir, read into t.
+    local function make(crv, t)
+      assert(run(string.format("node %s okp %s %s", NODE_SIGN, crv, shell_quote(dir))))
+      for _, name in ipairs { "private.pem", "public.pem", "private.jwk", "public.jwk" } do
+        t[name:gsub("%.", "_")] = read_file(dir .. "/" .. name)
+      end
+    end
+
+    -- JWK text with members replaced (nil values stay; false removes).
+    local function jwk_with(base_json, changes)
+      local members = {}
+      for name, value in base_json:gmatch('"([%w_]+)":"([^"]*)"') do members[name] = value end
+      for name, value in pairs(changes) do
+        if value == false then members[name] = nil else members[name] = value end
+      end
+      local parts = {}
+      for name, value in pairs(members) do
+        if type(value) == "string" then
+          parts[#parts + 1] = string.format('"%s":"%s"', name, value)
+        else
+          parts[#parts + 1] = string.format('"%s":%s', name, tostring(value))
+        end
+      end
+      return "{" .. table.concat(parts, ",") .. "}"
+    end
+
+    local function member(jwk_json, name)
+      return jwk_json:match('"' .. name .. '":"([^"]*)"')
+    end
+
+    setup(function()
+      dir = expect.new_dir()
+      make("Ed25519", ed)
+      make("Ed448", ed448)
+      make("Ed25519", other)
+    end)
+
+    teardown(function()
+      expect.remove_dir(dir)
+    end)
+
+    describe("import", function()
+      it("imports a public Ed25519 JWK", function()
+        local set = assert(tp.keys(ed.public_jwk))
+        assert.are.same({ { kty = "OKP", crv = "Ed25519", bits = 256, private = false, algs = { "EdDSA" } } },
+          setmetatable(set:list(), nil))
+        assert.are.equal("tokenpolicy.KeySet: 1 key (OKP Ed25519)", tostring(set))
+        assert.are.equal("OKP Ed25519: EdDSA", tostring(set:list()[1]))
+      end)
+
+      it("imports a private Ed25519 JWK as a key that can sign", function()
+        local set = assert(tp.keys(jwk_with(ed.private_jwk, { kid = "ed-1" })))
+        assert.are.equal("OKP Ed25519 kid=ed-1 private: EdDSA", tostring(set:list()[1]))
+      end)
+
+      it("imports Ed448 JWKs", function()
+        local set = assert(tp.keys(ed448.private_jwk))
+        local key = set:list()[1]
+        assert.are.same({ "Ed448", 456, true }, { key.crv, key.bits, key.private })
+      end)
+
+      it("imports the key pair of RFC 8037 appendix A.1", function()
+        local set = assert(tp.keys('{"kty":"OKP","crv":"Ed25519",' ..
+          '"d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A",' ..
+          '"x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}'))
+        assert.is_true(set:list()[1].private)
+      end)
+
+      it("imports public and private Ed25519 and Ed448 PEM", function()
+        for _, pair in ipairs { ed, ed448 } do
+          assert.is_false(assert(tp.keys(pair.public_pem)):list()[1].private)
+          assert.is_true(assert(tp.keys(pair.private_pem)):list()[1].private)
+        end
+      end)
+
+      it("imports the Ed25519 key of an X.509 certificate", function()
+        write_file(dir .. "/cert-key.pem", ed.private_pem)
+        local ok, cert = run("openssl req -x509 -new -key " .. shell_quote(dir .. "/cert-key.pem") ..
+          " -subj /CN=tokenpolicy-test -days 1 2>/dev/null")
+        assert(ok)
+        local key = assert(tp.keys(cert)):list()[1]
+        assert.are.same({ "OKP", "Ed25519", false }, { key.kty, key.crv, key.private })
+      end)
+
+      local x = function() return member(ed.public_jwk, "x") end
+      local d = function() return member(ed.private_jwk, "d") end
+      local malformed = {
+        { "x of 31 bytes", function() return jwk_with(ed.public_jwk, { x = x():sub(1, 41) .. "A" }) end,
+          "member x must be the 32-byte Ed25519 public key" },
+        { "x of 33 bytes", function() return jwk_with(ed.public_jwk, { x = x() .. "A" }) end,
+          "member x must be the 32-byte Ed25519 public key" },
+        { "no x", function() return jwk_with(ed.public_jwk, { x = false }) end,
+          "member x must be the 32-byte Ed25519 public key" },
+        { "an Ed25519 x under Ed448", function() return jwk_with(ed.public_jwk, { crv = "Ed448" }) end,
+          "member x must be the 57-byte Ed448 public key" },
+        { "x with padding", function() return jwk_with(ed.public_jwk, { x = x() .. "=" }) end,
+          "member x is not canonical unpadded base64url" },
+        { "x in standard base64", function() return jwk_with(ed.public_jwk, { x = "+" .. x():sub(2) }) end,
+          nil },
+        { "x not a string", function() return jwk_with(ed.public_jwk, { x = 5 }) end, "member x is not a string" },
+        { "no crv", function() return jwk_with(ed.public_jwk, { crv = false }) end, "crv is missing or not a string" },
+        { "d of 31 bytes", function() return jwk_with(ed.private_jwk, { d = d():sub(1, 41) .. "A" }) end,
+          "member d must be the 32-byte Ed25519 private key" },
+        { "d of another key", function() return jwk_with(ed.private_jwk, { d = member(other.private_jwk, "d") }) end,
+          "the private part of this OKP key does not match its public part" },
+      }
+      for _, case in ipairs(malformed) do
+        it("refuses " .. case[1] .. " as malformed", function()
+          local text = case[2]()
+          local msg = expect.fails("malformed", tp.keys(text))
+          if case[3] then assert.are.equal("malformed: " .. case[3], msg) end
+          local set = assert(tp.keys('{"keys":[' .. text .. "," .. ed.public_jwk .. "]}"))
+          assert.are.equal(1, #set)  -- in a JWK Set, the others still load
+        end)
+      end
+
+      it("refuses OKP curves that do not sign (X25519) as alg_not_allowed", function()
+        local msg = expect.fails("alg_not_allowed", tp.keys(jwk_with(ed.public_jwk, { crv = "X25519" })))
+        assert.are.equal("alg_not_allowed: OKP curve X25519 is not a signature curve (Ed25519, Ed448)", msg)
+      end)
+
+      it("refuses an OKP JWK whose alg is not EdDSA", function()
+        expect.fails("alg_not_allowed", tp.keys(jwk_with(ed.public_jwk, { alg = "ES256" })))
+        assert(tp.keys(jwk_with(ed.public_jwk, { alg = "EdDSA" })))
+      end)
+    end)
+
+    describe("verify and sign", function()
+      it("signs with a private JWK and verifies with the public PEM, by default algs", function()
+        for _, pair in ipairs { ed, ed448 } do
+          local token = assert(tp.sign(CLAIMS, assert(tp.keys(pair.private_jwk))))
+          assert.are.equal("EdDSA", tp.decode(token).header.alg)
+          local claims, header = tp.verify(token, assert(tp.keys(pair.public_pem)), { now = NOW })
+          assert.are.equal("alice", claims and claims.sub)
+          assert.are.equal("EdDSA", header.alg)
+        end
+      end)
+
+      it("finds the key by kid among others", function()
+        local signer_set = assert(tp.keys(jwk_with(ed.private_jwk, { kid = "ed" })))
+        local token = assert(tp.sign(CLAIMS, signer_set))
+        local set = assert(tp.keys(jwks { hmac_jwk(1, "hs"), jwk_with(other.public_jwk, { kid = "other" }),
+                                          jwk_with(ed.public_jwk, { kid = "ed" }) }))
+        assert(tp.verify(token, set, { now = NOW }))
+      end)
+
+      it("refuses a changed or cut signature", function()
+        local token = assert(tp.sign(CLAIMS, assert(tp.keys(ed.private_pem))))
+        local set = assert(tp.keys(ed.public_pem))
+        local head, sig = token:match("^(.*%.)(.*)$")
+        local flipped = head .. (sig:sub(1, 1) == "A" and "B" or "A") .. sig:sub(2)
+        expect.fails("bad_signature", tp.verify(flipped, set, { now = NOW }))
+        expect.fails("bad_signature", tp.verify(head .. sig:sub(1, 84), set, { now = NOW }))  -- 63 bytes
+        expect.fails("bad_signature", tp.verify(token, assert(tp.keys(other.public_pem)), { now = NOW }))
+      end)
+
+      it("verifies a token signed by Node's crypto", function()
+        local payload = string.format('{"sub":"alice","exp":%d}', NOW + 60)
+        local ok, token = run(string.format("node %s sign EdDSA %s %s kid-n", NODE_SIGN,
+          shell_quote(dir .. "/private.pem"), shell_quote(payload)))
+        assert(ok)
+        local set = assert(tp.keys(jwk_with(other.public_jwk, { kid = "kid-n" })))
+        local claims = assert(tp.verify(token, set, { now = NOW }))
+        assert.are.equal("alice", claims.sub)
+      end)
+
+      it("signs tokens Node's crypto verifies", function()
+        local token = assert(tp.sign(CLAIMS, assert(tp.keys(other.private_jwk))))
+        local ok, out = run(string.format("node %s verify EdDSA %s %s", NODE_SIGN,
+          shell_quote(dir .. "/public.pem"), shell_quote(token)))
+        assert.is_true(ok, out)
+        assert.matches('"sub":"alice"', out)
+      end)
+
+      it("keeps EdDSA and other keys apart (alg_not_allowed)", function()
+        local ed_set = assert(tp.keys(jwk_with(ed.private_jwk, { kid = "k" })))
+        local ec_pem = select(2, run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null"))
+        local ec_set = assert(tp.keys(ec_pem, { kid = "k" }))
+        expect.fails("alg_not_allowed", tp.sign(CLAIMS, ed_set, { alg = "ES256" }))
+        expect.fails("alg_not_allowed", tp.sign(CLAIMS, ec_set, { alg = "EdDSA" }))
+        local ed_token, ec_token = assert(tp.sign(CLAIMS, ed_set)), assert(tp.sign(CLAIMS, ec_set))
+        expect.fails("alg_not_allowed", tp.verify(ed_token, ec_set, { now = NOW }))
+        expect.fails("alg_not_allowed", tp.verify(ec_token, ed_set, { now = NOW }))
+        local msg = expect.fails("alg_not_allowed", tp.verify(ed_token, ed_set, { now = NOW, algs = "RS256" }))
+        assert.are.equal("alg_not_allowed: alg EdDSA is not in the allow-list", msg)
+        assert(tp.verify(ed_token, ed_set, { now = NOW, algs = { "EdDSA" } }))
+      end)
+
+      it("honours key_ops", function()
+        local function with_ops(base, ops)
+          return (jwk_with(base, { key_ops = "OPS" }):gsub('"OPS"', ops))
+        end
+        local verify_only = assert(tp.keys(with_ops(ed.private_jwk, '["verify"]')))
+        local msg = expect.fails("unknown_key", tp.sign(CLAIMS, verify_only))
+        assert.are.equal("unknown_key: the key set holds no private key whose key_ops allow sign", msg)
+        local sign_only = assert(tp.keys(with_ops(ed.private_jwk, '["sign"]')))
+        local token = assert(tp.sign(CLAIMS, sign_only))
+        expect.fails("unknown_key", tp.verify(token, sign_only, { now = NOW }))
+        assert(tp.verify(token, verify_only, { now = NOW }))
+        expect.fails("alg_not_allowed", tp.keys(with_ops(ed.public_jwk, '["sign"]')))
+      end)
+    end)
   end)
 end)

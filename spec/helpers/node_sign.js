@@ -14,6 +14,9 @@
 //       comma-separated, with kids "k<FIRST>", "k<FIRST+1>", ...; only
 //       DISTINCT keys are generated and reused in turn, since one process
 //       generating thousands of keys stalls
+//   node node_sign.js okp CRV DIR
+//       generates an Ed25519 or Ed448 (CRV) key pair and writes it into DIR
+//       as private.pem, public.pem (PKCS#8, SPKI), private.jwk, public.jwk
 //
 // KEYFILE is a PEM key (private to sign, public or private to verify) for
 // RS/PS/ES/EdDSA, and the raw secret bytes for HS.
@@ -97,8 +100,18 @@ function jwks(kty, count, distinct, first) {
   return out.join(',');
 }
 
+function okp(crv, dir) {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync(crv.toLowerCase());
+  fs.writeFileSync(dir + '/private.pem', privateKey.export({ format: 'pem', type: 'pkcs8' }));
+  fs.writeFileSync(dir + '/public.pem', publicKey.export({ format: 'pem', type: 'spki' }));
+  fs.writeFileSync(dir + '/private.jwk', JSON.stringify(privateKey.export({ format: 'jwk' })));
+  fs.writeFileSync(dir + '/public.jwk', JSON.stringify(publicKey.export({ format: 'jwk' })));
+}
+
 const [mode, alg, keyFile, data, kid] = process.argv.slice(2);
-if (mode === 'jwks') {
+if (mode === 'okp') {
+  okp(alg, keyFile);
+} else if (mode === 'jwks') {
   process.stdout.write(jwks(alg, Number(keyFile), Number(data), Number(kid)));
 } else if (mode === 'sign') {
   process.stdout.write(sign(alg, keyFile, data, kid));
@@ -107,6 +120,6 @@ if (mode === 'jwks') {
   process.stdout.write(text);
   process.exitCode = ok ? 0 : 1;
 } else {
-  process.stderr.write('usage: node_sign.js sign|verify ALG KEYFILE DATA [KID] | jwks KTY COUNT DISTINCT FIRST\n');
+  process.stderr.write('usage: node_sign.js sign|verify ALG KEYFILE DATA [KID] | jwks KTY COUNT DISTINCT FIRST | okp CRV DIR\n');
   process.exitCode = 2;
 }
