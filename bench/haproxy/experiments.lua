@@ -17,6 +17,9 @@
 -- collection every N requests, and the bytes allocated per request
 -- measured over each window.
 --
+-- `bearer_pattern`: find the token with one Lua pattern over the header
+-- instead of comparing the scheme and taking the rest.
+--
 -- A Lua service `x-stats` answers `/stats` with the request count and
 -- the allocation per request (`/stats?reset` starts over).
 local tp = require "tokenpolicy"
@@ -57,6 +60,15 @@ local function bearer(txn)
     return authorization:sub(8)
   end
   return nil
+end
+
+-- The same with one Lua pattern over the whole header, checking every
+-- character of the token against RFC 6750's b64token (`bearer_pattern`).
+local B64TOKEN = "^[Bb][Ee][Aa][Rr][Ee][Rr] +([%w%-%._~%+/]+=*) *$"
+
+local function bearer_by_pattern(txn)
+  local authorization = txn.sf:req_hdr("authorization")
+  return authorization and authorization:match(B64TOKEN)
 end
 
 -- mode -> function(txn, token) run for a request that carries a token.
@@ -114,7 +126,8 @@ end
 
 --- Registers the action `opts.name` and the service `x-stats`.
 -- @tparam table opts `name`, `mode`, `keys_file`, `iss`, `aud`, and
--- optionally `pause`, `stepmul`, `collect_every`, `key_per_request`
+-- optionally `pause`, `stepmul`, `collect_every`, `key_per_request`,
+-- `bearer_pattern`
 function M.register(opts)
   local handle = assert(handlers(opts)[opts.mode], "unknown or unavailable mode " .. tostring(opts.mode))
   if opts.pause then
@@ -132,9 +145,10 @@ function M.register(opts)
     window_base = collectgarbage("count")
   end
 
+  local find_token = opts.bearer_pattern and bearer_by_pattern or bearer
   core.register_action(opts.name, { "http-req" }, function(txn)
     requests = requests + 1
-    local token = bearer(txn)
+    local token = find_token(txn)
     if token then
       handle(txn, token)
     else

@@ -193,7 +193,7 @@ local function experiments(fx)
   local function x(id, name, opts, tune, per_thread)
     local fields = { string.format("name = %q, keys_file = %q, iss = %q, aud = %q", "x-auth", fx.public,
       ISSUER, AUDIENCE) }
-    for _, k in ipairs({ "mode", "pause", "stepmul", "collect_every", "key_per_request" }) do
+    for _, k in ipairs({ "mode", "pause", "stepmul", "collect_every", "key_per_request", "bearer_pattern" }) do
       if opts[k] ~= nil then
         fields[#fields + 1] = string.format("%s = %q", k, opts[k])
       end
@@ -216,6 +216,7 @@ local function experiments(fx)
     x("x11", "verifier:check", { mode = "check" }),
     x("x12", "luaossl, key per request", { mode = "luaossl", key_per_request = true }),
     x("x13", "header only, per-thread state", { mode = "header" }, nil, true),
+    x("x14", "header only, bearer by pattern", { mode = "header", bearer_pattern = true }),
   }
   if not tp.verifier then           -- the prepared verifier is not there yet
     table.remove(list, 11)
@@ -641,7 +642,7 @@ local function main()
       for _, cfg in ipairs(xs) do
         all[cfg.id] = cfg
       end
-      for _, id in ipairs({ "a", "b", "c", "d", "e", "f", "x1", "x2", "x3", "x4", "x6", "x7", "x11" }) do
+      for _, id in ipairs({ "a", "b", "c", "d", "e", "f", "x1", "x2", "x3", "x4", "x6", "x7", "x11", "x14" }) do
         if all[id] then
           print(string.format("  %-5s %-26s %s", "(" .. id .. ")", all[id].name, callgrind_haproxy(all[id], fx)))
         end
