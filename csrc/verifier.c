@@ -376,7 +376,7 @@ static int scan_string(void *ctx, const unsigned char *text, size_t len)
 {
     scan *s = (scan *)ctx;
     if (!in_text(s, text, len)) return scan_stop(s);
-    if (s->depth == 2 && s->in_list == F_AUD && !s->aud_ok)
+    if (s->depth == 2 && s->in_list == F_AUD && s->aud_opt && !s->aud_ok)
         s->aud_ok = tp_jwt_matches(s->L, s->aud_opt, (const char *)text, len);
     scan_value(s, K_STR, (uint32_t)((const char *)text - s->w->text), (uint32_t)len, 0);
     return 1;

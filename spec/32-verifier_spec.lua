@@ -100,6 +100,9 @@ describe("verifier", function()
         { "a kid that is not a string", unsigned({ alg = "RS256", kid = 5 }, claims()) },
         { "crit", tp.sign(claims(), rsa, { header = { crit = { "exp" } } }) },
         { "an empty crit", tp.sign(claims(), rsa, { header = { crit = {} } }) },
+        { "a header with an aud list", tp.sign(claims(), rsa, { header = { aud = { "rucio" }, x = { y = 1 } } }) },
+        { "a duplicate claim", b64json({ alg = "RS256", kid = "rsa-1" }) .. "." .. tp.b64url_encode(
+          '{"sub":"a","exp":' .. (NOW + 60) .. ',"sub":"b"}') .. "." .. tp.b64url_encode(("s"):rep(256)) },
         { "a nested payload", tp.sign(claims { realm_access = { roles = { "a", "b" } }, n = tp.null }, rsa) },
         { "a payload with escapes", tp.sign(claims { sub = "al\"ice\n\u{e9}" }, rsa) },
         { "an empty string", "" },
@@ -125,6 +128,11 @@ describe("verifier", function()
       { name = "no leeway", leeway = 0 },
       { name = "exp not required", require_exp = false },
       { name = "a small max_size", max_size = 300 },
+      { name = "70 required names", require = (function()
+        local names = { "sub" }
+        for i = 1, 69 do names[#names + 1] = "x" .. i end
+        return names
+      end)() },
     }
 
     for _, keys_kind in ipairs { "KeySet", "JwksSource" } do
