@@ -301,14 +301,24 @@ static int scan_stop(scan *s)
     return 0;
 }
 
-/* The field a top-level member name stands for, or -1 (length and first
- * byte first: most names are no field). */
+/* The field a top-level member name stands for, or -1: most names are no
+ * field, so the first byte decides before any comparison. */
 static int field_of(const char *name, size_t len)
 {
-    static const unsigned char lens[F_COUNT] = { 3, 3, 3, 4, 3, 3, 3, 9, 3, 3, 3, 3, 5 };
-    for (int f = 0; f < F_COUNT; f++)
-        if (lens[f] == len && field_names[f][0] == name[0] && memcmp(field_names[f], name, len) == 0) return f;
-    return -1;
+    int f;
+    switch (len ? name[0] : 0) {
+    case 'a': f = len == 3 ? (name[1] == 'l' ? F_ALG : F_AUD) : F_AUTH_TIME; break;
+    case 'c': f = F_CRIT; break;
+    case 'e': f = F_EXP; break;
+    case 'i': f = len == 3 && name[1] == 's' ? F_ISS : F_IAT; break;
+    case 'j': f = F_JTI; break;
+    case 'k': f = F_KID; break;
+    case 'n': f = F_NBF; break;
+    case 's': f = len == 5 ? F_SCOPE : F_SUB; break;
+    case 't': f = F_TYP; break;
+    default: return -1;
+    }
+    return strlen(field_names[f]) == len && memcmp(field_names[f], name, len) == 0 ? f : -1;
 }
 
 /* A cheap summary of a name (length, first and last byte) that tells most
