@@ -343,16 +343,23 @@ static void scan_value(scan *s, int kind, uint32_t off, uint32_t len, lua_Intege
     }
 }
 
+/* A scalar as the whole text: no JSON object, for the slow way to report. */
+#define SCALAR_AT_TOP(s) ((s)->depth == 0)
+
 static int scan_null(void *ctx)
 {
-    scan_value((scan *)ctx, K_OTHER, 0, 0, 0);
+    scan *s = (scan *)ctx;
+    if (SCALAR_AT_TOP(s)) return scan_stop(s);
+    scan_value(s, K_OTHER, 0, 0, 0);
     return 1;
 }
 
 static int scan_boolean(void *ctx, int value)
 {
+    scan *s = (scan *)ctx;
     (void)value;
-    scan_value((scan *)ctx, K_OTHER, 0, 0, 0);
+    if (SCALAR_AT_TOP(s)) return scan_stop(s);
+    scan_value(s, K_OTHER, 0, 0, 0);
     return 1;
 }
 
@@ -365,7 +372,7 @@ static int scan_number(void *ctx, const char *text, size_t len)
     lua_Integer v = 0;
     int negative = p < end && *p == '-';
     p += negative;
-    if (end - p < 1 || end - p > 18) return scan_stop(s);
+    if (SCALAR_AT_TOP(s) || end - p < 1 || end - p > 18) return scan_stop(s);
     for (; p < end; p++) {
         if (*p < '0' || *p > '9') return scan_stop(s);
         v = v * 10 + (*p - '0');
@@ -385,7 +392,7 @@ static int in_text(const scan *s, const unsigned char *text, size_t len)
 static int scan_string(void *ctx, const unsigned char *text, size_t len)
 {
     scan *s = (scan *)ctx;
-    if (!in_text(s, text, len)) return scan_stop(s);
+    if (SCALAR_AT_TOP(s) || !in_text(s, text, len)) return scan_stop(s);
     if (s->depth == 2 && s->in_list == F_AUD && s->aud_opt && !s->aud_ok)
         s->aud_ok = tp_jwt_matches(s->L, s->aud_opt, (const char *)text, len);
     scan_value(s, K_STR, (uint32_t)((const char *)text - s->w->text), (uint32_t)len, 0);
