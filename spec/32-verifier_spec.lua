@@ -196,6 +196,8 @@ describe("verifier", function()
             -- with a cache: the first answer and the second (a hit) alike
             assert.are.same(want, results(cached:check(case[2], NOW)), case[1] .. " (cache)")
             assert.are.same(want, results(cached:check(case[2], NOW)), case[1] .. " (cache, again)")
+            -- an embedding HAProxy shares the thread's OpenSSL error queue
+            assert.is_false(tp._openssl_error_pending(), case[1])
           end
         end)
       end
