@@ -204,11 +204,11 @@ local function experiments(fx)
   end
   local list = {
     x("x1", "header only", { mode = "header" }),
-    x("x2", "header, GC stopped", { mode = "header", collect_every = 20000 }),
+    x("x2", "header, GC stopped", { mode = "header", collect_every = 100000 }),
     x("x3", "tp.decode", { mode = "decode" }),
     x("x4", "tp.verify", { mode = "verify" }),
     x("x5", "tp.verify, no set_var", { mode = "verify_novars" }),
-    x("x6", "tp.verify, GC stopped", { mode = "verify", collect_every = 20000 }),
+    x("x6", "tp.verify, GC stopped", { mode = "verify", collect_every = 100000 }),
     x("x7", "tp.verify, setpause 400", { mode = "verify", pause = 400 }),
     x("x8", "tp.verify, setstepmul 1000", { mode = "verify", stepmul = 1000 }),
     x("x9", "tp.verify, forced-yield 10^6", { mode = "verify" }, { "    tune.lua.forced-yield 1000000" }),
