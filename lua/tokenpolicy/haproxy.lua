@@ -273,6 +273,9 @@ function Gateway:reload_denylist()
     return false
   end
   self:solved("denylist")
+  if changed then
+    self.log.Info(("%s: denylist: reloaded, %d entries"):format(self.name, self.denylist:count()))
+  end
   return changed
 end
 
