@@ -20,7 +20,7 @@ local function signers()
   if not pem_a then
     pem_a = crypto.rsa_private(2048)
     pem_b = crypto.ec_private("P-256")
-    pem_c = crypto.rsa_private(3072)
+    pem_c = crypto.run("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048")
   end
   return assert(tp.keys(pem_a)), assert(tp.keys(pem_b)), assert(tp.keys(pem_c))
 end
@@ -347,6 +347,8 @@ for _, mode in ipairs{ "lua-load", "lua-load-per-thread" } do
           AUD = RESOURCE, ALGS = "RS256", SCOPE = SCOPE, DENYLIST = dir .. "/denylist", RELOAD_EVERY = 1,
           NBTHREAD = 2 } }
         jwks_line = "tokenpolicy-auth: jwks_uri " .. p.jwks_uri .. ": 1 keys in use"
+        -- Each state logs its keys at load and at the task's first round.
+        logged_by_every_state(h, jwks_line, h.states)
       end)
       teardown(function()
         haproxy.stop(h)
@@ -377,6 +379,36 @@ for _, mode in ipairs{ "lua-load", "lua-load-per-thread" } do
       end)
     end)
 
+    describe("with a JWKS URI that fails at start", function()
+      local h, peer, file, a
+      setup(function()
+        a = signers()
+        peer = http_peer.start()
+        local dir = haproxy.sandbox()
+        file = dir .. "/served.jwks"
+        haproxy.write(file, "503")
+        h = haproxy.start{ dir = dir, mode = mode, settings = { JWKS_URI = peer.base .. "/jwks-rotating?file=" .. file,
+          DENYLIST = dir .. "/denylist", RELOAD_EVERY = 1, NBTHREAD = 2 } }
+      end)
+      teardown(function()
+        haproxy.stop(h)
+        http_peer.stop(peer)
+      end)
+
+      it("starts anyway, refuses tokens until keys arrive, then takes them", function()
+        local t = token(a, nil, "RS256", "key-a")
+        local status, got = haproxy.get(h, bearer(t))
+        assert.are.equal(401, status)
+        assert.matches('error="invalid_token", error_description="%l+"', got["www-authenticate"])
+        local line = "tokenpolicy-auth: jwks_uri " .. peer.base .. "/jwks-rotating: 1 keys in use"
+        haproxy.write(file, tp.json_encode{ keys = { crypto.rsa_public_jwk(pem_a, "key-a") } })
+        logged_by_every_state(h, line, 0)
+        for _ = 1, 4 do
+          assert.are.equal(200, (haproxy.get(h, bearer(t))))
+        end
+      end)
+    end)
+
     describe("with keys from a JWKS URI whose answer changes", function()
       local h, peer, file, a, c, jwks_line
       local function serve(text) haproxy.write(file, text) end
@@ -391,6 +423,7 @@ for _, mode in ipairs{ "lua-load", "lua-load-per-thread" } do
         h = haproxy.start{ dir = dir, mode = mode, settings = { JWKS_URI = uri, DENYLIST = dir .. "/denylist",
           RELOAD_EVERY = 1, NBTHREAD = 2 } }
         jwks_line = "tokenpolicy-auth: jwks_uri " .. peer.base .. "/jwks-rotating: 1 keys in use"
+        logged_by_every_state(h, jwks_line, h.states)
       end)
       teardown(function()
         haproxy.stop(h)

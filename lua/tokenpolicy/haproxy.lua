@@ -373,7 +373,7 @@ function M.gateway(opts, log)
     -- refetch = false the source never fetches by itself afterwards (not
     -- even in verify, for a stale set or an unknown kid): the task feeds
     -- it with set_keys. A provider that is down does not stop HAProxy: the
-    -- task retries, and requests get `unavailable` meanwhile.
+    -- task retries, and requests get the failed fetch's code meanwhile.
     self.keys = tp.jwks(self.jwks_uri, { refetch = false, ttl = opts.reload_every, timeout = opts.jwks_timeout })
     local set, err = self.keys:refresh{ force = true }
     local what = "jwks_uri " .. printable_uri(self.jwks_uri)
@@ -416,10 +416,12 @@ function M.register(opts)
   core.register_action(gateway.name, { "http-req" }, function(txn)
     gateway:handle(txn)
   end, 0)
+  -- The first round runs at start: with a jwks_uri it fetches through the
+  -- httpclient at once (so a failed load-time fetch is retried at once).
   core.register_task(function()
     while true do
-      core.sleep(gateway.reload_every)
       gateway:refresh()
+      core.sleep(gateway.reload_every)
     end
   end)
   return gateway
