@@ -104,9 +104,13 @@ M.defaults = {
 }
 
 -- RFC 6750 section 2.1: credentials = "Bearer" 1*SP b64token, the scheme
--- case-insensitive (RFC 9110 section 11.1).
-local BEARER_SCHEME = "^[Bb][Ee][Aa][Rr][Ee][Rr] +"
-local B64TOKEN = "^[%w%-%._~%+/]+=*$"
+-- case-insensitive (RFC 9110 section 11.1). One match on the request path.
+local BEARER_SCHEME = "^[Bb][Ee][Aa][Rr][Ee][Rr] "
+local BEARER = "^[Bb][Ee][Aa][Rr][Ee][Rr] +([%w%-%._~%+/]+=*) *$"
+
+-- Key files may hold large JWK Sets (thousands of keys); read_config's
+-- default cap (1 MiB) is meant for small configuration files.
+local KEYS_FILE_MAX = 16 * 1024 * 1024
 
 --- The bearer token in a header value, or the code of why there is none.
 -- `authorization`: `Bearer <b64token>` (any case of the scheme); another
@@ -130,15 +134,14 @@ function M.bearer(value, header)
     end
     return token
   end
-  local _, last = value:find(BEARER_SCHEME)
-  if not last then
-    return nil, "missing_token"
-  end
-  local token = value:sub(last + 1):match("^(.-) *$")
-  if token:find(B64TOKEN) then
+  local token = value:match(BEARER)
+  if token then
     return token
   end
-  return nil, "malformed"
+  if value:find(BEARER_SCHEME) then
+    return nil, "malformed"
+  end
+  return nil, "missing_token"
 end
 
 --- The options of `register`, checked, with the defaults filled in.
@@ -219,7 +222,7 @@ function Gateway:reload_keys_file()
   if signature(st) == self.keys_signature then
     return false
   end
-  local text, read = tp.read_config(self.keys_file)
+  local text, read = tp.read_config(self.keys_file, { max_size = KEYS_FILE_MAX })
   if not text then
     self:problem(what, read .. " (keeping the previous keys)")
     return false
@@ -312,21 +315,21 @@ function Gateway:handle(txn)
     code = fail_code
   end
   txn:set_var("txn.tp.ok", 0)
-  txn:set_var("txn.tp.code", code)
+  txn:set_var("txn.tp.code", code or "error")
 end
 
 local function build_policy(policy, log, name)
   if type(policy) == "table" then
     return tp.policy(policy)
   elseif type(policy) == "string" then
-    local p, warnings, code = tp.policy_from_arvados(policy)
+    local p, warnings = tp.policy_from_arvados(policy)
     if not p then
       error(("%s: policy %s: %s"):format(name, policy, warnings), 0)
     end
     for _, warning in ipairs(warnings or {}) do
       log.Warning(("%s: policy %s: %s"):format(name, policy, warning))
     end
-    return p, code
+    return p
   end
   return policy
 end
@@ -356,7 +359,7 @@ function M.gateway(opts, log)
   if self.keys_file then
     -- A source without a URI, fed with the file's text: it never touches the network.
     self.keys = tp.jwks{ ttl = opts.reload_every }
-    local text, read = tp.read_config(self.keys_file)
+    local text, read = tp.read_config(self.keys_file, { max_size = KEYS_FILE_MAX })
     if not text then
       error(("%s: keys_file %s: %s"):format(self.name, self.keys_file, read), 0)
     end
