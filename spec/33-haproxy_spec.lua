@@ -230,6 +230,11 @@ for _, mode in ipairs{ "lua-load", "lua-load-per-thread" } do
         assert.are.same({ 200, "subject=alice\n" }, { status, body })
       end)
 
+      it("leaves the subject unset when it holds control characters (no forged headers)", function()
+        local status, _, body = haproxy.get(h, bearer(token(a, { sub = "alice\r\nX-Forged: 1" })))
+        assert.are.same({ 200, "subject=\n" }, { status, body })
+      end)
+
       local now = os.time()
       local refusals = {
         { "an expired token", function() return token(a, { iat = now - 600, exp = now - 120 }) end, "expired" },

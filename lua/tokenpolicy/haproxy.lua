@@ -292,6 +292,27 @@ function Gateway:refresh()
   self:reload_denylist()
 end
 
+-- Sets a variable to a claim that is a string without control characters:
+-- the configuration may put it in a header (a CR LF there would forge
+-- headers), so any other value leaves the variable unset.
+local function set_text(txn, name, value)
+  if type(value) == "string" and not value:find("%c") then
+    txn:set_var(name, value)
+  end
+end
+
+-- RFC 9068 names it scope (a string); some providers send scp, a list of
+-- strings, which becomes one space-separated string.
+local function joined(list)
+  if type(list) ~= "table" then
+    return nil
+  end
+  for _, item in ipairs(list) do
+    if type(item) ~= "string" then return nil end
+  end
+  return table.concat(list, " ")
+end
+
 --- Sets the transaction's variables for one request.
 function Gateway:handle(txn)
   local token, code = M.bearer(txn.sf:req_fhdr(self.header), self.header)
@@ -300,16 +321,14 @@ function Gateway:handle(txn)
     if claims then
       txn:set_var("txn.tp.ok", 1)
       txn:set_var("txn.tp.code", "")
-      local sub, scope, exp, jti = claims.sub, claims.scope, claims.exp, claims.jti
-      if type(sub) == "string" then txn:set_var("txn.tp.sub", sub) end
+      local scope, exp = claims.scope, claims.exp
       if scope == nil then
-        -- RFC 9068 names it scope (a string); some providers send scp, a list.
-        local scp = claims.scp
-        if type(scp) == "table" then scope = table.concat(scp, " ") end
+        scope = joined(claims.scp)
       end
-      if type(scope) == "string" then txn:set_var("txn.tp.scope", scope) end
+      set_text(txn, "txn.tp.sub", claims.sub)
+      set_text(txn, "txn.tp.scope", scope)
       if math.type(exp) == "integer" then txn:set_var("txn.tp.exp", exp) end
-      if type(jti) == "string" then txn:set_var("txn.tp.jti", jti) end
+      set_text(txn, "txn.tp.jti", claims.jti)
       return
     end
     code = fail_code
