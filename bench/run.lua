@@ -5,6 +5,8 @@
 --
 -- Environment: BENCH_ROUNDS (default 5) and BENCH_SECONDS (default 1, the
 -- length of one measurement in whole seconds) trade run time for stability.
+-- BENCH_ONLY (a Lua pattern) runs only the benchmarks whose name matches it
+-- (and skips the command line one unless it matches "cli status").
 --
 -- Every benchmark runs ROUNDS rounds; a round measures the baseline and then
 -- ours, so slow phases of a shared machine (a 2-core CI runner, say) hit
@@ -31,6 +33,7 @@ end
 local ROUNDS = math.tointeger(tonumber(os.getenv("BENCH_ROUNDS") or "")) or 5
 local SECONDS = math.tointeger(tonumber(os.getenv("BENCH_SECONDS") or "")) or 1
 assert(ROUNDS >= 1 and SECONDS >= 1, "BENCH_ROUNDS and BENCH_SECONDS must be positive integers")
+local ONLY = os.getenv("BENCH_ONLY")
 
 -- A fixed clock inside the tokens' lifetime: verify takes `now`, so the
 -- tokens never expire however long ago they were signed.
@@ -259,6 +262,25 @@ local function verify_benchmark(fixtures, alg, target)
   }
 end
 
+-- v:check on a verifier prepared with the same options as verify's rows.
+local function check_benchmark(fixtures, alg, target)
+  local f = fixtures.algs[alg]
+  local v = tp.verifier { keys = f.verifier, iss = f.verify_opts.iss, aud = f.verify_opts.aud,
+                          algs = f.verify_opts.algs }
+  return {
+    name = "check " .. alg,
+    fn = v.check,
+    args = { v, f.token, NOW },
+    check = function()
+      local claims, err = v:check(f.token, NOW)
+      assert(claims, err)
+      assert(claims.jti == "b3f1c2d4-6e5f-4a7b-8c9d-0e1f2a3b4c5d", "check returned the wrong claims")
+    end,
+    baseline = raw_openssl_baseline(alg, f),
+    target = target,
+  }
+end
+
 local sections = {
   {
     title = "JWT verify: tp.verify{now, iss, aud} against raw OpenSSL on the same key, "
@@ -271,6 +293,18 @@ local sections = {
         verify_benchmark(fixtures, "RS256", { min_ratio = 0.85, against = "evp_digestverify" }),
         verify_benchmark(fixtures, "ES256", { min_ratio = 0.90, against = "evp_digestverify" }),
         verify_benchmark(fixtures, "HS256", nil),
+      }
+    end,
+  },
+  {
+    title = "Prepared verifier: v:check(token, now) (iss, aud; no cache) against raw OpenSSL",
+    prepare = function(fixtures)
+      return {
+        -- Against the fastest raw paths: a prepared EVP_PKEY_CTX, a keyed
+        -- EVP_MAC_CTX.
+        check_benchmark(fixtures, "RS256", { min_ratio = 0.95, against = "evp_pkey_verify" }),
+        check_benchmark(fixtures, "ES256", { min_ratio = 0.97, against = "evp_pkey_verify" }),
+        check_benchmark(fixtures, "HS256", { min_ratio = 0.5, against = "evp_mac_prepared" }),
       }
     end,
   },
@@ -580,16 +614,20 @@ local function main(dir)
     print(string.format(ROW, "benchmark", "ours ops/s", "raw ops/s", "ratio",
                         "raw baseline (ratio to the faster)"))
     for _, b in ipairs(section.prepare(fixtures)) do
-      local r = run_benchmark(b)
-      print_result(r)
-      table.insert(results, r)
+      if not ONLY or b.name:match(ONLY) then
+        local r = run_benchmark(b)
+        print_result(r)
+        table.insert(results, r)
+      end
     end
   end
 
-  print()
-  print("== tokenpolicy status, process start to exit (vs lua5.4 -e '')")
-  print(string.format(ROW, "command", "ours", "bare lua", "", ""))
-  table.insert(results, cli_benchmark(fixtures))
+  if not ONLY or ("cli status"):match(ONLY) then
+    print()
+    print("== tokenpolicy status, process start to exit (vs lua5.4 -e '')")
+    print(string.format(ROW, "command", "ours", "bare lua", "", ""))
+    table.insert(results, cli_benchmark(fixtures))
+  end
 
   print()
   print("== targets")

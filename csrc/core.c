@@ -34,6 +34,7 @@ int luaopen_tokenpolicy_core(lua_State *L)
     tp_open_denylist(L);
     tp_open_http(L);
     tp_open_jwks(L);
+    tp_open_verifier(L);
     lua_pushcfunction(L, tp_core_openssl_error_pending);
     lua_setfield(L, -2, "_openssl_error_pending");
     lua_pushliteral(L, "tokenpolicy " TP_VERSION);

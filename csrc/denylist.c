@@ -980,3 +980,15 @@ void tp_open_denylist(lua_State *L)
     lua_pushcfunction(L, tp_denylist_new);
     lua_setfield(L, -2, "denylist");
 }
+
+/* For the verifier: Denylist:contains on a C string (the denylist at idx;
+ * a closed one raises, as its methods do). */
+int tp_denylist_denied(lua_State *L, int idx, const char *jti, size_t len, lua_Integer now)
+{
+    denylist *d = check_denylist(L, idx);
+    uint64_t hash;
+    uint32_t found, slot;
+    if (len > TP_DENYLIST_MAX_JTI) return 0;  /* never stored */
+    found = dtable_find(&d->tab, jti, len, &hash, &slot);
+    return found != 0 && now < d->tab.ents[found - 1].exp;
+}

@@ -17,8 +17,6 @@
 #include "tp.h"
 
 #define TP_DEFAULT_MAX_SIZE 16384
-/* The shared metatable of claims and header tables (for printing). */
-#define TP_CLAIMS_CLASS "tokenpolicy.Claims"
 #define TP_DEFAULT_LEEWAY 60
 
 /* ---- compact serialization ---------------------------------------------- */
@@ -60,42 +58,35 @@ static const char *check_compact(lua_State *L, const char *token, size_t len, co
 }
 
 /* Working memory for one call: base64url scratch and the three decoded
- * parts.  A buffer on the C stack serves typical tokens; larger ones get
- * Lua-owned memory, so no path needs to free anything. */
-#define TP_SMALL_WORK 4096
-
-typedef struct decoded {
-    unsigned char *part[3];
-    size_t len[3];
-} decoded;
+ * parts.  A buffer on the C stack (TP_JWS_WORK bytes) serves typical
+ * tokens; larger ones get Lua-owned memory, so no path needs to free
+ * anything. */
 
 /* Decodes all three parts; returns NULL, or a message for `malformed`. */
-static const char *decode_parts(lua_State *L, const compact *c, char *small, decoded *d)
+static const char *decode_parts(lua_State *L, const compact *c, char *small, tp_jws *j)
 {
     static const char *const names[3] = { "header", "payload", "signature" };
     size_t total = c->len[0] + c->len[1] + c->len[2];
     size_t need = total + 3 + tp_b64url_decoded_len(total) + 3 * 2;
-    char *scratch = need <= TP_SMALL_WORK ? small : (char *)lua_newuserdata(L, need);
+    char *scratch = need <= TP_JWS_WORK ? small : (char *)lua_newuserdata(L, need);
     unsigned char *out = (unsigned char *)scratch + total + 3;
     for (int i = 0; i < 3; i++) {
         int n = tp_b64url_decode(c->part[i], c->len[i], out, scratch);
         if (n < 0)
             return lua_pushfstring(L, "the %s is not canonical unpadded base64url", names[i]);
-        d->part[i] = out;
-        d->len[i] = (size_t)n;
+        j->part[i] = out;
+        j->plen[i] = (size_t)n;
         out += n + 2;
     }
     return NULL;
 }
 
-/* Parses a decoded header or payload into a Lua table pushed on the stack;
- * returns NULL, or a message for `malformed`. */
-static const char *parse_part(lua_State *L, const decoded *d, int part)
+const char *tp_jwt_parse_part(lua_State *L, const tp_jws *j, int part)
 {
     static const char *const names[2] = { "header", "payload" };
     const char *why;
     int is_object = 0;
-    if (!tp_json_parse_lua(L, (const char *)d->part[part], d->len[part], &is_object, &why))
+    if (!tp_json_parse_lua(L, (const char *)j->part[part], j->plen[part], &is_object, &why))
         return lua_pushfstring(L, "the %s is not valid JSON (%s)", names[part], why);
     if (!is_object) {
         lua_pop(L, 1);
@@ -170,6 +161,26 @@ static int fail_token(lua_State *L, const char *msg, const char *token, size_t l
     return tp_fail(L, "malformed", "%s%s", msg, token_hint(token, len));
 }
 
+const char *tp_jwt_strip(const char *token, size_t *len)
+{
+    return needs_strip(token, *len) ? strip_token(token, len) : token;
+}
+
+int tp_jwt_split(lua_State *L, const char *token, size_t len, lua_Integer max_size, char *small, tp_jws *j)
+{
+    const char *msg;
+    compact c;
+    if ((lua_Integer)len > max_size)
+        return tp_fail(L, "too_large", "token of %I bytes is over the %I-byte limit", (lua_Integer)len, max_size);
+    if (needs_strip(token, len)) token = strip_token(token, &len);
+    if ((msg = check_compact(L, token, len, &c)) || (msg = decode_parts(L, &c, small, j)))
+        return fail_token(L, msg, token, len);
+    j->token = token;
+    j->len = len;
+    j->input_len = c.len[0] + 1 + c.len[1];
+    return 0;
+}
+
 /* ---- decode ------------------------------------------------------------- */
 
 /* Upvalues of decode and verify: the metatables they give their results. */
@@ -195,32 +206,27 @@ static int tp_jwt_decode(lua_State *L)
     const char *token = tp_check_string(L, 1, &len);
     lua_Integer max_size = TP_DEFAULT_MAX_SIZE;
     const char *msg;
-    char small[TP_SMALL_WORK];
-    decoded d;
-    compact c;
+    char small[TP_JWS_WORK];
+    tp_jws j;
 
     tp_opts(L, 2, options);
     max_size = tp_opt_integer(L, 2, "max_size", TP_DEFAULT_MAX_SIZE, 1);
-    if ((lua_Integer)len > max_size)
-        return tp_fail(L, "too_large", "token of %I bytes is over the %I-byte limit",
-                       (lua_Integer)len, max_size);
-    if (needs_strip(token, len)) token = strip_token(token, &len);
-    if ((msg = check_compact(L, token, len, &c)) || (msg = decode_parts(L, &c, small, &d)))
-        return fail_token(L, msg, token, len);
+    if (tp_jwt_split(L, token, len, max_size, small, &j))
+        return 3;
     lua_createtable(L, 0, 4);
-    if ((msg = parse_part(L, &d, 0)))
+    if ((msg = tp_jwt_parse_part(L, &j, 0)))
         return tp_fail(L, "malformed", "%s", msg);
     lua_pushvalue(L, CLAIMS_META);
     lua_setmetatable(L, -2);
     lua_setfield(L, -2, "header");
-    if ((msg = parse_part(L, &d, 1)))
+    if ((msg = tp_jwt_parse_part(L, &j, 1)))
         return tp_fail(L, "malformed", "%s", msg);
     lua_pushvalue(L, CLAIMS_META);
     lua_setmetatable(L, -2);
     lua_setfield(L, -2, "claims");
-    lua_pushlstring(L, token, c.len[0] + 1 + c.len[1]);
+    lua_pushlstring(L, j.token, j.input_len);
     lua_setfield(L, -2, "signing_input");
-    lua_pushlstring(L, (const char *)d.part[2], d.len[2]);
+    lua_pushlstring(L, (const char *)j.part[2], j.plen[2]);
     lua_setfield(L, -2, "signature");
     lua_pushvalue(L, JWT_META);
     lua_setmetatable(L, -2);
@@ -228,14 +234,6 @@ static int tp_jwt_decode(lua_State *L)
 }
 
 /* ---- verify ------------------------------------------------------------- */
-
-typedef struct verify_opts {
-    unsigned algs;
-    lua_Integer now, leeway, max_size;
-    int require_exp;
-    int iss, aud, require;  /* stack index of the option's value, or 0 */
-    const char *typ;        /* NULL when not checked */
-} verify_opts;
 
 /* The allow-list from the string or list at -1 (checked by
  * tp_opt_strings). */
@@ -259,29 +257,12 @@ static unsigned parse_algs(lua_State *L, int opts_idx)
     return algs;
 }
 
-/* Reads the options table at idx through the shared readers.  The values
- * of iss, aud and require stay pushed (their indices in o) for the claim
- * checks. */
-static void parse_verify_opts(lua_State *L, int idx, verify_opts *o)
+/* Reads the options verify and the verifier share from the table at idx
+ * (already checked by tp_opts; `now` is verify's alone and read by it).
+ * The values of iss, aud and require stay pushed (their indices in o) for
+ * the claim checks. */
+void tp_jwt_read_opts(lua_State *L, int idx, tp_verify_opts *o)
 {
-    static const char *const options[] = {
-        "algs", "iss", "aud", "typ", "leeway", "require", "require_exp", "max_size", "now", NULL
-    };
-    o->algs = TP_ALGS_ASYMMETRIC;
-    o->leeway = TP_DEFAULT_LEEWAY;
-    o->max_size = TP_DEFAULT_MAX_SIZE;
-    o->require_exp = 1;
-    o->iss = o->aud = o->require = 0;
-    o->typ = NULL;
-    if (!tp_opts(L, idx, options)) {
-        o->now = (lua_Integer)time(NULL);
-        return;
-    }
-    {
-        int has_now = lua_getfield(L, idx, "now") != LUA_TNIL;
-        lua_pop(L, 1);
-        o->now = has_now ? tp_opt_integer(L, idx, "now", 0, LUA_MININTEGER) : (lua_Integer)time(NULL);
-    }
     o->leeway = tp_opt_integer(L, idx, "leeway", TP_DEFAULT_LEEWAY, 0);
     o->max_size = tp_opt_integer(L, idx, "max_size", TP_DEFAULT_MAX_SIZE, 1);
     o->require_exp = tp_opt_boolean(L, idx, "require_exp", 1);
@@ -299,6 +280,36 @@ static void parse_verify_opts(lua_State *L, int idx, verify_opts *o)
         lua_pop(L, 1);
         if (tp_opt_strings(L, idx, "require")) o->require = lua_gettop(L);
     }
+}
+
+void tp_jwt_default_opts(tp_verify_opts *o)
+{
+    o->algs = TP_ALGS_ASYMMETRIC;
+    o->leeway = TP_DEFAULT_LEEWAY;
+    o->max_size = TP_DEFAULT_MAX_SIZE;
+    o->require_exp = 1;
+    o->iss = o->aud = o->require = 0;
+    o->typ = NULL;
+    o->now = 0;
+}
+
+/* Reads verify's options table at idx through the shared readers. */
+static void parse_verify_opts(lua_State *L, int idx, tp_verify_opts *o)
+{
+    static const char *const options[] = {
+        "algs", "iss", "aud", "typ", "leeway", "require", "require_exp", "max_size", "now", NULL
+    };
+    tp_jwt_default_opts(o);
+    if (!tp_opts(L, idx, options)) {
+        o->now = (lua_Integer)time(NULL);
+        return;
+    }
+    {
+        int has_now = lua_getfield(L, idx, "now") != LUA_TNIL;
+        lua_pop(L, 1);
+        o->now = has_now ? tp_opt_integer(L, idx, "now", 0, LUA_MININTEGER) : (lua_Integer)time(NULL);
+    }
+    tp_jwt_read_opts(L, idx, o);
 }
 
 /* Reads a NumericDate claim from the claims table at idx.  Returns 0 when
@@ -325,29 +336,28 @@ static int numeric_date(lua_State *L, int idx, const char *name, int round_up, l
 }
 
 /* Media types compare case-insensitively, and "application/" may be left
- * out (RFC 7515 section 4.1.9), so "at+jwt" matches "application/at+JWT". */
-static int typ_equal(const char *a, const char *b)
+ * out (RFC 7515 section 4.1.9), so "at+jwt" matches "application/at+JWT".
+ * The header's typ is not NUL-terminated (the JSON parser refuses NUL). */
+static int typ_equal(const char *typ, size_t len, const char *want)
 {
-    if (strncasecmp(a, "application/", 12) == 0) a += 12;
-    if (strncasecmp(b, "application/", 12) == 0) b += 12;
-    return strcasecmp(a, b) == 0;
+    size_t wlen;
+    if (len >= 12 && strncasecmp(typ, "application/", 12) == 0) typ += 12, len -= 12;
+    if (strncasecmp(want, "application/", 12) == 0) want += 12;
+    wlen = strlen(want);
+    return len == wlen && strncasecmp(typ, want, len) == 0;
 }
 
-/* 1 when the string at value_idx equals the option at -1 (a string or a
- * list of strings). */
-static int matches_option(lua_State *L, int value_idx)
+int tp_jwt_matches(lua_State *L, int opt, const char *s, size_t len)
 {
-    size_t len, olen;
-    const char *s, *o;
-    if (lua_type(L, value_idx) != LUA_TSTRING) return 0;
-    s = lua_tolstring(L, value_idx, &len);
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        o = lua_tolstring(L, -1, &olen);
+    size_t olen;
+    const char *o;
+    if (lua_type(L, opt) == LUA_TSTRING) {
+        o = lua_tolstring(L, opt, &olen);
         return olen == len && memcmp(o, s, len) == 0;
     }
-    for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
+    for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, opt); i++) {
         int found;
-        lua_rawgeti(L, -1, i);
+        lua_rawgeti(L, opt, i);
         o = lua_tolstring(L, -1, &olen);
         found = olen == len && memcmp(o, s, len) == 0;
         lua_pop(L, 1);
@@ -356,82 +366,119 @@ static int matches_option(lua_State *L, int value_idx)
     return 0;
 }
 
-/* Checks header typ and the claims (tables at hdr and cl); pushes the fail
- * triple and returns 3 on a failure, else returns 0 with the stack as it
- * was. */
-static int check_claims(lua_State *L, const verify_opts *o, int hdr, int cl)
+/* 1 when the value at value_idx is a string the option at opt accepts. */
+static int value_matches(lua_State *L, int value_idx, int opt)
 {
-    lua_Integer exp, nbf, iat;
-    int has;
-    char safe[40], span[32];
+    size_t len;
+    const char *s;
+    if (lua_type(L, value_idx) != LUA_TSTRING) return 0;
+    s = lua_tolstring(L, value_idx, &len);
+    return tp_jwt_matches(L, opt, s, len);
+}
 
-    has = numeric_date(L, cl, "exp", 0, &exp);
-    if (has < 0) return tp_fail(L, "malformed", "exp is not a number");
-    if (has == 0 && o->require_exp) return tp_fail(L, "missing_claim", "exp is required");
-    /* Valid while now < exp + leeway (RFC 7519 4.1.4: "on or after" expires). */
-    if (has && tp_sub_sat(o->now, o->leeway) >= exp)
-        return tp_fail(L, "expired", "expired %s ago", tp_format_span(span, tp_sub_sat(o->now, exp)));
-    has = numeric_date(L, cl, "nbf", 1, &nbf);
-    if (has < 0) return tp_fail(L, "malformed", "nbf is not a number");
-    /* Not yet valid while now + leeway < nbf (RFC 7519 4.1.5: valid "on or after"). */
-    if (has && tp_add_sat(o->now, o->leeway) < nbf)
-        return tp_fail(L, "not_yet_valid", "valid only in %s", tp_format_span(span, tp_sub_sat(nbf, o->now)));
-    has = numeric_date(L, cl, "iat", 0, &iat);
-    if (has < 0) return tp_fail(L, "malformed", "iat is not a number");
-    if (has && iat > tp_add_sat(o->now, o->leeway))
-        return tp_fail(L, "issued_in_future", "issued %s in the future", tp_format_span(span, tp_sub_sat(iat, o->now)));
+/* A string member of a header table, its kind and its text (which the
+ * table keeps alive). */
+static int header_member(lua_State *L, int hdr, const char *name, const char **s, size_t *len)
+{
+    int type = lua_getfield(L, hdr, name), kind;
+    *s = NULL;
+    *len = 0;
+    kind = type == LUA_TNIL ? TP_ABSENT : type == LUA_TSTRING ? TP_STRING : TP_OTHER;
+    if (kind == TP_STRING) *s = lua_tolstring(L, -1, len);
+    lua_pop(L, 1);
+    return kind;
+}
 
+void tp_jwt_header_of(lua_State *L, int hdr, tp_jwt_header *h)
+{
+    hdr = lua_absindex(L, hdr);
+    h->alg_kind = header_member(L, hdr, "alg", &h->alg, &h->alg_len);
+    h->kid_kind = header_member(L, hdr, "kid", &h->kid, &h->kid_len);
+    h->typ_kind = header_member(L, hdr, "typ", &h->typ, &h->typ_len);
+    if (lua_getfield(L, hdr, "crit") == LUA_TNIL)
+        h->crit = 0;
+    else
+        h->crit = lua_istable(L, -1) && lua_rawlen(L, -1) > 0 ? 1 : -1;
+    lua_pop(L, 1);
+}
+
+void tp_jwt_claims_of(lua_State *L, const tp_verify_opts *o, int cl, tp_jwt_claims *c)
+{
+    int type;
+    cl = lua_absindex(L, cl);
+    memset(c, 0, sizeof *c);
+    c->exp = numeric_date(L, cl, "exp", 0, &c->exp_v);
+    c->nbf = numeric_date(L, cl, "nbf", 1, &c->nbf_v);
+    c->iat = numeric_date(L, cl, "iat", 0, &c->iat_v);
     if (o->iss) {
-        int ok;
-        if (lua_getfield(L, cl, "iss") == LUA_TNIL) return tp_fail(L, "missing_claim", "iss is required");
-        lua_pushvalue(L, o->iss);
-        ok = matches_option(L, -2);
-        lua_pop(L, 1);
-        if (!ok) {
-            size_t len = 0;
-            const char *iss = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-            return tp_fail(L, "bad_issuer", "issuer %s is not accepted",
-                           iss ? tp_printable(safe, iss, len) : "(not a string)");
+        type = lua_getfield(L, cl, "iss");
+        c->iss = type == LUA_TNIL ? TP_ABSENT : type == LUA_TSTRING ? TP_STRING : TP_OTHER;
+        if (c->iss == TP_STRING) {
+            c->iss_s = lua_tolstring(L, -1, &c->iss_len);  /* kept alive by the table */
+            c->iss_ok = tp_jwt_matches(L, o->iss, c->iss_s, c->iss_len);
         }
         lua_pop(L, 1);
     }
     if (o->aud) {
-        int ok = 0, type = lua_getfield(L, cl, "aud");
-        if (type == LUA_TNIL) return tp_fail(L, "missing_claim", "aud is required");
-        lua_pushvalue(L, o->aud);
+        type = lua_getfield(L, cl, "aud");
+        c->aud = type != LUA_TNIL;
         if (type == LUA_TTABLE) {
-            for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -2) && !ok; i++) {
-                lua_rawgeti(L, -2, i);
-                lua_insert(L, -2);      /* value below the option */
-                ok = matches_option(L, -2);
-                lua_remove(L, -2);
+            for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1) && !c->aud_ok; i++) {
+                lua_rawgeti(L, -1, i);
+                c->aud_ok = value_matches(L, -1, o->aud);
+                lua_pop(L, 1);
             }
         } else {
-            ok = matches_option(L, -2);
+            c->aud_ok = value_matches(L, -1, o->aud);
         }
-        lua_pop(L, 2);
-        if (!ok) return tp_fail(L, "bad_audience", "the token is not meant for this audience");
-    }
-    if (o->typ) {
-        size_t len = 0;
-        const char *typ = lua_getfield(L, hdr, "typ") == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-        if (!typ || !typ_equal(typ, o->typ))
-            return tp_fail(L, "bad_type", "typ %s is not accepted", typ ? tp_printable(safe, typ, len) : "(absent)");
         lua_pop(L, 1);
     }
     if (o->require) {
         int single = lua_type(L, o->require) == LUA_TSTRING;
         lua_Integer n = single ? 1 : (lua_Integer)lua_rawlen(L, o->require);
-        for (lua_Integer i = 1; i <= n; i++) {
+        for (lua_Integer i = 1; i <= n && !c->missing; i++) {
             if (single) lua_pushvalue(L, o->require); else lua_rawgeti(L, o->require, i);
-            if (lua_rawget(L, cl) == LUA_TNIL) {
-                if (single) lua_pushvalue(L, o->require); else lua_rawgeti(L, o->require, i);
-                return tp_fail(L, "missing_claim", "%s is required",
-                               tp_printable(safe, lua_tostring(L, -1), lua_rawlen(L, -1)));
-            }
-            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            if (lua_rawget(L, cl) == LUA_TNIL)  /* the name stays referenced by the option */
+                c->missing = lua_tolstring(L, -2, &c->missing_len);
+            lua_pop(L, 2);
         }
     }
+}
+
+int tp_jwt_check_claims(lua_State *L, const tp_verify_opts *o, const tp_jwt_header *h, const tp_jwt_claims *c)
+{
+    char safe[40], span[32];
+
+    if (c->exp < 0) return tp_fail(L, "malformed", "exp is not a number");
+    if (c->exp == 0 && o->require_exp) return tp_fail(L, "missing_claim", "exp is required");
+    /* Valid while now < exp + leeway (RFC 7519 4.1.4: "on or after" expires). */
+    if (c->exp && tp_sub_sat(o->now, o->leeway) >= c->exp_v)
+        return tp_fail(L, "expired", "expired %s ago", tp_format_span(span, tp_sub_sat(o->now, c->exp_v)));
+    if (c->nbf < 0) return tp_fail(L, "malformed", "nbf is not a number");
+    /* Not yet valid while now + leeway < nbf (RFC 7519 4.1.5: valid "on or after"). */
+    if (c->nbf && tp_add_sat(o->now, o->leeway) < c->nbf_v)
+        return tp_fail(L, "not_yet_valid", "valid only in %s", tp_format_span(span, tp_sub_sat(c->nbf_v, o->now)));
+    if (c->iat < 0) return tp_fail(L, "malformed", "iat is not a number");
+    if (c->iat && c->iat_v > tp_add_sat(o->now, o->leeway))
+        return tp_fail(L, "issued_in_future", "issued %s in the future",
+                       tp_format_span(span, tp_sub_sat(c->iat_v, o->now)));
+
+    if (o->iss) {
+        if (c->iss == TP_ABSENT) return tp_fail(L, "missing_claim", "iss is required");
+        if (!c->iss_ok)
+            return tp_fail(L, "bad_issuer", "issuer %s is not accepted",
+                           c->iss == TP_STRING ? tp_printable(safe, c->iss_s, c->iss_len) : "(not a string)");
+    }
+    if (o->aud) {
+        if (!c->aud) return tp_fail(L, "missing_claim", "aud is required");
+        if (!c->aud_ok) return tp_fail(L, "bad_audience", "the token is not meant for this audience");
+    }
+    if (o->typ && (h->typ_kind != TP_STRING || !typ_equal(h->typ, h->typ_len, o->typ)))
+        return tp_fail(L, "bad_type", "typ %s is not accepted",
+                       h->typ_kind == TP_STRING ? tp_printable(safe, h->typ, h->typ_len) : "(absent)");
+    if (c->missing)
+        return tp_fail(L, "missing_claim", "%s is required", tp_printable(safe, c->missing, c->missing_len));
     return 0;
 }
 
@@ -458,6 +505,74 @@ static int keyset_has_kid(const tp_keyset *set, const char *kid, size_t kidlen)
     return 0;
 }
 
+int tp_jwt_check_alg(lua_State *L, const tp_jwt_header *h, unsigned algs, int *alg)
+{
+    char safe[40];
+    if (h->alg_kind == TP_ABSENT) return tp_fail(L, "malformed", "the header has no alg");
+    if (h->alg_kind != TP_STRING) return tp_fail(L, "malformed", "alg is not a string");
+    if (h->alg_len == 4 && strncasecmp(h->alg, "none", 4) == 0)
+        return tp_fail(L, "alg_not_allowed", "alg none is never accepted");
+    if ((*alg = tp_alg_lookup(h->alg, h->alg_len)) < 0)
+        return tp_fail(L, "alg_not_allowed", "alg %s is not supported", tp_printable(safe, h->alg, h->alg_len));
+    if (!((algs >> *alg) & 1u))
+        return tp_fail(L, "alg_not_allowed", "alg %s is not in the allow-list", tp_algs[*alg].name);
+    if (h->crit < 0) return tp_fail(L, "malformed", "crit must be a non-empty array");
+    if (h->crit > 0)
+        return tp_fail(L, "unsupported_crit", "the token requires extensions this verifier does not implement");
+    return 0;
+}
+
+int tp_jwt_check_signature(lua_State *L, int keys, const tp_jwt_header *h, int alg, const tp_jws *j,
+                           tp_keyset **used)
+{
+    tp_keyset *set = (tp_keyset *)luaL_testudata(L, keys, TP_KEYSET_CLASS);  /* NULL: a JwksSource */
+    const char *kid = h->kid_kind == TP_STRING ? h->kid : NULL;
+    size_t kidlen = h->kid_len;
+    int tried = 0, verified = 0, kid_known = 0, pool = 0, fetched = 0, source = set == NULL;
+    char safe[40];
+
+    if (source) {  /* the source's current set stays on the stack while in use */
+        int n = tp_jwks_keys(L, keys, &fetched);
+        if (n != 1) return n;
+        set = (tp_keyset *)lua_touserdata(L, -1);
+    }
+    if (h->kid_kind == TP_OTHER) return tp_fail(L, "malformed", "kid is not a string");
+    if (kid) kid_known = keyset_has_kid(set, kid, kidlen);
+    if (source && kid && !kid_known && !fetched && tp_jwks_refetch(L, keys)) {
+        /* A JwksSource that did not know the kid: retry with the new set. */
+        set = (tp_keyset *)lua_touserdata(L, -1);
+        kid_known = keyset_has_kid(set, kid, kidlen);
+    }
+
+    /* With a known kid, only that kid's keys (through the set's index);
+     * otherwise every key, but never one with another kid. */
+    for (long i = kid_known ? tp_keyset_kid_next(set, kid, kidlen, -1) : 0;
+         i >= 0 && (size_t)i < set->count && !verified;
+         i = kid_known ? tp_keyset_kid_next(set, kid, kidlen, i) : i + 1) {
+        tp_key *key = &set->key[i];
+        if (!kid_known && kid && key->kid) continue;
+        if (!tp_key_can_verify(key)) continue;  /* key_ops without verify */
+        pool++;
+        if (!key_fits(key, alg)) continue;
+        tried++;
+        if (!signature_length_ok(key, alg, j->plen[2])) continue;
+        verified = tp_key_verify(set, key, alg, (const unsigned char *)j->token, j->input_len, j->part[2],
+                                 j->plen[2]);
+    }
+    if (!verified) {
+        if (tried)
+            return tp_fail(L, "bad_signature", "the signature does not verify");
+        if (pool)
+            return tp_fail(L, "alg_not_allowed", "no key%s%s fits alg %s", kid_known ? " with kid " : "",
+                           kid_known ? tp_printable(safe, kid, kidlen) : "", tp_algs[alg].name);
+        if (kid)
+            return tp_fail(L, "unknown_key", "no key has kid %s", tp_printable(safe, kid, kidlen));
+        return tp_fail(L, "unknown_key", "the key set has no key for alg %s", tp_algs[alg].name);
+    }
+    if (used) *used = set;
+    return 0;
+}
+
 /***
  * Verifies a JWT's signature with a key set, then its claims.
  *
@@ -477,98 +592,32 @@ static int keyset_has_kid(const tp_keyset *set, const char *kid, size_t kidlen)
  */
 static int tp_jwt_verify(lua_State *L)
 {
-    size_t len, kidlen = 0, alglen;
+    size_t len;
     const char *token = tp_check_string(L, 1, &len);
-    tp_keyset *set = (tp_keyset *)luaL_testudata(L, 2, TP_KEYSET_CLASS);  /* NULL: a JwksSource */
-    verify_opts o;
-    compact c;
-    const char *msg, *algname, *kid = NULL;
-    char small[TP_SMALL_WORK], safe[40];
-    decoded d;
-    int alg, hdr, cl, tried = 0, verified = 0, kid_known = 0, pool = 0, fetched = 0;
-    int source = set == NULL;
+    tp_verify_opts o;
+    char small[TP_JWS_WORK];
+    const char *msg;
+    tp_jws j;
+    tp_jwt_header h;
+    tp_jwt_claims c;
+    int alg, hdr, cl;
 
-    if (source) tp_check_jwks(L, 2);
+    if (!luaL_testudata(L, 2, TP_KEYSET_CLASS)) tp_check_jwks(L, 2);
     lua_settop(L, 3);
     parse_verify_opts(L, 3, &o);
-    if ((lua_Integer)len > o.max_size)
-        return tp_fail(L, "too_large", "token of %I bytes is over the %I-byte limit", (lua_Integer)len, o.max_size);
-    if (needs_strip(token, len)) token = strip_token(token, &len);
-    if ((msg = check_compact(L, token, len, &c)) || (msg = decode_parts(L, &c, small, &d)))
-        return fail_token(L, msg, token, len);
-    if ((msg = parse_part(L, &d, 0)))
+    if (tp_jwt_split(L, token, len, o.max_size, small, &j))
+        return 3;
+    if ((msg = tp_jwt_parse_part(L, &j, 0)))
         return tp_fail(L, "malformed", "%s", msg);
     hdr = lua_gettop(L);
-
-    switch (lua_getfield(L, hdr, "alg")) {
-    case LUA_TNIL: return tp_fail(L, "malformed", "the header has no alg");
-    case LUA_TSTRING: break;
-    default: return tp_fail(L, "malformed", "alg is not a string");
-    }
-    algname = lua_tolstring(L, -1, &alglen);
-    lua_pop(L, 1);  /* still referenced by the header table */
-    if (strcasecmp(algname, "none") == 0)
-        return tp_fail(L, "alg_not_allowed", "alg none is never accepted");
-    if ((alg = tp_alg_lookup(algname, alglen)) < 0)
-        return tp_fail(L, "alg_not_allowed", "alg %s is not supported", tp_printable(safe, algname, alglen));
-    if (!((o.algs >> alg) & 1u))
-        return tp_fail(L, "alg_not_allowed", "alg %s is not in the allow-list", tp_algs[alg].name);
-    if (lua_getfield(L, hdr, "crit") != LUA_TNIL) {
-        if (!lua_istable(L, -1) || lua_rawlen(L, -1) == 0)
-            return tp_fail(L, "malformed", "crit must be a non-empty array");
-        return tp_fail(L, "unsupported_crit", "the token requires extensions this verifier does not implement");
-    }
-    lua_pop(L, 1);
-    if (source) {  /* the source's current set stays on the stack while in use */
-        int n = tp_jwks_keys(L, 2, &fetched);
-        if (n != 1) return n;
-        set = (tp_keyset *)lua_touserdata(L, -1);
-    }
-    switch (lua_getfield(L, hdr, "kid")) {
-    case LUA_TNIL: break;
-    case LUA_TSTRING:
-        kid = lua_tolstring(L, -1, &kidlen);
-        kid_known = keyset_has_kid(set, kid, kidlen);
-        break;
-    default: return tp_fail(L, "malformed", "kid is not a string");
-    }
-    lua_pop(L, 1);
-    if (source && kid && !kid_known && !fetched && tp_jwks_refetch(L, 2)) {
-        /* A JwksSource that did not know the kid: retry with the new set. */
-        set = (tp_keyset *)lua_touserdata(L, -1);
-        kid_known = keyset_has_kid(set, kid, kidlen);
-    }
-
-    /* With a known kid, only that kid's keys (through the set's index);
-     * otherwise every key, but never one with another kid. */
-    for (long i = kid_known ? tp_keyset_kid_next(set, kid, kidlen, -1) : 0;
-         i >= 0 && (size_t)i < set->count && !verified;
-         i = kid_known ? tp_keyset_kid_next(set, kid, kidlen, i) : i + 1) {
-        tp_key *key = &set->key[i];
-        if (!kid_known && kid && key->kid) continue;
-        if (!tp_key_can_verify(key)) continue;  /* key_ops without verify */
-        pool++;
-        if (!key_fits(key, alg)) continue;
-        tried++;
-        if (!signature_length_ok(key, alg, d.len[2])) continue;
-        verified = tp_key_verify(set, key, alg, (const unsigned char *)token, c.len[0] + 1 + c.len[1],
-                                 d.part[2], d.len[2]);
-    }
-    if (!verified) {
-        if (tried)
-            return tp_fail(L, "bad_signature", "the signature does not verify");
-        if (pool)
-            return tp_fail(L, "alg_not_allowed", "no key%s%s fits alg %s", kid_known ? " with kid " : "",
-                           kid_known ? tp_printable(safe, kid, kidlen) : "", tp_algs[alg].name);
-        if (kid)
-            return tp_fail(L, "unknown_key", "no key has kid %s", tp_printable(safe, kid, kidlen));
-        return tp_fail(L, "unknown_key", "the key set has no key for alg %s", tp_algs[alg].name);
-    }
-
-    if ((msg = parse_part(L, &d, 1)))
+    tp_jwt_header_of(L, hdr, &h);
+    if (tp_jwt_check_alg(L, &h, o.algs, &alg) || tp_jwt_check_signature(L, 2, &h, alg, &j, NULL))
+        return 3;
+    if ((msg = tp_jwt_parse_part(L, &j, 1)))
         return tp_fail(L, "malformed", "%s", msg);
     cl = lua_gettop(L);
-    if (check_claims(L, &o, hdr, cl))
+    tp_jwt_claims_of(L, &o, cl, &c);
+    if (tp_jwt_check_claims(L, &o, &h, &c))
         return 3;
     /* One shared metatable, so that claims and header print readably. */
     lua_pushvalue(L, CLAIMS_META);
@@ -1033,12 +1082,20 @@ static int tp_jwt__tostring(lua_State *L)
     return 1;
 }
 
+void tp_jwt_push_claims_text(lua_State *L, int idx)
+{
+    push_claim_lines(L, idx, "");
+    if (lua_rawlen(L, -1) == 0) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "{}");
+    }
+}
+
 /* Claims and header tables print one line per member ("{}" when empty). */
 static int tp_claims__tostring(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    push_claim_lines(L, 1, "");
-    if (lua_rawlen(L, -1) == 0) lua_pushliteral(L, "{}");
+    tp_jwt_push_claims_text(L, 1);
     return 1;
 }
 

@@ -267,4 +267,127 @@ TP_INTERNAL void tp_open_http(lua_State *L);
 /* After keys and http: a JwksSource imports with keys and fetches with fetch_keys. */
 TP_INTERNAL void tp_open_jwks(lua_State *L);
 
+/* ---- verifier (verifier.c, on pieces shared with jwt.c) -----------------
+ * tp.verify and the prepared verifier run the same checks through these
+ * jwt.c functions, so both give the same codes and messages for the same
+ * options: verify reads header and claims from Lua tables, the verifier
+ * from yajl's events, and both hand the facts to the same checks. */
+
+/* Classes of jwt.c, policy.c and denylist.c the verifier uses. */
+#define TP_CLAIMS_CLASS "tokenpolicy.Claims"
+#define TP_POLICY_CLASS "tokenpolicy.Policy"
+#define TP_DENYLIST_CLASS "tokenpolicy.Denylist"
+
+/* verify's options once read: iss, aud and require are the stack indices
+ * of their (string or list) values, 0 when not checked. */
+typedef struct tp_verify_opts {
+    unsigned algs;
+    lua_Integer now, leeway, max_size;
+    int require_exp;
+    int iss, aud, require;
+    const char *typ;        /* NULL when not checked */
+} tp_verify_opts;
+
+/* The defaults of every option (now 0). */
+TP_INTERNAL void tp_jwt_default_opts(tp_verify_opts *o);
+
+/* Reads algs, iss, aud, typ, leeway, require, require_exp and max_size
+ * from the options table at idx (checked by tp_opts already), with verify's
+ * meanings and argument errors; pushes the values of iss, aud and require
+ * (indices in o). */
+TP_INTERNAL void tp_jwt_read_opts(lua_State *L, int idx, tp_verify_opts *o);
+
+/* A compact JWS taken apart: the token once stripped (whitespace, a
+ * "Bearer " prefix), the length of its signing input and its three parts
+ * decoded (into the caller's TP_JWS_WORK-byte buffer, or Lua-owned memory
+ * pushed on the stack for a larger token). */
+#define TP_JWS_WORK 4096
+typedef struct tp_jws {
+    const char *token;
+    size_t len, input_len;
+    const unsigned char *part[3];
+    size_t plen[3];
+} tp_jws;
+
+/* Size check, strip, structure and base64url of every part, with verify's
+ * codes and messages: 0, or 3 with the fail triple pushed. */
+TP_INTERNAL int tp_jwt_split(lua_State *L, const char *token, size_t len, lua_Integer max_size, char *work,
+                             tp_jws *j);
+
+/* The token without what tp_jwt_split strips first (surrounding
+ * whitespace, a "Bearer " prefix); *len is updated. */
+TP_INTERNAL const char *tp_jwt_strip(const char *token, size_t *len);
+
+/* Parses part 0 (header) or 1 (payload) into a table pushed on the stack:
+ * NULL, or the message for `malformed` (nothing pushed but the message). */
+TP_INTERNAL const char *tp_jwt_parse_part(lua_State *L, const tp_jws *j, int part);
+
+/* How a member is present. */
+enum { TP_ABSENT = 0, TP_STRING, TP_OTHER };
+
+/* What the checks read from a header.  The strings are not NUL-terminated
+ * and must stay alive while in use. */
+typedef struct tp_jwt_header {
+    int alg_kind, kid_kind, typ_kind;
+    int crit;               /* 0 absent, 1 a non-empty array, -1 anything else */
+    const char *alg, *kid, *typ;
+    size_t alg_len, kid_len, typ_len;
+} tp_jwt_header;
+
+/* What the checks read from claims (under the options in use). */
+typedef struct tp_jwt_claims {
+    int exp, nbf, iat;      /* 0 absent, 1 set (the value below), -1 not a number */
+    lua_Integer exp_v, nbf_v, iat_v;
+    int iss;                /* TP_ABSENT, TP_STRING or TP_OTHER (with o->iss) */
+    const char *iss_s;
+    size_t iss_len;
+    int iss_ok;             /* the iss option accepts it */
+    int aud, aud_ok;        /* present; accepted (a string, or a list holding one) */
+    const char *missing;    /* the first required name that is absent, or NULL */
+    size_t missing_len;
+} tp_jwt_claims;
+
+/* The facts of a header or claims table at idx, as verify reads them. */
+TP_INTERNAL void tp_jwt_header_of(lua_State *L, int idx, tp_jwt_header *h);
+TP_INTERNAL void tp_jwt_claims_of(lua_State *L, const tp_verify_opts *o, int idx, tp_jwt_claims *c);
+
+/* Whether the string or list option at opt holds exactly s. */
+TP_INTERNAL int tp_jwt_matches(lua_State *L, int opt, const char *s, size_t len);
+
+/* alg (present, a string, not none, supported, allowed) and crit: 0 with
+ * *alg set, or 3 with the fail triple pushed. */
+TP_INTERNAL int tp_jwt_check_alg(lua_State *L, const tp_jwt_header *h, unsigned algs, int *alg);
+
+/* The signature, with the KeySet or JwksSource at keys (a source's set is
+ * fetched or refetched as verify does, and left pushed): 0 with *used (when
+ * not NULL) the set that verified, or 3 with the fail triple pushed. */
+TP_INTERNAL int tp_jwt_check_signature(lua_State *L, int keys, const tp_jwt_header *h, int alg, const tp_jws *j,
+                                       tp_keyset **used);
+
+/* Times (with o->now and o->leeway), iss, aud, typ and required names, in
+ * verify's order: 0, or 3 with the fail triple pushed. */
+TP_INTERNAL int tp_jwt_check_claims(lua_State *L, const tp_verify_opts *o, const tp_jwt_header *h,
+                                    const tp_jwt_claims *c);
+
+/* Pushes the text claims tables print as (one line per member, "{}" when
+ * empty) for the table at idx. */
+TP_INTERNAL void tp_jwt_push_claims_text(lua_State *L, int idx);
+
+/* The state a Policy (at idx) gives claims with these times (has: the
+ * TP_TIME_* bits of those present), as Policy:evaluate judges a claims
+ * table at now: NULL for "valid", else the state's name (policy.c). */
+#define TP_TIME_EXP 1u
+#define TP_TIME_IAT 2u
+#define TP_TIME_NBF 4u
+#define TP_TIME_AUTH 8u
+TP_INTERNAL const char *tp_policy_judge_times(lua_State *L, int idx, unsigned has, lua_Integer exp,
+                                              lua_Integer iat, lua_Integer nbf, lua_Integer auth_time,
+                                              lua_Integer now);
+
+/* Whether jti is denied at now by the Denylist at idx (a closed one
+ * raises), as Denylist:contains answers (denylist.c). */
+TP_INTERNAL int tp_denylist_denied(lua_State *L, int idx, const char *jti, size_t len, lua_Integer now);
+
+TP_INTERNAL void tp_open_verifier(lua_State *L);
+
 #endif

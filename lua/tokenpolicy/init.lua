@@ -35,6 +35,7 @@ local SUMMARY = {
   { "verify", "verify(token, keys, opts) -> claims, header: signature, then iss/aud/exp/... checks" },
   { "keys", "keys(material, opts) -> KeySet from a JWK Set, a JWK or PEM text" },
   { "sign", "sign(claims, keyset, opts) -> compact JWS" },
+  { "verifier", "verifier{keys=, iss=, aud=, policy=, denylist=, cache=} -> Verifier; v:check(token) -> claims" },
   { "classify", "classify(token) -> {kind=jwt|rucio|arvados_v2|arvados_v1|opaque, ...}, never the secret" },
   { "discover", "discover(opts) -> every candidate token location (rucio, wlcg, arvados) in precedence order" },
   { "rucio_config", "rucio_config(opts) -> the rucio.cfg the Rucio client would read" },
