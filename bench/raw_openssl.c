@@ -4,8 +4,8 @@
  * layers cost on top of the cryptography.
  *
  * Usage: raw_openssl ALG KEYFILE SIGNING_INPUT_FILE SIGNATURE_FILE SECONDS
- *   ALG                 RS256, ES256 or HS256
- *   KEYFILE             RS256, ES256: a PEM public key (SPKI) or private key;
+ *   ALG                 RS256, ES256, HS256 or EdDSA
+ *   KEYFILE             RS256, ES256, EdDSA: a PEM public key (SPKI) or private key;
  *                       HS256: the raw secret bytes
  *   SIGNING_INPUT_FILE  the JWS signing input "b64url(header).b64url(payload)"
  *   SIGNATURE_FILE      the raw JWS signature (RS256: the PKCS#1 v1.5
@@ -24,6 +24,11 @@
  *     hmac_oneshot      HMAC() per operation, then CRYPTO_memcmp
  *     evp_mac_prepared  an EVP_MAC_CTX keyed once, re-initialised per
  *                       operation, then CRYPTO_memcmp
+ *   EdDSA (Ed25519 or Ed448, as the key says):
+ *     evp_digestverify  a fresh EVP_MD_CTX per operation with
+ *                       EVP_DigestVerifyInit (no digest) + EVP_DigestVerify
+ *     evp_ed_reused     one EVP_MD_CTX reset and re-initialised per
+ *                       operation (EdDSA binds the key at init; one-shot)
  * Every operation checks its result; a signature that does not verify
  * aborts with exit status 1, so a rate is never that of a failing path.
  * Time is CLOCK_MONOTONIC wall time. */
@@ -262,6 +267,43 @@ static void prepare_hmac(bench_state *s, const char *key_path)
     if (EVP_MAC_init(s->mac_ctx, s->secret.data, s->secret.len, params) != 1) die("EVP_MAC_init failed");
 }
 
+/* ---- EdDSA (Ed25519, Ed448) ---------------------------------------------- */
+
+static void op_ed_digest_verify(bench_state *s)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx) die("EVP_MD_CTX_new failed");
+    if (EVP_DigestVerifyInit_ex(ctx, NULL, NULL, NULL, NULL, s->pkey, NULL) != 1)
+        die("EVP_DigestVerifyInit_ex failed");
+    if (EVP_DigestVerify(ctx, s->signature.data, s->signature.len, s->signing_input.data,
+                         s->signing_input.len) != 1)
+        die("EdDSA: the signature does not verify");
+    EVP_MD_CTX_free(ctx);
+}
+
+static void op_ed_reused(bench_state *s)
+{
+    EVP_MD_CTX_reset(s->digest_ctx);
+    if (EVP_DigestVerifyInit_ex(s->digest_ctx, NULL, NULL, NULL, NULL, s->pkey, NULL) != 1)
+        die("EVP_DigestVerifyInit_ex failed");
+    if (EVP_DigestVerify(s->digest_ctx, s->signature.data, s->signature.len, s->signing_input.data,
+                         s->signing_input.len) != 1)
+        die("EdDSA: the signature does not verify");
+}
+
+static void run_eddsa(bench_state *s, const char *key_path, double seconds)
+{
+    int id;
+    s->pkey = load_pem_key(key_path);
+    id = EVP_PKEY_get_base_id(s->pkey);
+    if (id != EVP_PKEY_ED25519 && id != EVP_PKEY_ED448) die("EdDSA needs an Ed25519 or Ed448 key");
+    if (!(s->digest_ctx = EVP_MD_CTX_new())) die("EVP_MD_CTX_new failed");
+    op_ed_digest_verify(s);
+    op_ed_reused(s);
+    measure("evp_digestverify", "EVP_DigestVerify, fresh ctx per op", op_ed_digest_verify, s, seconds);
+    measure("evp_ed_reused", "EVP_DigestVerify, reused ctx", op_ed_reused, s, seconds);
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -271,20 +313,23 @@ int main(int argc, char **argv)
     char *end;
 
     if (argc != 6) {
-        fprintf(stderr, "usage: %s RS256|ES256|HS256 KEYFILE SIGNING_INPUT_FILE SIGNATURE_FILE SECONDS\n",
+        fprintf(stderr, "usage: %s RS256|ES256|HS256|EdDSA KEYFILE SIGNING_INPUT_FILE SIGNATURE_FILE SECONDS\n",
                 argv[0]);
         return 2;
     }
     memset(&state, 0, sizeof state);
     state.alg = argv[1];
-    if (strcmp(state.alg, "RS256") != 0 && strcmp(state.alg, "ES256") != 0 && strcmp(state.alg, "HS256") != 0)
-        die("ALG must be RS256, ES256 or HS256");
+    if (strcmp(state.alg, "RS256") != 0 && strcmp(state.alg, "ES256") != 0 && strcmp(state.alg, "HS256") != 0 &&
+        strcmp(state.alg, "EdDSA") != 0)
+        die("ALG must be RS256, ES256, HS256 or EdDSA");
     seconds = strtod(argv[5], &end);
     if (*end != '\0' || !(seconds > 0 && seconds <= 60)) die("SECONDS must be a number in (0, 60]");
     state.signing_input = read_file(argv[3]);
     state.signature = read_file(argv[4]);
 
-    if (strcmp(state.alg, "RS256") == 0 || strcmp(state.alg, "ES256") == 0) {
+    if (strcmp(state.alg, "EdDSA") == 0) {
+        run_eddsa(&state, argv[2], seconds);
+    } else if (strcmp(state.alg, "RS256") == 0 || strcmp(state.alg, "ES256") == 0) {
         prepare_signature(&state, argv[2]);
         /* One checked call of each before any timing: a mismatch is reported
          * as a failure here, not as a slow or absent rate. */

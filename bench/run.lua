@@ -545,6 +545,65 @@ local function cli_benchmark(fixtures)
            target = { max_added_ms = 25 } }
 end
 
+-- Keys at gateway scale (self-contained): a token whose kid is the last
+-- of 10,000 HMAC keys against one whose kid is the first (the kid index
+-- makes them equal: target >= 0.9), and EdDSA (Ed25519) verify against
+-- raw OpenSSL on the same key, signing input and signature.
+local function keys_scale_benchmarks(fixtures)
+  local dir = fixtures.dir
+  local claims = access_token_claims()
+  local entries = {}
+  for i = 1, 10000 do
+    entries[i] = tp.json_encode { kty = "oct", kid = "kid-" .. i, k = tp.b64url_encode(("%032d"):format(i)) }
+  end
+  local many = assert(tp.keys('{"keys":[' .. table.concat(entries, ",") .. "]}"))
+  local hs_opts = { now = NOW, iss = ISSUER, aud = AUDIENCE, algs = { "HS256" } }
+  local function hs_token(i)
+    local one = assert(tp.keys(entries[i]))
+    return assert(tp.sign(claims, one, { alg = "HS256" }))
+  end
+  local first, last = hs_token(1), hs_token(10000)
+
+  local ed_private, ed_public = dir .. "/EdDSA.key", dir .. "/EdDSA.pub"
+  run("openssl genpkey -algorithm ed25519 -out " .. shell_quote(ed_private) .. " 2>/dev/null")
+  run("openssl pkey -in " .. shell_quote(ed_private) .. " -pubout -out " .. shell_quote(ed_public))
+  local ed = { key_file = ed_public, signing_input_file = dir .. "/EdDSA.signing_input",
+               signature_file = dir .. "/EdDSA.signature" }
+  ed.token = assert(tp.sign(claims, assert(tp.keys(read_file(ed_private), { kid = "bench-eddsa" }))))
+  ed.verifier = assert(tp.keys(read_file(ed_public), { kid = "bench-eddsa" }))
+  local jwt = assert(tp.decode(ed.token))
+  write_file(ed.signing_input_file, jwt.signing_input)
+  write_file(ed.signature_file, jwt.signature)
+  local ed_opts = { now = NOW, iss = ISSUER, aud = AUDIENCE }
+
+  return {
+    {
+      name = "kid 10000/10k",
+      fn = tp.verify,
+      args = { last, many, hs_opts },
+      check = function() assert(tp.verify(last, many, hs_opts)) end,
+      baseline = function(seconds)
+        return { { name = "first_kid", rate = measure(seconds, tp.verify, first, many, hs_opts),
+                   label = "tp.verify, kid 1 of the same 10,000 keys" } }
+      end,
+      target = { min_ratio = 0.9, against = "first_kid" },
+    },
+    {
+      name = "verify EdDSA",
+      fn = tp.verify,
+      args = { ed.token, ed.verifier, ed_opts },
+      check = function() assert(tp.verify(ed.token, ed.verifier, ed_opts)) end,
+      baseline = raw_openssl_baseline("EdDSA", ed),
+      target = { min_ratio = 0.9, against = "evp_digestverify" },
+    },
+  }
+end
+
+sections[#sections + 1] = {
+  title = "Keys at gateway scale: the last of 10,000 kids (vs the first), EdDSA verify (vs raw OpenSSL)",
+  prepare = keys_scale_benchmarks,
+}
+
 ---------------------------------------------------------------------------
 -- Reporting
 

@@ -494,6 +494,7 @@ static int signature_length_ok(const tp_key *key, int alg, size_t siglen)
 {
     if (tp_algs[alg].kty == TP_KTY_OCT) return siglen == tp_algs[alg].hash_bytes;
     if (tp_algs[alg].kty == TP_KTY_EC) return siglen == 2 * tp_algs[alg].ec_coord;
+    if (tp_algs[alg].kty == TP_KTY_OKP) return siglen == (key->bits == 256 ? 64u : 114u);  /* Ed25519, Ed448 */
     return siglen == (size_t)(key->bits + 7) / 8;
 }
 
@@ -646,7 +647,7 @@ static int default_alg(const tp_key *key)
  * @tparam table claims
  * @tparam KeySet key a set holding a private key (or an HMAC secret)
  * @tparam[opt] table opts `alg` (default RS256, ES256/384/512 by curve,
- *   HS256), `kid` (selects the key and goes into the header; default the
+ *   EdDSA for Ed25519/Ed448, HS256), `kid` (selects the key and goes into the header; default the
  *   key's kid), `typ` (default "JWT"), `header` (more header members)
  * @treturn string token, or the fail triple (`unknown_key`, `alg_not_allowed`)
  */
@@ -726,6 +727,11 @@ static int tp_jwt_sign(lua_State *L)
     if (typ && !json_object_get(box->json[1], "typ")) json_object_set_new(box->json[1], "typ", json_string(typ));
     if (kid) json_object_set_new(box->json[1], "kid", json_string(kid));
 
+    if (key->kty == TP_KTY_OKP) {  /* EdDSA: OpenSSL signs, cjose has no OKP */
+        int n = tp_key_sign_okp(L, (tp_key *)key, box->json[1], box->json[0]);
+        if (n == 1) tp_box_clear(box);
+        return n;
+    }
     payload = json_dumps(box->json[0], JSON_COMPACT | JSON_SORT_KEYS);
     if (!payload) return luaL_error(L, "sign: out of memory");
     box->jws = cjose_jws_sign(key->jwk, (cjose_header_t *)box->json[1], (const uint8_t *)payload, strlen(payload), &err);

@@ -2,6 +2,7 @@
  * certificates, PKCS#1/PKCS#8 private keys) into cjose keys, with the
  * metadata verify needs to bind algorithms to keys. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -13,12 +14,25 @@
 #include <openssl/params.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <pthread.h>
 #include <openssl/x509.h>
 #include "tp.h"
 
 #define TP_RSA_MIN_BITS 2048
+
+/* At most this many keys in one set by default (opts.max_keys changes it,
+ * up to TP_KEYS_HARD_MAX): a gateway's JWKS of 10,000 keys fits twice.
+ * Key material may hold TP_KEY_BYTES per key plus TP_KEY_BYTES_EXTRA,
+ * enough for RSA-8192 private keys with certificate chains: per key
+ * allowed before parsing (so a body that could never be imported is not
+ * parsed), per key it holds after (so one huge key cannot pass for a
+ * set). */
+#define TP_KEYS_DEFAULT_MAX 20000
+#define TP_KEYS_HARD_MAX 1000000
+#define TP_KEY_BYTES 8192
+#define TP_KEY_BYTES_EXTRA 65536
 
 /* Classes of the plain tables list() and skipped() return, for printing. */
 #define TP_KEYINFO_CLASS "tokenpolicy.KeyInfo"
@@ -38,6 +52,7 @@ const tp_alg_info tp_algs[TP_ALG_COUNT] = {
     [TP_ALG_ES256] = { "ES256", TP_KTY_EC, 32, 32 },
     [TP_ALG_ES384] = { "ES384", TP_KTY_EC, 48, 48 },
     [TP_ALG_ES512] = { "ES512", TP_KTY_EC, 64, 66 },
+    [TP_ALG_EDDSA] = { "EdDSA", TP_KTY_OKP, 0, 0 },
 };
 
 int tp_alg_lookup(const char *name, size_t len)
@@ -55,6 +70,7 @@ static const char *kty_name(enum tp_kty kty)
     case TP_KTY_RSA: return "RSA";
     case TP_KTY_EC: return "EC";
     case TP_KTY_OCT: return "oct";
+    case TP_KTY_OKP: return "OKP";
     default: return "?";
     }
 }
@@ -70,6 +86,8 @@ static unsigned natural_algs(enum tp_kty kty, int bits)
         return bits == 256 ? 1u << TP_ALG_ES256 :
                bits == 384 ? 1u << TP_ALG_ES384 :
                bits == 521 ? 1u << TP_ALG_ES512 : 0;
+    case TP_KTY_OKP:
+        return 1u << TP_ALG_EDDSA;
     case TP_KTY_OCT: {
         /* An HMAC key must be at least as long as the hash output. */
         unsigned algs = 0;
@@ -82,6 +100,145 @@ static unsigned natural_algs(enum tp_kty kty, int bits)
     }
 }
 
+/* ---- the kid index ------------------------------------------------------
+ *
+ * A hash table built once per set: buckets chain the first key of each
+ * distinct kid, and each key links to the next key of its kid in set
+ * order.  Buckets are picked by SipHash under a per-process random key, so
+ * a hostile JWKS cannot choose kids that all land in one bucket.  A lookup
+ * hashes the token's kid once; the following steps follow the links. */
+
+typedef struct tp_kid_index {
+    EVP_MAC_CTX *mac;    /* SipHash, keyed; reset (not rekeyed) per lookup */
+    size_t mask;         /* buckets - 1 (a power of two) */
+    int32_t *head;       /* per bucket: first key of its first kid, or -1 */
+    int32_t *next_kid;   /* per first key of a kid: first key of the bucket's next kid */
+    int32_t *next_same;  /* per key: next key with the same kid, or -1 */
+    uint64_t *hash;      /* per key with a kid: the kid's hash */
+    int32_t last;        /* the first key of the kid found last, or -1 */
+} tp_kid_index;
+
+static EVP_MAC *siphash;
+static unsigned char siphash_key[16];
+static int siphash_ready;
+static pthread_once_t siphash_once = PTHREAD_ONCE_INIT;
+
+static void fetch_siphash(void)
+{
+    siphash = EVP_MAC_fetch(NULL, "SIPHASH", NULL);
+    siphash_ready = siphash && RAND_bytes(siphash_key, sizeof siphash_key) == 1;
+    ERR_clear_error();
+}
+
+__attribute__((destructor)) static void free_siphash(void)
+{
+    EVP_MAC_free(siphash);
+    siphash = NULL;
+    OPENSSL_cleanse(siphash_key, sizeof siphash_key);
+}
+
+/* The keyed hash of a kid; 0 when OpenSSL fails (the caller then scans). */
+static int kid_hash(EVP_MAC_CTX *mac, const char *kid, size_t len, uint64_t *out)
+{
+    unsigned char h[8];
+    size_t n = 0;
+    if (EVP_MAC_init(mac, NULL, 0, NULL) && EVP_MAC_update(mac, (const unsigned char *)kid, len) &&
+        EVP_MAC_final(mac, h, &n, sizeof h) && n == sizeof h) {
+        memcpy(out, h, sizeof h);
+        return 1;
+    }
+    ERR_clear_error();
+    return 0;
+}
+
+static void kid_index_free(tp_kid_index *ix)
+{
+    if (!ix) return;
+    EVP_MAC_CTX_free(ix->mac);
+    free(ix);
+}
+
+static int kid_equal(const char *k, const char *kid, size_t kidlen)
+{
+    return k && strlen(k) == kidlen && memcmp(k, kid, kidlen) == 0;
+}
+
+/* The first key with this kid through the index, or -1; -2 when the
+ * hash cannot be computed.  The kid found last is compared first: verify
+ * looks each token's kid up twice, and a gateway sees the same few kids
+ * all day.  Only a first key of its kid is ever remembered, so a match
+ * is the right answer whatever string asks. */
+static long kid_index_first(const tp_keyset *set, const char *kid, size_t kidlen)
+{
+    tp_kid_index *ix = set->kid_index;
+    uint64_t h;
+    if (ix->last >= 0 && kid_equal(set->key[ix->last].kid, kid, kidlen)) return ix->last;
+    if (!kid_hash(ix->mac, kid, kidlen, &h)) return -2;
+    for (int32_t i = ix->head[h & ix->mask]; i >= 0; i = ix->next_kid[i])
+        if (ix->hash[i] == h && kid_equal(set->key[i].kid, kid, kidlen)) return ix->last = i;
+    return -1;
+}
+
+/* Indexes the set's keys by kid (replacing any index).  Without memory or
+ * SipHash the set stays unindexed and lookups scan: slower, still right. */
+static void kid_index_build(tp_keyset *set)
+{
+    size_t buckets = 8, n = set->count;
+    tp_kid_index *ix;
+    int32_t *tail;
+    OSSL_PARAM params[2];
+    size_t out_size = 8;
+
+    kid_index_free(set->kid_index);
+    set->kid_index = NULL;
+    pthread_once(&siphash_once, fetch_siphash);
+    if (!siphash_ready || n > INT32_MAX / 4) return;
+    while (buckets < 2 * n) buckets *= 2;
+    /* One block: the struct, then hash[n], head[buckets], next_kid[n],
+     * next_same[n], tail[n] (tail only while building). */
+    ix = (tp_kid_index *)calloc(1, sizeof *ix + n * sizeof(uint64_t) + (buckets + 4 * n) * sizeof(int32_t));
+    if (!ix) return;
+    ix->hash = (uint64_t *)(ix + 1);
+    ix->head = (int32_t *)(ix->hash + n);
+    ix->next_kid = ix->head + buckets;
+    ix->next_same = ix->next_kid + n;
+    tail = ix->next_same + n;
+    ix->mask = buckets - 1;
+    ix->last = -1;
+    params[0] = OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &out_size);
+    params[1] = OSSL_PARAM_construct_end();
+    if (!(ix->mac = EVP_MAC_CTX_new(siphash)) ||
+        !EVP_MAC_init(ix->mac, siphash_key, sizeof siphash_key, params)) {
+        ERR_clear_error();
+        kid_index_free(ix);
+        return;
+    }
+    for (size_t b = 0; b < buckets; b++) ix->head[b] = -1;
+    for (size_t i = 0; i < n; i++) {
+        const char *kid = set->key[i].kid;
+        size_t len = kid ? strlen(kid) : 0;
+        int32_t g;
+        ix->next_kid[i] = ix->next_same[i] = tail[i] = -1;
+        if (!kid) continue;
+        if (!kid_hash(ix->mac, kid, len, &ix->hash[i])) {
+            kid_index_free(ix);
+            return;
+        }
+        for (g = ix->head[ix->hash[i] & ix->mask]; g >= 0; g = ix->next_kid[g])
+            if (ix->hash[g] == ix->hash[i] && kid_equal(set->key[g].kid, kid, len)) break;
+        if (g >= 0) {  /* another key of a kid seen before: chain it last */
+            ix->next_same[tail[g]] = (int32_t)i;
+            tail[g] = (int32_t)i;
+        } else {       /* a new kid: the first of its group, at its bucket's front */
+            size_t b = ix->hash[i] & ix->mask;
+            ix->next_kid[i] = ix->head[b];
+            ix->head[b] = (int32_t)i;
+            tail[i] = (int32_t)i;
+        }
+    }
+    set->kid_index = ix;
+}
+
 static void key_clear(tp_key *key)
 {
     for (int a = 0; a < TP_ALG_COUNT; a++)
@@ -89,7 +246,7 @@ static void key_clear(tp_key *key)
     for (int h = 0; h < 3; h++)
         EVP_MAC_CTX_free(key->mac_ctx[h]);
     EVP_PKEY_free(key->pkey);
-    cjose_jwk_release(key->jwk);
+    if (key->jwk) cjose_jwk_release(key->jwk);
     free(key->kid);
     memset(key, 0, sizeof *key);
 }
@@ -107,6 +264,10 @@ static int tp_keyset__gc(lua_State *L)
     set->count = 0;
     EVP_MD_CTX_free(set->md_ctx);
     set->md_ctx = NULL;
+    EVP_MD_CTX_free(set->ed_ctx);
+    set->ed_ctx = NULL;
+    kid_index_free(set->kid_index);
+    set->kid_index = NULL;
     return 0;
 }
 
@@ -135,22 +296,32 @@ static void add_skipped(lua_State *L, int set_idx, int index, const char *kid, c
     ERR_clear_error();
 }
 
+/* The bits of an OKP key (its raw public key's), 0 for other keys. */
+static int okp_bits(EVP_PKEY *pkey)
+{
+    int id = pkey ? EVP_PKEY_get_base_id(pkey) : 0;
+    return id == EVP_PKEY_ED25519 ? 256 : id == EVP_PKEY_ED448 ? 456 : 0;
+}
+
 /* Takes ownership of jwk and pkey: stores them in the set, or frees them.
- * pkey may be NULL for oct keys. */
+ * pkey may be NULL for oct keys; jwk is NULL for OKP keys (Ed25519 and
+ * Ed448 live in pkey alone). */
 static int add_key(tp_keyset *set, cjose_jwk_t *jwk, EVP_PKEY *pkey, const char *kid, int has_private,
                    unsigned alg_limit, unsigned ops)
 {
     cjose_err err;
     tp_key *key;
-    enum tp_kty kty;
-    switch (cjose_jwk_get_kty(jwk, &err)) {
+    enum tp_kty kty = TP_KTY_NONE;
+    if (!jwk)
+        kty = okp_bits(pkey) ? TP_KTY_OKP : TP_KTY_NONE;
+    else switch (cjose_jwk_get_kty(jwk, &err)) {
     case CJOSE_JWK_KTY_RSA: kty = TP_KTY_RSA; break;
     case CJOSE_JWK_KTY_EC: kty = TP_KTY_EC; break;
     case CJOSE_JWK_KTY_OCT: kty = TP_KTY_OCT; break;
     default: kty = TP_KTY_NONE; break;
     }
     if (set->count >= set->capacity || kty == TP_KTY_NONE || (kty != TP_KTY_OCT && !pkey)) {
-        cjose_jwk_release(jwk);
+        if (jwk) cjose_jwk_release(jwk);
         EVP_PKEY_free(pkey);
         return 0;
     }
@@ -163,7 +334,7 @@ static int add_key(tp_keyset *set, cjose_jwk_t *jwk, EVP_PKEY *pkey, const char 
         return 0;
     }
     key->kty = kty;
-    key->bits = (int)cjose_jwk_get_keysize(jwk, &err);
+    key->bits = jwk ? (int)cjose_jwk_get_keysize(jwk, &err) : okp_bits(pkey);
     if (kty == TP_KTY_OCT) {
         key->secret = (const unsigned char *)cjose_jwk_get_keydata(jwk, &err);
         key->secret_len = (size_t)key->bits / 8;
@@ -287,6 +458,15 @@ int tp_key_verify(tp_keyset *set, tp_key *key, int alg, const unsigned char *inp
     unsigned int digest_len = 0;
     EVP_PKEY_CTX *ctx;
     int ok = 0;
+    if (key->kty == TP_KTY_OKP) {
+        /* EdDSA hashes inside the signature scheme: one-shot, no digest.
+         * The context binds the key at init, so it is set up per call. */
+        if (!set->ed_ctx && !(set->ed_ctx = EVP_MD_CTX_new())) goto done;
+        EVP_MD_CTX_reset(set->ed_ctx);
+        ok = EVP_DigestVerifyInit_ex(set->ed_ctx, NULL, NULL, NULL, NULL, key->pkey, NULL) == 1 &&
+             EVP_DigestVerify(set->ed_ctx, sig, siglen, input, inlen) == 1;
+        goto done;
+    }
     if (!md) goto done;
     if (key->kty == TP_KTY_OCT) {
         unsigned char mac[EVP_MAX_MD_SIZE];
@@ -313,6 +493,48 @@ int tp_key_verify(tp_keyset *set, tp_key *key, int alg, const unsigned char *inp
 done:
     if (!ok) ERR_clear_error();
     return ok;
+}
+
+/* Base64url of n bytes into out (4 * ceil(n / 3) + 1 bytes): OpenSSL's
+ * base64, then the URL alphabet without padding (RFC 7515 section 2).
+ * Returns the length written. */
+static size_t b64url_encode(char *out, const unsigned char *in, size_t n)
+{
+    size_t len = (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+    while (len && out[len - 1] == '=') len--;
+    for (size_t i = 0; i < len; i++)
+        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+    return len;
+}
+
+int tp_key_sign_okp(lua_State *L, tp_key *key, json_t *header, json_t *claims)
+{
+    const size_t flags = JSON_COMPACT | JSON_SORT_KEYS;
+    size_t hlen = json_dumpb(header, NULL, 0, flags), plen = json_dumpb(claims, NULL, 0, flags);
+    size_t hb, pb, sb, siglen = 114;  /* Ed448's; Ed25519's is 64 */
+    unsigned char sig[114], *raw;
+    char *token;
+    EVP_MD_CTX *ctx;
+    int ok;
+    if (!hlen || !plen)
+        return tp_fail(L, "malformed", "signing failed (the header or claims cannot be encoded)");
+    /* Lua owns every buffer, so an out-of-memory raise leaks nothing. */
+    raw = (unsigned char *)lua_newuserdata(L, hlen + plen);
+    json_dumpb(header, (char *)raw, hlen, flags);
+    json_dumpb(claims, (char *)raw + hlen, plen, flags);
+    token = (char *)lua_newuserdata(L, 4 * ((hlen + 2) / 3) + 4 * ((plen + 2) / 3) + 4 * ((sizeof sig + 2) / 3) + 3);
+    hb = b64url_encode(token, raw, hlen);
+    token[hb] = '.';
+    pb = b64url_encode(token + hb + 1, raw + hlen, plen);
+    token[hb + 1 + pb] = '.';
+    ctx = EVP_MD_CTX_new();
+    ok = ctx && EVP_DigestSignInit_ex(ctx, NULL, NULL, NULL, NULL, key->pkey, NULL) == 1 &&
+         EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *)token, hb + 1 + pb) == 1;
+    EVP_MD_CTX_free(ctx);
+    if (!ok) return tp_fail(L, "malformed", "signing failed (OpenSSL could not sign with this OKP key)");
+    sb = b64url_encode(token + hb + 1 + pb + 1, sig, siglen);
+    lua_pushlstring(L, token, hb + 1 + pb + 1 + sb);
+    return 1;
 }
 
 /* A member's value as a BIGNUM (members were checked by check_members,
@@ -552,6 +774,79 @@ static const char *check_rsa_private(json_t *jwk_json)
     return NULL;
 }
 
+/* The raw bytes of an OKP member into out (width + 2 bytes): our own
+ * decoder, and exactly width bytes.  Returns 0 when the member is absent,
+ * not canonical base64url, or of another length. */
+static int okp_member(json_t *jwk_json, const char *name, unsigned char *out, size_t width)
+{
+    json_t *m = json_object_get(jwk_json, name);
+    size_t len = m ? json_string_length(m) : 0;
+    char scratch[80 + 3];
+    if (!json_is_string(m) || len == 0 || len > 80 || tp_b64url_decoded_len(len) != width) return 0;
+    return tp_b64url_decode(json_string_value(m), len, out, scratch) == (int)width;
+}
+
+/* An OKP JWK (RFC 8037): crv Ed25519 or Ed448, x the raw public key and d,
+ * when there, the raw private key.  OpenSSL holds the key (cjose has no
+ * OKP); a d whose public key is not x is refused, as for RSA and EC. */
+static const char *import_okp_jwk(lua_State *L, int set_idx, tp_keyset *set, json_t *jwk_json, int index,
+                                  const char *kid, int has_private, unsigned alg_limit, unsigned ops)
+{
+    const char *crv = json_str(jwk_json, "crv");
+    unsigned char x[64], d[64], pub[64];
+    size_t width, publen = sizeof pub;
+    int id, ok;
+    EVP_PKEY *pkey;
+    char safe[40];
+    if (!crv) {
+        add_skipped(L, set_idx, index, kid, "crv is missing or not a string");
+        return "malformed";
+    }
+    if (strcmp(crv, "Ed25519") == 0) {
+        id = EVP_PKEY_ED25519;
+        width = 32;
+    } else if (strcmp(crv, "Ed448") == 0) {
+        id = EVP_PKEY_ED448;
+        width = 57;
+    } else {
+        add_skipped(L, set_idx, index, kid, "OKP curve %s is not a signature curve (Ed25519, Ed448)",
+                    tp_printable(safe, crv, strlen(crv)));
+        return "alg_not_allowed";
+    }
+    if (!okp_member(jwk_json, "x", x, width)) {
+        add_skipped(L, set_idx, index, kid, "member x must be the %d-byte %s public key", (int)width, crv);
+        return "malformed";
+    }
+    if (has_private && !okp_member(jwk_json, "d", d, width)) {
+        OPENSSL_cleanse(d, sizeof d);
+        add_skipped(L, set_idx, index, kid, "member d must be the %d-byte %s private key", (int)width, crv);
+        return "malformed";
+    }
+    pkey = has_private ? EVP_PKEY_new_raw_private_key(id, NULL, d, width)
+                       : EVP_PKEY_new_raw_public_key(id, NULL, x, width);
+    OPENSSL_cleanse(d, sizeof d);
+    ok = pkey != NULL;
+    if (ok && has_private)
+        ok = EVP_PKEY_get_raw_public_key(pkey, pub, &publen) == 1 && publen == width &&
+             CRYPTO_memcmp(pub, x, width) == 0;
+    ERR_clear_error();
+    if (!ok) {
+        EVP_PKEY_free(pkey);
+        add_skipped(L, set_idx, index, kid, "the private part of this OKP key does not match its public part");
+        return "malformed";
+    }
+    if (!add_key(set, NULL, pkey, kid, has_private, alg_limit, ops)) {
+        add_skipped(L, set_idx, index, kid, "invalid OKP key");
+        return "malformed";
+    }
+    if (set->key[set->count - 1].algs == 0) {  /* alg names another algorithm */
+        key_clear(&set->key[--set->count]);
+        add_skipped(L, set_idx, index, kid, "OKP %s key fits no allowed algorithm", crv);
+        return "alg_not_allowed";
+    }
+    return NULL;
+}
+
 /* Imports one JWK object; on refusal records a reason and returns the code
  * a single-key import fails with. */
 static const char *import_jwk(lua_State *L, int set_idx, tp_keyset *set, json_t *jwk_json, int index)
@@ -579,7 +874,7 @@ static const char *import_jwk(lua_State *L, int set_idx, tp_keyset *set, json_t 
         add_skipped(L, set_idx, index, kid, "kty is missing or not a string");
         return "malformed";
     }
-    if (strcmp(kty, "RSA") != 0 && strcmp(kty, "EC") != 0 && strcmp(kty, "oct") != 0) {
+    if (strcmp(kty, "RSA") != 0 && strcmp(kty, "EC") != 0 && strcmp(kty, "oct") != 0 && strcmp(kty, "OKP") != 0) {
         char safe[40];
         add_skipped(L, set_idx, index, kid, "key type %s is not supported",
                     tp_printable(safe, kty, strlen(kty)));
@@ -616,6 +911,8 @@ static const char *import_jwk(lua_State *L, int set_idx, tp_keyset *set, json_t 
                     (ops & TP_KEY_OP_SIGN) ? " (sign needs a private key)" : "");
         return "alg_not_allowed";
     }
+    if (strcmp(kty, "OKP") == 0)
+        return import_okp_jwk(L, set_idx, set, jwk_json, index, kid, has_private, alg_limit, ops);
     jwk = cjose_jwk_import_json((cjose_header_t *)jwk_json, &err);
     if (!jwk) {
         add_skipped(L, set_idx, index, kid, "invalid %s key: its members do not form a valid key", kty);
@@ -812,6 +1109,14 @@ static const char *import_pem(lua_State *L, int set_idx, tp_keyset *set, const c
             add_skipped(L, set_idx, index, NULL, "PEM block %s: the private part does not match the public part",
                         name);
             last_code = "malformed";
+        } else if (okp_bits(pkey)) {
+            /* Ed25519/Ed448: OpenSSL derives the public key from the
+             * private one, so there is no pair to check. */
+            size_t raw_len = 0;
+            int has_private = strstr(name, "PRIVATE KEY") && EVP_PKEY_get_raw_private_key(pkey, NULL, &raw_len) == 1;
+            ERR_clear_error();
+            if (!add_key(set, NULL, pkey, kid, has_private, ~0u, TP_KEY_OP_VERIFY | TP_KEY_OP_SIGN))
+                add_skipped(L, set_idx, index, NULL, "out of memory");
         } else {
             int has_private = 0;
             const char *why = NULL;
@@ -866,6 +1171,8 @@ static tp_keyset *keyset_new(lua_State *L, size_t capacity)
     size_t size = sizeof(tp_keyset) + (capacity ? capacity - 1 : 0) * sizeof(tp_key);
     tp_keyset *set = (tp_keyset *)tp_newuserdata(L, size);
     set->md_ctx = NULL;
+    set->ed_ctx = NULL;
+    set->kid_index = NULL;
     set->count = 0;
     set->capacity = capacity;
     luaL_setmetatable(L, TP_KEYSET_CLASS);
@@ -897,15 +1204,22 @@ static int fail_skipped(lua_State *L, int set_idx, const char *code)
  * keys (a base64url member that is not canonical, a partial RSA CRT set, a
  * private part that does not match the public part) are skipped and listed
  * by `:skipped()`; a single JWK or a PEM with no usable key fails.
+ * A set holds at most `max_keys` keys (default 20,000): a JWK Set with
+ * more entries or a PEM with more blocks fails with `too_large`, and so
+ * does material over 8 KiB per allowed key plus 64 KiB (before parsing)
+ * or per key it holds plus 64 KiB (a single JWK: 72 KiB).
+ * The set is indexed by kid, so finding a token's key does not depend
+ * on the number of keys.
  * @function keys
  * @tparam string|table material
- * @tparam[opt] table opts `kid`: the key id to give keys that have none (PEM)
- * @treturn KeySet or the fail triple (`malformed`, `alg_not_allowed`)
+ * @tparam[opt] table opts `kid`: the key id to give keys that have none (PEM);
+ *   `max_keys`: the most keys the set may hold (1 to 1,000,000, default 20,000)
+ * @treturn KeySet or the fail triple (`malformed`, `alg_not_allowed`, `too_large`)
  */
 static int tp_keys(lua_State *L)
 {
-    static const char *const options[] = { "kid", NULL };
-    size_t len = 0;
+    static const char *const options[] = { "kid", "max_keys", NULL };
+    size_t len = 0, max_keys, max_bytes, blocks;
     const char *material = NULL, *kid = NULL;
     tp_box *box;
     json_t *root, *list;
@@ -918,8 +1232,13 @@ static int tp_keys(lua_State *L)
         return luaL_typeerror(L, 1, "string or table");
     tp_opts(L, 2, options);
     kid = tp_opt_string(L, 2, "kid", NULL, NULL);
-    if (material && len > 1024 * 1024)
-        return tp_fail(L, "too_large", "key material of %I bytes is over the 1 MiB limit", (lua_Integer)len);
+    max_keys = (size_t)tp_opt_integer(L, 2, "max_keys", TP_KEYS_DEFAULT_MAX, 1);
+    if (max_keys > TP_KEYS_HARD_MAX)
+        return luaL_argerror(L, 2, "max_keys must be at most 1000000");
+    max_bytes = max_keys * TP_KEY_BYTES + TP_KEY_BYTES_EXTRA;
+    if (material && len > max_bytes)
+        return tp_fail(L, "too_large", "key material of %I bytes is over the %I-byte limit for %I keys",
+                       (lua_Integer)len, (lua_Integer)max_bytes, (lua_Integer)max_keys);
 
     box = tp_box_new(L);
     if (material) {
@@ -933,13 +1252,17 @@ static int tp_keys(lua_State *L)
             if (!box->json[0])
                 return tp_fail(L, "malformed", "key material is not valid JSON (line %d, column %d)",
                                jerr.line, jerr.column);
-        } else if (count_substrings(material, len, "-----BEGIN ") > 0) {
+        } else if ((blocks = count_substrings(material, len, "-----BEGIN ")) > 0) {
             const char *code;
-            set = keyset_new(L, count_substrings(material, len, "-----BEGIN "));
+            if (blocks > max_keys)
+                return tp_fail(L, "too_large", "%I PEM blocks are over the limit of %I keys",
+                               (lua_Integer)blocks, (lua_Integer)max_keys);
+            set = keyset_new(L, blocks);
             set_idx = lua_gettop(L);
             code = import_pem(L, set_idx, set, material, len, kid);
             if (code)
                 return fail_skipped(L, set_idx, code);
+            kid_index_build(set);
             return 1;
         } else {
             return tp_fail(L, "malformed", "key material is neither JSON (JWK, JWK Set) nor PEM%s",
@@ -961,12 +1284,22 @@ static int tp_keys(lua_State *L)
     if (list) {
         if (!json_is_array(list))
             return tp_fail(L, "malformed", "the keys member of a JWK Set must be an array");
+        if (json_array_size(list) > max_keys)
+            return tp_fail(L, "too_large", "a JWK Set of %I keys is over the limit of %I keys",
+                           (lua_Integer)json_array_size(list), (lua_Integer)max_keys);
+        if (len > json_array_size(list) * TP_KEY_BYTES + TP_KEY_BYTES_EXTRA)
+            return tp_fail(L, "too_large", "key material of %I bytes is over the %I-byte limit for a set of %I keys",
+                           (lua_Integer)len, (lua_Integer)(json_array_size(list) * TP_KEY_BYTES + TP_KEY_BYTES_EXTRA),
+                           (lua_Integer)json_array_size(list));
         set = keyset_new(L, json_array_size(list));
         set_idx = lua_gettop(L);
         for (size_t i = 0; i < json_array_size(list); i++)
             import_jwk(L, set_idx, set, json_array_get(list, i), (int)i + 1);
     } else {
         const char *code;
+        if (len > TP_KEY_BYTES + TP_KEY_BYTES_EXTRA)
+            return tp_fail(L, "too_large", "a single JWK of %I bytes is over the %I-byte limit",
+                           (lua_Integer)len, (lua_Integer)(TP_KEY_BYTES + TP_KEY_BYTES_EXTRA));
         set = keyset_new(L, 1);
         set_idx = lua_gettop(L);
         code = import_jwk(L, set_idx, set, root, 1);
@@ -976,6 +1309,7 @@ static int tp_keys(lua_State *L)
             set->key[0].kid = strdup(kid);
     }
     tp_box_clear(box);
+    kid_index_build(set);
     return 1;
 }
 
@@ -1031,6 +1365,10 @@ static int tp_keyset_list(lua_State *L)
         }
         lua_pushstring(L, kty_name(key->kty));
         lua_setfield(L, -2, "kty");
+        if (key->kty == TP_KTY_OKP) {
+            lua_pushstring(L, key->bits == 256 ? "Ed25519" : "Ed448");
+            lua_setfield(L, -2, "crv");
+        }
         lua_pushinteger(L, key->bits);
         lua_setfield(L, -2, "bits");
         lua_pushboolean(L, key->has_private);
@@ -1085,14 +1423,20 @@ static const char *string_field(lua_State *L, const char *name)
 static int tp_keyinfo__tostring(lua_State *L)
 {
     char out[200] = "";
-    const char *kty, *kid;
+    const char *kty, *kid, *crv;
     luaL_checktype(L, 1, LUA_TTABLE);
     kty = string_field(L, "kty");
     kid = string_field(L, "kid");
+    crv = string_field(L, "crv");
     append(out, sizeof out, kty ? kty : "?");
-    if (lua_getfield(L, 1, "bits") == LUA_TNUMBER && lua_isinteger(L, -1))
-        snprintf(out + strlen(out), sizeof out - strlen(out), " %lld", (long long)lua_tointeger(L, -1));
-    lua_pop(L, 1);
+    if (crv) {  /* OKP: the curve says more than its bits */
+        append(out, sizeof out, " ");
+        append(out, sizeof out, crv);
+    } else {
+        if (lua_getfield(L, 1, "bits") == LUA_TNUMBER && lua_isinteger(L, -1))
+            snprintf(out + strlen(out), sizeof out - strlen(out), " %lld", (long long)lua_tointeger(L, -1));
+        lua_pop(L, 1);
+    }
     if (kid) {
         append(out, sizeof out, " kid=");
         append(out, sizeof out, kid);
@@ -1196,8 +1540,10 @@ static int tp_keyset__tostring(lua_State *L)
     for (size_t i = 0; i < set->count; i++) {
         tp_key *key = &set->key[i];
         char safe[40];
-        const char *what = key->kty == TP_KTY_EC ? "EC P-" : key->kty == TP_KTY_OCT ? "oct " : "RSA ";
-        lua_pushfstring(L, "%s%s%d%s%s%s%s", i ? ", " : " (", what, key->bits,
+        const char *what = key->kty == TP_KTY_EC ? "EC P-" : key->kty == TP_KTY_OCT ? "oct " :
+                           key->kty == TP_KTY_OKP ? "OKP Ed" : "RSA ";
+        int size = key->kty == TP_KTY_OKP ? (key->bits == 256 ? 25519 : 448) : key->bits;
+        lua_pushfstring(L, "%s%s%d%s%s%s%s", i ? ", " : " (", what, size,
                         key->kty == TP_KTY_OCT ? " bits" : "",
                         key->kid ? " kid=" : "", key->kid ? tp_printable(safe, key->kid, strlen(key->kid)) : "",
                         key->has_private ? " private" : "");
@@ -1214,10 +1560,18 @@ static int tp_keyset__tostring(lua_State *L)
 
 long tp_keyset_kid_next(const tp_keyset *set, const char *kid, size_t kidlen, long after)
 {
-    for (size_t i = (size_t)(after + 1); i < set->count; i++) {
-        const char *k = set->key[i].kid;
-        if (k && strlen(k) == kidlen && memcmp(k, kid, kidlen) == 0) return (long)i;
+    long i;
+    if (set->kid_index && after >= -1 && (after < 0 || (size_t)after < set->count)) {
+        if (after >= 0 && kid_equal(set->key[after].kid, kid, kidlen))
+            return set->kid_index->next_same[after];  /* the usual next step */
+        i = kid_index_first(set, kid, kidlen);
+        if (i != -2) {  /* after, if any, had another kid: skip to past it */
+            while (i >= 0 && i <= after) i = set->kid_index->next_same[i];
+            return i;
+        }
     }
+    for (size_t j = (size_t)(after + 1); j < set->count; j++)
+        if (kid_equal(set->key[j].kid, kid, kidlen)) return (long)j;
     return -1;
 }
 

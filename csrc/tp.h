@@ -117,13 +117,16 @@ TP_INTERNAL void tp_box_clear(tp_box *box);
 
 /* ---- algorithms and keys (keys.c) --------------------------------------- */
 
-enum tp_kty { TP_KTY_NONE = 0, TP_KTY_RSA, TP_KTY_EC, TP_KTY_OCT };
+/* OKP (RFC 8037): Ed25519 and Ed448 keys, held by OpenSSL alone (cjose
+ * has no OKP, so an OKP key's jwk is NULL). */
+enum tp_kty { TP_KTY_NONE = 0, TP_KTY_RSA, TP_KTY_EC, TP_KTY_OCT, TP_KTY_OKP };
 
 enum tp_alg {
     TP_ALG_HS256, TP_ALG_HS384, TP_ALG_HS512,
     TP_ALG_RS256, TP_ALG_RS384, TP_ALG_RS512,
     TP_ALG_PS256, TP_ALG_PS384, TP_ALG_PS512,
     TP_ALG_ES256, TP_ALG_ES384, TP_ALG_ES512,
+    TP_ALG_EDDSA,
     TP_ALG_COUNT
 };
 
@@ -136,15 +139,15 @@ typedef struct tp_alg_info {
 
 TP_INTERNAL extern const tp_alg_info tp_algs[TP_ALG_COUNT];
 
-/* Every RSA, RSA-PSS and ECDSA algorithm: the default allow-list. */
+/* Every RSA, RSA-PSS, ECDSA and EdDSA algorithm: the default allow-list. */
 #define TP_ALGS_ASYMMETRIC (((1u << TP_ALG_COUNT) - 1) & ~7u)
 
 /* The index of the named algorithm, or -1. */
 TP_INTERNAL int tp_alg_lookup(const char *name, size_t len);
 
 typedef struct tp_key {
-    cjose_jwk_t *jwk;   /* for signing and key facts */
-    EVP_PKEY *pkey;     /* RSA and EC: the public key verification uses */
+    cjose_jwk_t *jwk;   /* for signing and key facts; NULL for OKP keys */
+    EVP_PKEY *pkey;     /* RSA, EC and OKP: the key verification uses (OKP: signing too) */
     EVP_PKEY_CTX *verify_ctx[TP_ALG_COUNT];  /* prepared on first use */
     EVP_MAC_CTX *mac_ctx[3];                 /* oct: keyed HMAC per hash */
     const unsigned char *secret;  /* oct: the HMAC secret (cjose's copy) */
@@ -166,8 +169,12 @@ typedef struct tp_key {
 #define tp_key_can_verify(key) (((key)->ops & TP_KEY_OP_VERIFY) != 0)
 #define tp_key_can_sign(key) ((key)->has_private && ((key)->ops & TP_KEY_OP_SIGN) != 0)
 
+struct tp_kid_index;    /* keys.c: the set's keys by kid */
+
 typedef struct tp_keyset {
     EVP_MD_CTX *md_ctx; /* reused for every digest verify computes */
+    EVP_MD_CTX *ed_ctx; /* reused for EdDSA, which binds its key at init */
+    struct tp_kid_index *kid_index;  /* built with the set; NULL: linear scan */
     size_t count;
     size_t capacity;
     tp_key key[1];      /* capacity entries (allocated past the struct) */
@@ -177,13 +184,20 @@ TP_INTERNAL tp_keyset *tp_check_keyset(lua_State *L, int idx);
 
 /* The index of the next key after `after` (-1: from the start) whose kid
  * is exactly kid, or -1 when there is none.  Keys of any use are
- * returned; callers filter with tp_key_can_verify/tp_key_can_sign. */
+ * returned; callers filter with tp_key_can_verify/tp_key_can_sign.
+ * O(1) per step: the set is indexed by kid when it is built (keys sharing
+ * a kid are chained in set order). */
 TP_INTERNAL long tp_keyset_kid_next(const tp_keyset *set, const char *kid, size_t kidlen, long after);
 
 /* Checks sig over input with key for alg (which the key must fit, and sig
  * must have the length alg and key produce).  1 when it verifies. */
 TP_INTERNAL int tp_key_verify(tp_keyset *set, tp_key *key, int alg, const unsigned char *input,
                               size_t inlen, const unsigned char *sig, size_t siglen);
+
+/* Pushes the compact JWS of claims under header (both JSON objects; the
+ * caller keeps them) signed with an OKP key, and returns 1; or pushes the
+ * fail triple and returns 3.  Memory is Lua's, so a raise leaks nothing. */
+TP_INTERNAL int tp_key_sign_okp(lua_State *L, tp_key *key, json_t *header, json_t *claims);
 
 /* ---- JWKS sources (jwks.c), for verify ---------------------------------
  * jwks.c holds no network code: a source fetches only through the fetch

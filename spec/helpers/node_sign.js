@@ -9,16 +9,27 @@
 //   node node_sign.js verify ALG KEYFILE TOKEN
 //       checks TOKEN's signature; prints its payload and exits 0, or prints
 //       why not and exits 1
+//   node node_sign.js jwks KTY COUNT DISTINCT FIRST
+//       prints COUNT public JWKs (KTY "RSA" 2048 bits or "EC" P-256),
+//       comma-separated, with kids "k<FIRST>", "k<FIRST+1>", ...; only
+//       DISTINCT keys are generated and reused in turn, since one process
+//       generating thousands of keys stalls
+//   node node_sign.js okp CRV DIR
+//       generates an Ed25519 or Ed448 (CRV) key pair and writes it into DIR
+//       as private.pem, public.pem (PKCS#8, SPKI), private.jwk, public.jwk
 //
 // KEYFILE is a PEM key (private to sign, public or private to verify) for
-// RS/PS/ES, and the raw secret bytes for HS.
+// RS/PS/ES/EdDSA, and the raw secret bytes for HS.
 'use strict';
 
 const crypto = require('crypto');
 const fs = require('fs');
 
 // JWA (RFC 7518 section 3.1): the family and hash of each algorithm.
+// EdDSA (RFC 8037): the curve comes with the key, and there is no separate
+// hash (Node's sign/verify take null for it).
 function describe(alg) {
+  if (alg === 'EdDSA') return { family: 'Ed', hash: null };
   const m = /^(HS|RS|PS|ES)(256|384|512)$/.exec(alg);
   if (!m) throw new Error('unsupported alg ' + alg);
   const bits = Number(m[2]);
@@ -74,14 +85,41 @@ function verify(alg, keyFile, token) {
   return [true, Buffer.from(parts[1], 'base64url').toString('utf8')];
 }
 
+function jwks(kty, count, distinct, first) {
+  const made = [];
+  for (let i = 0; i < distinct; i++) {
+    const { publicKey } = kty === 'RSA'
+      ? crypto.generateKeyPairSync('rsa', { modulusLength: 2048 })
+      : crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    made.push(publicKey.export({ format: 'jwk' }));
+  }
+  const out = [];
+  for (let i = 0; i < count; i++) {
+    out.push(JSON.stringify(Object.assign({ kid: 'k' + (first + i), use: 'sig' }, made[i % distinct])));
+  }
+  return out.join(',');
+}
+
+function okp(crv, dir) {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync(crv.toLowerCase());
+  fs.writeFileSync(dir + '/private.pem', privateKey.export({ format: 'pem', type: 'pkcs8' }));
+  fs.writeFileSync(dir + '/public.pem', publicKey.export({ format: 'pem', type: 'spki' }));
+  fs.writeFileSync(dir + '/private.jwk', JSON.stringify(privateKey.export({ format: 'jwk' })));
+  fs.writeFileSync(dir + '/public.jwk', JSON.stringify(publicKey.export({ format: 'jwk' })));
+}
+
 const [mode, alg, keyFile, data, kid] = process.argv.slice(2);
-if (mode === 'sign') {
+if (mode === 'okp') {
+  okp(alg, keyFile);
+} else if (mode === 'jwks') {
+  process.stdout.write(jwks(alg, Number(keyFile), Number(data), Number(kid)));
+} else if (mode === 'sign') {
   process.stdout.write(sign(alg, keyFile, data, kid));
 } else if (mode === 'verify') {
   const [ok, text] = verify(alg, keyFile, data);
   process.stdout.write(text);
   process.exitCode = ok ? 0 : 1;
 } else {
-  process.stderr.write('usage: node_sign.js sign|verify ALG KEYFILE DATA [KID]\n');
+  process.stderr.write('usage: node_sign.js sign|verify ALG KEYFILE DATA [KID] | jwks KTY COUNT DISTINCT FIRST | okp CRV DIR\n');
   process.exitCode = 2;
 }
