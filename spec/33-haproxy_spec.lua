@@ -321,6 +321,26 @@ for _, mode in ipairs{ "lua-load", "lua-load-per-thread" } do
       end)
     end)
 
+    describe("with an Arvados config.yml as the policy", function()
+      local h, a
+      setup(function()
+        a = signers()
+        local dir = haproxy.sandbox()
+        haproxy.write(dir .. "/keys.pem", crypto.public_of(pem_a))
+        -- MaxTokenLifetime 24h (the admin guide's example).
+        h = haproxy.start{ dir = dir, mode = mode, settings = { KEYS_FILE = dir .. "/keys.pem",
+          DENYLIST = dir .. "/denylist", ARVADOS_CONFIG = tp.cwd() .. "/examples/sample/arvados-config.yml",
+          NBTHREAD = 2 } }
+      end)
+      teardown(function() haproxy.stop(h) end)
+
+      it("refuses a token that lives longer than API.MaxTokenLifetime", function()
+        local now = os.time()
+        assert.are.equal(200, (haproxy.get(h, bearer(token(a, { exp = now + 3600 })))))
+        refused(h, "exceeds_max_lifetime", bearer(token(a, { exp = now + 25 * 3600 })))
+      end)
+    end)
+
     describe("with X-Rucio-Auth-Token", function()
       local h, a
       setup(function()
