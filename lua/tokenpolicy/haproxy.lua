@@ -389,9 +389,10 @@ function M.gateway(opts, log)
     self.keys_signature = signature(read)
     log.Info(("%s: keys_file %s: %d keys in use"):format(self.name, self.keys_file, #set))
   else
-    -- HAProxy's httpclient needs the running scheduler, which does not
-    -- exist yet while the file loads (nor in core.register_init), but a
-    -- blocking fetch is harmless now, before any request is served. With
+    -- HAProxy's httpclient needs the running scheduler: in 2.6,
+    -- core.httpclient is not even defined while the file loads, nor in
+    -- core.register_init. A blocking fetch is harmless now, before any
+    -- request is served. With
     -- refetch = false the source never fetches by itself afterwards (not
     -- even in verify, for a stale set or an unknown kid): the task feeds
     -- it with set_keys. A provider that is down does not stop HAProxy: the
