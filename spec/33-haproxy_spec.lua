@@ -126,7 +126,7 @@ describe("tokenpolicy.haproxy in process", function()
     it("fills in the defaults and keeps what is given", function()
       local opts = gateway.check_options{ keys_file = "k", policy = { max_token_lifetime = "1h" } }
       assert.are.same({ name = "tokenpolicy-auth", header = "authorization", cache_size = 10000, reload_every = 60,
-        jwks_timeout = 5, keys_file = "k", policy = { max_token_lifetime = "1h" } }, opts)
+        min_refetch = 30, jwks_timeout = 5, keys_file = "k", policy = { max_token_lifetime = "1h" } }, opts)
     end)
 
     it("takes a Policy and a Denylist object as they are", function()
@@ -401,6 +401,40 @@ for _, mode in ipairs{ "lua-load", "lua-load-per-thread" } do
         local warning = "tokenpolicy-auth: jwks_uri " .. p.jwks_uri .. ": http: status 503 (keeping the previous keys)"
         logged_by_every_state(h, warning, 0)
         assert.are.equal(200, (haproxy.get(h, bearer(t))))
+      end)
+    end)
+
+    describe("with keys from oidc-provider, a long reload period and a short min_refetch", function()
+      local RESOURCE, SCOPE = "https://rucio.example.org", "storage.read:/"
+      local h, p
+      setup(function()
+        p = oidc.start()
+        local dir = haproxy.sandbox()
+        h = haproxy.start{ dir = dir, mode = mode, settings = { JWKS_URI = p.jwks_uri, ISS = p.issuer,
+          AUD = RESOURCE, ALGS = "RS256", SCOPE = SCOPE, DENYLIST = dir .. "/denylist", RELOAD_EVERY = 3600,
+          MIN_REFETCH = 1, NBTHREAD = 2 } }
+        -- Each state's first round at start (the second "keys in use" line).
+        logged_by_every_state(h, "tokenpolicy-auth: jwks_uri " .. p.jwks_uri .. ": 1 keys in use", h.states)
+      end)
+      teardown(function()
+        haproxy.stop(h)
+        oidc.stop(p)
+      end)
+
+      it("reloads early when a token names an unknown kid (a rotation)", function()
+        local old = oidc.client_credentials(p, { resource = RESOURCE, scope = SCOPE })
+        assert.are.equal(200, (haproxy.get(h, bearer(old))))
+        oidc.rotate(p)
+        local new = oidc.client_credentials(p, { resource = RESOURCE, scope = SCOPE })
+        -- The next round would come in an hour: only the early reload can
+        -- let the new token through, in every state.
+        local in_a_row = 0
+        haproxy.wait_for("six answers 200 in a row", function()
+          local status = haproxy.get(h, bearer(new))
+          in_a_row = status == 200 and in_a_row + 1 or 0
+          return in_a_row >= 6, status
+        end, 10, 0.1)
+        refused(h, "unknown_key", bearer(old))
       end)
     end)
 

@@ -66,4 +66,5 @@ require("tokenpolicy.haproxy").register{
   header = setting("HEADER"),
   cache_size = integer_setting("CACHE_SIZE"),
   reload_every = integer_setting("RELOAD_EVERY"),
+  min_refetch = integer_setting("MIN_REFETCH"),
 }

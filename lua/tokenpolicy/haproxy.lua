@@ -92,6 +92,7 @@ local OPTIONS = {
   header = header_option,
   cache_size = positive_integer(0),
   reload_every = positive_integer(1),
+  min_refetch = positive_integer(0),
   jwks_timeout = positive_integer(1),
 }
 
@@ -100,6 +101,7 @@ M.defaults = {
   header = "authorization",
   cache_size = 10000,
   reload_every = 60,
+  min_refetch = 30,
   jwks_timeout = 5,
 }
 
@@ -313,6 +315,30 @@ local function joined(list)
   return table.concat(list, " ")
 end
 
+-- How often (milliseconds) the sleeping task looks whether a request asked
+-- for an early reload.
+local TICK = 250
+
+--- The task: a round at start, then one every `reload_every` seconds, or
+-- sooner when a token named an unknown kid (a key rotation shows up that
+-- way), but at most once per `min_refetch` seconds, so a flood of tokens
+-- with made-up kids costs the provider little.
+function Gateway:run()
+  while true do
+    self.wanted = false
+    self.refreshed_at = os.time()
+    self:refresh()
+    local slept = 0
+    while slept < self.reload_every * 1000 do
+      core.msleep(TICK)
+      slept = slept + TICK
+      if self.wanted and os.time() - self.refreshed_at >= self.min_refetch then
+        break
+      end
+    end
+  end
+end
+
 --- Sets the transaction's variables for one request.
 function Gateway:handle(txn)
   local token, code = M.bearer(txn.sf:req_fhdr(self.header), self.header)
@@ -332,6 +358,10 @@ function Gateway:handle(txn)
       return
     end
     code = fail_code
+    if code == "unknown_key" then
+      -- Perhaps a rotation: the task reloads early (see run).
+      self.wanted = true
+    end
   end
   txn:set_var("txn.tp.ok", 0)
   txn:set_var("txn.tp.code", code or "error")
@@ -373,7 +403,8 @@ function M.gateway(opts, log)
   local self = setmetatable({
     name = opts.name, header = opts.header, keys_file = opts.keys_file,
     jwks_uri = opts.jwks_uri, jwks_timeout = opts.jwks_timeout,
-    reload_every = opts.reload_every, problems = {}, log = log,
+    reload_every = opts.reload_every, min_refetch = opts.min_refetch, problems = {}, log = log,
+    wanted = false, refreshed_at = 0,
   }, Gateway)
   if self.keys_file then
     -- A source without a URI, fed with the file's text: it never touches the network.
@@ -424,7 +455,7 @@ end
 -- for `tp.policy`, or an Arvados config.yml path), `denylist` (a file path
 -- or a Denylist), `header` ("authorization" or "x-rucio-auth-token"),
 -- `cache_size` (10000; 0: no cache), `reload_every` (60 seconds),
--- `jwks_timeout` (5 seconds).
+-- `min_refetch` (30 seconds), `jwks_timeout` (5 seconds).
 --
 -- A wrong option, or a key file, policy or denylist that cannot be read,
 -- raises: HAProxy then refuses to start and prints the message.
@@ -442,10 +473,7 @@ function M.register(opts)
   -- The first round runs at start: with a jwks_uri it fetches through the
   -- httpclient at once (so a failed load-time fetch is retried at once).
   core.register_task(function()
-    while true do
-      gateway:refresh()
-      core.sleep(gateway.reload_every)
-    end
+    gateway:run()
   end)
   return gateway
 end

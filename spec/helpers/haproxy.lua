@@ -18,7 +18,7 @@ local haproxy = {}
 
 local START_TIMEOUT = 10 -- seconds until HAProxy answers
 local SETTINGS = { "KEYS_FILE", "JWKS_URI", "ISS", "AUD", "ALGS", "LEEWAY", "MAX_TOKEN_LIFETIME", "ARVADOS_CONFIG",
-  "DENYLIST", "HEADER", "CACHE_SIZE", "RELOAD_EVERY", "REALM", "SCOPE", "NBTHREAD" }
+  "DENYLIST", "HEADER", "CACHE_SIZE", "RELOAD_EVERY", "MIN_REFETCH", "REALM", "SCOPE", "NBTHREAD" }
 
 -- The checkout (the working directory of busted, as spec/run.sh runs it).
 local ROOT = require("tokenpolicy").cwd()
