@@ -647,8 +647,9 @@ static int default_alg(const tp_key *key)
  * @tparam table claims
  * @tparam KeySet key a set holding a private key (or an HMAC secret)
  * @tparam[opt] table opts `alg` (default RS256, ES256/384/512 by curve,
- *   EdDSA for Ed25519/Ed448, HS256), `kid` (selects the key and goes into the header; default the
- *   key's kid), `typ` (default "JWT"), `header` (more header members)
+ *   EdDSA for Ed25519/Ed448, HS256), `kid` (selects the key and goes into
+ *   the header; default the key's kid), `typ` (default "JWT"), `header`
+ *   (more header members)
  * @treturn string token, or the fail triple (`unknown_key`, `alg_not_allowed`)
  */
 static int tp_jwt_sign(lua_State *L)
@@ -728,7 +729,7 @@ static int tp_jwt_sign(lua_State *L)
     if (kid) json_object_set_new(box->json[1], "kid", json_string(kid));
 
     if (key->kty == TP_KTY_OKP) {  /* EdDSA: OpenSSL signs, cjose has no OKP */
-        int n = tp_key_sign_okp(L, (tp_key *)key, box->json[1], box->json[0]);
+        int n = tp_key_sign_okp(L, key, box->json[1], box->json[0]);
         if (n == 1) tp_box_clear(box);
         return n;
     }

@@ -507,7 +507,7 @@ static size_t b64url_encode(char *out, const unsigned char *in, size_t n)
     return len;
 }
 
-int tp_key_sign_okp(lua_State *L, tp_key *key, json_t *header, json_t *claims)
+int tp_key_sign_okp(lua_State *L, const tp_key *key, json_t *header, json_t *claims)
 {
     const size_t flags = JSON_COMPACT | JSON_SORT_KEYS;
     size_t hlen = json_dumpb(header, NULL, 0, flags), plen = json_dumpb(claims, NULL, 0, flags);

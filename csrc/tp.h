@@ -197,7 +197,7 @@ TP_INTERNAL int tp_key_verify(tp_keyset *set, tp_key *key, int alg, const unsign
 /* Pushes the compact JWS of claims under header (both JSON objects; the
  * caller keeps them) signed with an OKP key, and returns 1; or pushes the
  * fail triple and returns 3.  Memory is Lua's, so a raise leaks nothing. */
-TP_INTERNAL int tp_key_sign_okp(lua_State *L, tp_key *key, json_t *header, json_t *claims);
+TP_INTERNAL int tp_key_sign_okp(lua_State *L, const tp_key *key, json_t *header, json_t *claims);
 
 /* ---- JWKS sources (jwks.c), for verify ---------------------------------
  * jwks.c holds no network code: a source fetches only through the fetch

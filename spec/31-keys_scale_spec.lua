@@ -89,13 +89,17 @@ describe("keys at gateway scale", function()
       assert.are.equal(N, found)
     end)
 
-    it("verifies the last kid about as fast as the first (no scan)", function()
+    it("verifies with 10,000 keys about as fast as with one (no scan)", function()
+      local one = signer(hmac_jwk(N, "kid-" .. N))
       local first = assert(tp.sign(CLAIMS, signer(hmac_jwk(1, "kid-1")), { alg = "HS256" }))
-      local last = assert(tp.sign(CLAIMS, signer(hmac_jwk(N, "kid-" .. N)), { alg = "HS256" }))
+      local last = assert(tp.sign(CLAIMS, one, { alg = "HS256" }))
+      local t_one = verify_micros(last, one, 2000)
       local t_first, t_last = verify_micros(first, set, 2000), verify_micros(last, set, 2000)
       -- A scan of 10,000 kids costs tens of microseconds; a lookup, nothing.
-      assert.is_true(t_last < 2 * t_first + 5,
-        string.format("last kid %.1f us, first kid %.1f us", t_last, t_first))
+      for _, t in ipairs { t_first, t_last } do
+        assert.is_true(t < 2 * t_one + 5,
+          string.format("kid 1: %.1f us, kid 10000: %.1f us, a set of one key: %.1f us", t_first, t_last, t_one))
+      end
     end)
 
     it("says a kid the set does not have is unknown", function()
