@@ -184,6 +184,15 @@ describe("examples/haproxy/haproxy.cfg", function()
     assert.matches("tokenpolicy-auth: keys_file " .. dir .. "/missing.pem: not_found: ", out, 1, true)
   end)
 
+  it("(the spec helper) says why HAProxy did not start, and removes the sandbox", function()
+    haproxy.write(dir .. "/keys.pem", "not a key")
+    local ok, err = pcall(haproxy.start, { dir = dir, settings = { KEYS_FILE = dir .. "/keys.pem" } })
+    assert.is_false(ok)
+    assert.matches("haproxy did not start:", err, 1, true)
+    assert.matches("tokenpolicy-auth: keys_file " .. dir .. "/keys.pem: malformed: ", err, 1, true)
+    assert.is_nil(io.open(dir .. "/keys.pem"))
+  end)
+
   it("makes HAProxy refuse to start with a malformed key file", function()
     haproxy.write(dir .. "/keys.pem", "not a key")
     local ok, out = haproxy.check{ dir = dir,

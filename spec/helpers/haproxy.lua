@@ -175,13 +175,16 @@ local function start_once(opts, port)
     end
     haproxy.sleep(step)
   end
-  haproxy.stop(h, true)
-  error("haproxy did not answer within " .. START_TIMEOUT .. " s:\n" .. slurp(log), 3)
+  local output = slurp(log)
+  haproxy.stop(h)  -- removes the sandbox too: the error carries the log
+  error("haproxy did not answer within " .. START_TIMEOUT .. " s:\n" .. output, 3)
 end
 
 --- Starts HAProxy on a free port: opts.dir (a sandbox), opts.mode,
 -- opts.settings. Returns `{ pid=, port=, base=, dir=, log=, states= }`
 -- (states: the number of Lua states, each of which logs its reloads).
+-- When HAProxy does not start, the sandbox is removed and the error holds
+-- HAProxy's output.
 function haproxy.start(opts)
   math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
   local why
@@ -195,6 +198,7 @@ function haproxy.start(opts)
     -- Another process had the port: try another one.
     if not log:find("cannot bind socket", 1, true) then break end
   end
+  os.execute("rm -rf " .. quote(opts.dir))  -- the error carries the log
   error("haproxy did not start:\n" .. tostring(why), 2)
 end
 
