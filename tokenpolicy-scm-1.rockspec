@@ -30,7 +30,7 @@ build = {
   type = "builtin",
   modules = {
     ["tokenpolicy.core"] = {
-      sources = { "csrc/core.c", "csrc/denylist.c", "csrc/files.c", "csrc/http.c", "csrc/json.c", "csrc/jwks.c", "csrc/jwt.c", "csrc/keys.c", "csrc/policy.c", "csrc/util.c" },
+      sources = { "csrc/core.c", "csrc/denylist.c", "csrc/files.c", "csrc/http.c", "csrc/json.c", "csrc/jwks.c", "csrc/jwt.c", "csrc/keys.c", "csrc/policy.c", "csrc/util.c", "csrc/verifier.c" },
       defines = { "_POSIX_C_SOURCE=200809L", "_DEFAULT_SOURCE" },
       incdirs = { "$(CJOSE_INCDIR)", "$(JANSSON_INCDIR)", "$(YAJL_INCDIR)", "$(CURL_INCDIR)", "$(CRYPTO_INCDIR)" },
       libdirs = { "$(CJOSE_LIBDIR)", "$(JANSSON_LIBDIR)", "$(YAJL_LIBDIR)", "$(CURL_LIBDIR)", "$(CRYPTO_LIBDIR)" },

@@ -301,14 +301,24 @@ static int scan_stop(scan *s)
     return 0;
 }
 
-/* The field a top-level member name stands for, or -1 (length and first
- * byte first: most names are no field). */
+/* The field a top-level member name stands for, or -1: most names are no
+ * field, so the first byte decides before any comparison. */
 static int field_of(const char *name, size_t len)
 {
-    static const unsigned char lens[F_COUNT] = { 3, 3, 3, 4, 3, 3, 3, 9, 3, 3, 3, 3, 5 };
-    for (int f = 0; f < F_COUNT; f++)
-        if (lens[f] == len && field_names[f][0] == name[0] && memcmp(field_names[f], name, len) == 0) return f;
-    return -1;
+    int f;
+    switch (len ? name[0] : 0) {
+    case 'a': f = len == 3 ? (name[1] == 'l' ? F_ALG : F_AUD) : F_AUTH_TIME; break;
+    case 'c': f = F_CRIT; break;
+    case 'e': f = F_EXP; break;
+    case 'i': f = len == 3 && name[1] == 's' ? F_ISS : F_IAT; break;
+    case 'j': f = F_JTI; break;
+    case 'k': f = F_KID; break;
+    case 'n': f = F_NBF; break;
+    case 's': f = len == 5 ? F_SCOPE : F_SUB; break;
+    case 't': f = F_TYP; break;
+    default: return -1;
+    }
+    return strlen(field_names[f]) == len && memcmp(field_names[f], name, len) == 0 ? f : -1;
 }
 
 /* A cheap summary of a name (length, first and last byte) that tells most
@@ -333,16 +343,23 @@ static void scan_value(scan *s, int kind, uint32_t off, uint32_t len, lua_Intege
     }
 }
 
+/* A scalar as the whole text: no JSON object, for the slow way to report. */
+#define SCALAR_AT_TOP(s) ((s)->depth == 0)
+
 static int scan_null(void *ctx)
 {
-    scan_value((scan *)ctx, K_OTHER, 0, 0, 0);
+    scan *s = (scan *)ctx;
+    if (SCALAR_AT_TOP(s)) return scan_stop(s);
+    scan_value(s, K_OTHER, 0, 0, 0);
     return 1;
 }
 
 static int scan_boolean(void *ctx, int value)
 {
+    scan *s = (scan *)ctx;
     (void)value;
-    scan_value((scan *)ctx, K_OTHER, 0, 0, 0);
+    if (SCALAR_AT_TOP(s)) return scan_stop(s);
+    scan_value(s, K_OTHER, 0, 0, 0);
     return 1;
 }
 
@@ -355,7 +372,7 @@ static int scan_number(void *ctx, const char *text, size_t len)
     lua_Integer v = 0;
     int negative = p < end && *p == '-';
     p += negative;
-    if (end - p < 1 || end - p > 18) return scan_stop(s);
+    if (SCALAR_AT_TOP(s) || end - p < 1 || end - p > 18) return scan_stop(s);
     for (; p < end; p++) {
         if (*p < '0' || *p > '9') return scan_stop(s);
         v = v * 10 + (*p - '0');
@@ -375,8 +392,8 @@ static int in_text(const scan *s, const unsigned char *text, size_t len)
 static int scan_string(void *ctx, const unsigned char *text, size_t len)
 {
     scan *s = (scan *)ctx;
-    if (!in_text(s, text, len)) return scan_stop(s);
-    if (s->depth == 2 && s->in_list == F_AUD && !s->aud_ok)
+    if (SCALAR_AT_TOP(s) || !in_text(s, text, len)) return scan_stop(s);
+    if (s->depth == 2 && s->in_list == F_AUD && s->aud_opt && !s->aud_ok)
         s->aud_ok = tp_jwt_matches(s->L, s->aud_opt, (const char *)text, len);
     scan_value(s, K_STR, (uint32_t)((const char *)text - s->w->text), (uint32_t)len, 0);
     return 1;

@@ -717,12 +717,12 @@ describe("tp.keys refuses", function()
       return tp.json_encode(rsa_jwk(crypto.rsa_private(1024))) end },
     { "an RSA PEM of 1024 bits", "alg_not_allowed", function()
       return crypto.public_of(crypto.rsa_private(1024)) end },
-    { "an Ed25519 JWK (kty OKP)", "alg_not_allowed", function()
-      return '{"kty":"OKP","crv":"Ed25519","x":"' .. b64(crypto.random_bytes(32)) .. '"}' end },
-    { "an Ed25519 JWK given as a Lua table", "alg_not_allowed", function()
-      return { kty = "OKP", crv = "Ed25519", x = b64(crypto.random_bytes(32)) } end },
-    { "an Ed25519 PEM", "alg_not_allowed", function()
-      return crypto.run("openssl genpkey -algorithm ed25519") end },
+    { "an X25519 JWK (kty OKP, key agreement)", "alg_not_allowed", function()
+      return '{"kty":"OKP","crv":"X25519","x":"' .. b64(crypto.random_bytes(32)) .. '"}' end },
+    { "an X25519 JWK given as a Lua table", "alg_not_allowed", function()
+      return { kty = "OKP", crv = "X25519", x = b64(crypto.random_bytes(32)) } end },
+    { "an X25519 PEM", "alg_not_allowed", function()
+      return crypto.run("openssl genpkey -algorithm x25519") end },
     { "an EC PEM on secp256k1", "alg_not_allowed", function()
       return crypto.run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:secp256k1") end },
     { "a JWK with use enc", "alg_not_allowed", function()
@@ -771,7 +771,7 @@ describe("tp.keys with a JWK Set", function()
     local _, y = ec_point(fx.ec)
     local material = tp.json_encode { keys = {
       good_rsa,                                                                  -- 1
-      { kty = "OKP", crv = "Ed25519", x = b64(crypto.random_bytes(32)), kid = "ed" }, -- 2
+      { kty = "OKP", crv = "X25519", x = b64(crypto.random_bytes(32)), kid = "ed" },  -- 2
       rsa_jwk(fx.rsa, { kid = "for-enc", use = "enc" }),                         -- 3
       { kty = "oct", k = b64(crypto.random_bytes(16)), kid = "short" },          -- 4
       rsa_jwk(crypto.rsa_private(1024), { kid = "small" }),                      -- 5
@@ -805,7 +805,7 @@ describe("tp.keys with a JWK Set", function()
 
   it("with no usable key is an empty set that knows no token's key", function()
     local set = assert(tp.keys(tp.json_encode { keys = {
-      { kty = "OKP", crv = "Ed25519", x = b64(crypto.random_bytes(32)) },
+      { kty = "OKP", crv = "X25519", x = b64(crypto.random_bytes(32)) },
       rsa_jwk(fx.rsa, { use = "enc" }),
     } }))
     assert.are.equal(0, #set)

@@ -42,6 +42,13 @@ local function unsigned(header, payload)
   return b64json(header) .. "." .. b64json(payload) .. "." .. tp.b64url_encode(("s"):rep(256))
 end
 
+-- A token signed with the RSA key whatever its header and payload texts.
+local function signed(header_text, payload_text)
+  local input = tp.b64url_encode(header_text) .. "." .. tp.b64url_encode(payload_text)
+  return input .. "." .. tp.b64url_encode(crypto.openssl_sign(crypto.rsa_private(), input, "sha256"))
+end
+local RS_HEADER = '{"alg":"RS256","kid":"rsa-1"}'
+
 -- A plain table of whatever check or verify returned (a view or a table).
 local function plain(x)
   if type(x) == "userdata" then return x:totable() end
@@ -100,6 +107,9 @@ describe("verifier", function()
         { "a kid that is not a string", unsigned({ alg = "RS256", kid = 5 }, claims()) },
         { "crit", tp.sign(claims(), rsa, { header = { crit = { "exp" } } }) },
         { "an empty crit", tp.sign(claims(), rsa, { header = { crit = {} } }) },
+        { "a header with an aud list", tp.sign(claims(), rsa, { header = { aud = { "rucio" }, x = { y = 1 } } }) },
+        { "a duplicate claim", b64json({ alg = "RS256", kid = "rsa-1" }) .. "." .. tp.b64url_encode(
+          '{"sub":"a","exp":' .. (NOW + 60) .. ',"sub":"b"}') .. "." .. tp.b64url_encode(("s"):rep(256)) },
         { "a nested payload", tp.sign(claims { realm_access = { roles = { "a", "b" } }, n = tp.null }, rsa) },
         { "a payload with escapes", tp.sign(claims { sub = "al\"ice\n\u{e9}" }, rsa) },
         { "an empty string", "" },
@@ -109,6 +119,39 @@ describe("verifier", function()
         { "bad base64url", "e30.e30.!!" },
         { "a header that is not JSON", tp.b64url_encode("{") .. "." .. b64json(claims()) .. ".c2ln" },
         { "a header that is an array", b64json({ 1 }) .. "." .. b64json(claims()) .. ".c2ln" },
+        { "a payload that is a number", signed(RS_HEADER, "123") },
+        { "a payload that is a string", signed(RS_HEADER, '"x"') },
+        { "a payload that is null", signed(RS_HEADER, "null") },
+        { "a payload that is an array", signed(RS_HEADER, "[1]") },
+        { "a payload with a duplicate claim", signed(RS_HEADER, '{"sub":"a","exp":' .. (NOW + 60) .. ',"sub":"b"}') },
+        { "a payload with a nested duplicate", signed(RS_HEADER, '{"exp":' .. (NOW + 60) .. ',"x":{"a":1,"a":2}}') },
+        { "a payload with an escaped NUL", signed(RS_HEADER, '{"exp":' .. (NOW + 60) .. ',"x":"\\u0000"}') },
+        { "a payload with a lone surrogate", signed(RS_HEADER, '{"exp":' .. (NOW + 60) .. ',"x":"\\ud800"}') },
+        { "a payload with invalid UTF-8", signed(RS_HEADER, '{"exp":' .. (NOW + 60) .. ',"x":"\xc3\x28"}') },
+        { "a payload with an overlong form", signed(RS_HEADER, '{"exp":' .. (NOW + 60) .. ',"x":"\xc0\xaf"}') },
+        { "a payload with a huge integer", signed(RS_HEADER, '{"exp":99999999999999999999}') },
+        { "a payload with a 19-digit exp", signed(RS_HEADER, '{"exp":1000000000000000000}') },
+        { "a payload with a float exp", signed(RS_HEADER, '{"exp":1.8e9,"iat":-0}') },
+        { "a payload with trailing text", signed(RS_HEADER, '{"exp":' .. (NOW + 60) .. '} x') },
+        { "a payload not valid JSON", signed(RS_HEADER, '{"exp":') },
+        { "a payload nested 70 levels", signed(RS_HEADER, '{"exp":' .. (NOW + 60) .. ',"x":'
+          .. ("["):rep(70) .. ("]"):rep(70) .. "}") },
+        { "a payload nested 20 levels", signed(RS_HEADER, '{"exp":' .. (NOW + 60) .. ',"x":'
+          .. ("["):rep(20) .. ("]"):rep(20) .. "}") },
+        { "a payload with a mixed aud list",
+          signed(RS_HEADER, '{"exp":' .. (NOW + 60) .. ',"aud":["x",["rucio"],null,"rucio"]}') },
+        { "a payload with a null exp", signed(RS_HEADER, '{"exp":null}') },
+        { "a payload with a string iat", signed(RS_HEADER, '{"exp":' .. (NOW + 60) .. ',"iat":"x"}') },
+        { "a header with a duplicate alg", signed('{"alg":"RS256","alg":"RS256"}', '{"exp":' .. (NOW + 60) .. '}') },
+        { "a header with crit null", signed('{"alg":"RS256","crit":null}', '{"exp":' .. (NOW + 60) .. '}') },
+        { "a header with crit an object", signed('{"alg":"RS256","crit":{"a":1}}', '{"exp":' .. (NOW + 60) .. '}') },
+        { "a header with crit [null]", signed('{"alg":"RS256","crit":[null]}', '{"exp":' .. (NOW + 60) .. '}') },
+        { "a header with an escaped alg",
+          signed('{"alg":"RS\\u0032\\u0035\\u0036"}', '{"exp":' .. (NOW + 60) .. '}') },
+        { "a header with typ at+JWT",
+          signed('{"alg":"RS256","typ":"application/at+JWT"}', '{"exp":' .. (NOW + 60) .. '}') },
+        { "a header that is a string", tp.b64url_encode('"RS256"') .. "." .. b64json(claims()) .. ".c2ln" },
+        { "a header that is true", tp.b64url_encode("true") .. "." .. b64json(claims()) .. ".c2ln" },
         { "a payload that is not JSON", b64json({ alg = "RS256", kid = "rsa-1" }) .. ".e3" .. ".c2ln" },
         { "a large token", tp.sign(claims { pad = ("x"):rep(20000) }, rsa) },
       }
@@ -125,6 +168,11 @@ describe("verifier", function()
       { name = "no leeway", leeway = 0 },
       { name = "exp not required", require_exp = false },
       { name = "a small max_size", max_size = 300 },
+      { name = "70 required names", require = (function()
+        local names = { "sub" }
+        for i = 1, 69 do names[#names + 1] = "x" .. i end
+        return names
+      end)() },
     }
 
     for _, keys_kind in ipairs { "KeySet", "JwksSource" } do
@@ -148,6 +196,8 @@ describe("verifier", function()
             -- with a cache: the first answer and the second (a hit) alike
             assert.are.same(want, results(cached:check(case[2], NOW)), case[1] .. " (cache)")
             assert.are.same(want, results(cached:check(case[2], NOW)), case[1] .. " (cache, again)")
+            -- an embedding HAProxy shares the thread's OpenSSL error queue
+            assert.is_false(tp._openssl_error_pending(), case[1])
           end
         end)
       end
