@@ -47,6 +47,7 @@ build = {
     ["tokenpolicy.store.files"] = "lua/tokenpolicy/store/files.lua",
     ["tokenpolicy.store.arvados_pg"] = "lua/tokenpolicy/store/arvados_pg.lua",
     ["tokenpolicy.cli"] = "lua/tokenpolicy/cli.lua",
+    ["tokenpolicy.haproxy"] = "lua/tokenpolicy/haproxy.lua",
     ["tokenpolicy.util"] = "lua/tokenpolicy/util.lua",
   },
   install = {

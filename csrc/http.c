@@ -6,7 +6,8 @@
  * Hygiene every call follows (docs/http.md): TLS verification always on;
  * plain http only to loopback hosts unless `insecure=true`; redirects are
  * followed here (never by libcurl), at most 3, and never to another origin
- * when a token or secret is sent; bodies are capped at 1 MiB; messages show
+ * when a token or secret is sent; bodies are capped at 1 MiB (a JWK Set
+ * at 32 MiB); messages show
  * only the original request as scheme://host:port/path (never a redirect
  * target, which the peer chooses, never a query string, a body or a
  * secret), and provider texts with every form of a secret redacted.
@@ -24,6 +25,9 @@
 
 #define TP_HTTP_CLASS "tokenpolicy.HttpCall"
 #define HTTP_MAX_BODY (1024 * 1024)
+/* A JWK Set may hold up to 20,000 keys (keys.c's default max_keys): 32 MiB
+ * takes that many RSA-4096 public keys. */
+#define HTTP_MAX_JWKS (32 * 1024 * 1024)
 #define HTTP_MAX_REDIRECTS 3
 #define HTTP_CONNECT_TIMEOUT_MS 5000L
 #define HTTP_TIMEOUT_MS 15000L
@@ -64,8 +68,8 @@ typedef struct http_call {
     CURLU *url;
     struct curl_slist *headers;
     char *scratch;      /* a curl_easy_escape result until Lua holds a copy */
-    char *body;         /* the response body, at most HTTP_MAX_BODY bytes */
-    size_t len, cap;
+    char *body;         /* the response body, at most max_body bytes */
+    size_t len, cap, max_body;
     int too_large;
 } http_call;
 
@@ -93,6 +97,7 @@ typedef struct http_req {
     int insecure;           /* allow plain http to any host */
     int hops;               /* redirects followed so far */
     long timeout_ms;
+    size_t max_body;        /* the answer's size cap; 0: HTTP_MAX_BODY */
     const char *ca_file;
     char shown[400];        /* scheme://host:port/path of the original request */
     char where[480];        /* the request as messages show it (see set_where) */
@@ -174,7 +179,7 @@ static size_t on_data(char *data, size_t size, size_t n, void *ud)
 {
     http_call *c = (http_call *)ud;
     size_t bytes = size * n;
-    if (bytes > HTTP_MAX_BODY - c->len) {
+    if (bytes > c->max_body - c->len) {
         c->too_large = 1;
         return 0;  /* aborts the transfer with CURLE_WRITE_ERROR */
     }
@@ -182,7 +187,7 @@ static size_t on_data(char *data, size_t size, size_t n, void *ud)
         size_t cap = c->cap ? c->cap * 2 : 16384;
         char *grown;
         while (cap < c->len + bytes) cap *= 2;
-        if (cap > HTTP_MAX_BODY) cap = HTTP_MAX_BODY;
+        if (cap > c->max_body) cap = c->max_body;
         if (!(grown = (char *)realloc(c->body, cap))) return 0;
         c->body = grown;
         c->cap = cap;
@@ -286,7 +291,8 @@ static int fail_curl(lua_State *L, http_call *c, const http_req *req, CURLcode r
 {
     const char *code = "http";
     if (c->too_large || rc == CURLE_FILESIZE_EXCEEDED)
-        return tp_fail(L, "too_large", "%s: %s: the response is over the 1 MiB limit", req->what, req->where);
+        return tp_fail(L, "too_large", "%s: %s: the response is over the %d MiB limit", req->what, req->where,
+                       (int)(c->max_body >> 20));
     if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_RESOLVE_PROXY)
         code = "unreachable";
     else if (rc == CURLE_OPERATION_TIMEDOUT)
@@ -320,7 +326,8 @@ static int http_run(lua_State *L, http_call *c, http_req *req, long *status)
     curl_easy_setopt(e, CURLOPT_USERAGENT, "tokenpolicy/" TP_VERSION);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
-    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)HTTP_MAX_BODY);
+    c->max_body = req->max_body ? req->max_body : HTTP_MAX_BODY;
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_body);
     if (req->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
     if (req->user) {
         curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
@@ -983,7 +990,9 @@ static int tp_http_oidc_metadata(lua_State *L)
  * @function fetch_keys
  * @tparam string jwks_uri
  * @tparam[opt] table opts `timeout`, `ca_file`, `insecure`
- * @treturn KeySet, or the fail triple (network codes, or those of `keys`)
+ * @treturn KeySet, or the fail triple (network codes, or those of `keys`);
+ *   the answer may be up to 32 MiB (other answers: 1 MiB), enough for a set
+ *   of 20,000 keys
  */
 static int tp_http_fetch_keys(lua_State *L)
 {
@@ -995,6 +1004,7 @@ static int tp_http_fetch_keys(lua_State *L)
     memset(&req, 0, sizeof req);
     req.what = "fetch_keys";
     req.method = "GET";
+    req.max_body = HTTP_MAX_JWKS;
     req.follow = 1;
     req.url = tp_check_string(L, 1, NULL);
     tp_opts(L, 2, options);

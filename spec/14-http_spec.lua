@@ -279,7 +279,12 @@ describe("HTTP peers", function()
       assert.are.equal(7, retry)
       assert.are.equal("http", (fails(tp.fetch_keys(peer.base .. "/loop"))))
       assert.are.equal("malformed", (fails(tp.fetch_keys(peer.base .. "/revoke"))))
-      assert.are.equal("too_large", (fails(tp.fetch_keys(peer.base .. "/big"))))
+      -- A JWK Set may take 32 MiB (20,000 keys): 2 MiB that are no JSON
+      -- are malformed, 33 MiB too large.
+      assert.are.equal("malformed", (fails(tp.fetch_keys(peer.base .. "/big"))))
+      local _, msg = fails(tp.fetch_keys(peer.base .. "/bigger"))
+      assert.are.equal("too_large: fetch_keys: GET " .. peer.base .. "/bigger: the response is over the 32 MiB limit",
+        msg)
       assert.are.equal("malformed", (fails(tp.fetch_keys(peer.base .. "/issuer/.well-known/openid-configuration"))))
     end)
   end)

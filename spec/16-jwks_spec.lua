@@ -74,6 +74,21 @@ describe("jwks sources", function()
     return tp.verify(tok, src, { now = NOW })
   end
 
+  it("fetches a JWK Set of 10,000 keys (4 MB, over the 1 MiB other answers may take)", function()
+    local jwks = {}
+    for i = 1, 10000 do
+      local jwk = {}
+      for k, v in pairs(new_jwk) do jwk[k] = v end
+      jwk.kid = "k" .. i
+      jwks[i] = jwk
+    end
+    local src = source(jwks)
+    local set = assert(src:keys(NOW))
+    assert.are.equal(10000, #set)
+    local claims = assert(verify(token(any_signer, "k10000"), src))
+    assert.are.equal("alice", claims.sub)
+  end)
+
   it("fetches nothing until needed and prints the URI without its query", function()
     local src, file = source({ old_jwk })
     assert.are.equal(0, fetches(file))

@@ -145,6 +145,13 @@ const routes = {
     for (let i = 0; i < 32; i++) res.write(chunk);
     res.end();
   },
+  // Over the 32 MiB a JWK Set may take (fetch_keys' cap).
+  '/bigger': (req, res) => {
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    const chunk = Buffer.alloc(1024 * 1024, 0x61);
+    for (let i = 0; i < 33; i++) res.write(chunk);
+    res.end();
+  },
   '/slow': (req, res) => { setTimeout(() => { res.writeHead(200); res.end(); }, 3000); },
   '/jwks': (req, res) => json(res, 200, { keys: [Object.assign({ kid: 'peer-1', use: 'sig', alg: 'ES256' }, jwk)] }),
   '/jwks-other': (req, res) => {

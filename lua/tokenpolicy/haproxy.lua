@@ -1,0 +1,481 @@
+--- The HAProxy action: verify, judge and revoke bearer tokens per request.
+--
+-- From a `lua-load` (or `lua-load-per-thread`) file:
+--
+--     require("tokenpolicy.haproxy").register{
+--       name = "tokenpolicy-auth", keys_file = "/etc/haproxy/keys.jwks",
+--       iss = "https://op.example", aud = "api", denylist = "/var/lib/haproxy/denylist",
+--     }
+--
+-- gives `http-request lua.tokenpolicy-auth`, which sets `txn.tp.ok`,
+-- `txn.tp.code`, `txn.tp.sub`, `txn.tp.scope`, `txn.tp.exp` and `txn.tp.jti`
+-- for the configuration's ACLs (docs/haproxy.md).
+--
+-- Everything that may block (reading files, the first JWKS fetch) happens
+-- while HAProxy loads the file; afterwards a task refreshes keys and the
+-- denylist through HAProxy's own non-blocking `core.httpclient` and the
+-- core's cheap `stat`. The request path only reads one header and calls the
+-- core's prepared verifier.
+-- @module tokenpolicy.haproxy
+
+local tp = require "tokenpolicy"
+local util = require "tokenpolicy.util"
+
+local M = {}
+
+local HEADERS = { authorization = true, ["x-rucio-auth-token"] = true }
+
+local function positive_integer(min)
+  return function(value)
+    if math.type(value) ~= "integer" or value < min then
+      return ("must be an integer of at least %d, got %s"):format(min, tostring(value))
+    end
+  end
+end
+
+local function string_list(value)
+  if type(value) ~= "table" then
+    return "must be a list of strings, got " .. type(value)
+  end
+  for _, item in ipairs(value) do
+    if type(item) ~= "string" then
+      return "must be a list of strings"
+    end
+  end
+end
+
+local function string_or_list(value)
+  if type(value) ~= "string" then
+    return string_list(value)
+  end
+end
+
+local function policy_option(value)
+  local t = type(value)
+  if t ~= "string" and t ~= "table" and not (t == "userdata" and tostring(value):find("^tokenpolicy%.Policy")) then
+    return "must be a Policy, a table of policy settings or an Arvados config path, got " .. t
+  end
+end
+
+local function denylist_option(value)
+  local t = type(value)
+  if t ~= "string" and not (t == "userdata" and tostring(value):find("^tokenpolicy%.Denylist")) then
+    return "must be a denylist file path or a Denylist, got " .. t
+  end
+end
+
+local function header_option(value)
+  if not HEADERS[value] then
+    return ("must be \"authorization\" or \"x-rucio-auth-token\", got %s"):format(
+      type(value) == "string" and ("%q"):format(value) or type(value))
+  end
+end
+
+local function name_option(value)
+  if type(value) ~= "string" or not value:find("^[%w_%-%.]+$") then
+    return "must be a name of letters, digits, '_', '-' and '.'"
+  end
+end
+
+local OPTIONS = {
+  name = name_option,
+  keys_file = "string",
+  jwks_uri = "string",
+  iss = string_or_list,
+  aud = string_or_list,
+  algs = string_list,
+  typ = "string",
+  require = string_list,
+  leeway = positive_integer(0),
+  policy = policy_option,
+  denylist = denylist_option,
+  header = header_option,
+  cache_size = positive_integer(0),
+  reload_every = positive_integer(1),
+  min_refetch = positive_integer(0),
+  jwks_timeout = positive_integer(1),
+}
+
+M.defaults = {
+  name = "tokenpolicy-auth",
+  header = "authorization",
+  cache_size = 10000,
+  reload_every = 60,
+  min_refetch = 30,
+  jwks_timeout = 5,
+}
+
+-- RFC 6750 section 2.1: credentials = "Bearer" 1*SP b64token, the scheme
+-- case-insensitive (RFC 9110 section 11.1). One match on the request path.
+local BEARER_SCHEME = "^[Bb][Ee][Aa][Rr][Ee][Rr] "
+local BEARER = "^[Bb][Ee][Aa][Rr][Ee][Rr] +([%w%-%._~%+/]+=*) *$"
+
+-- Key files may hold large JWK Sets (thousands of keys); read_config's
+-- default cap (1 MiB) is meant for small configuration files.
+local KEYS_FILE_MAX = 16 * 1024 * 1024
+
+--- The bearer token in a header value, or the code of why there is none.
+-- `authorization`: `Bearer <b64token>` (any case of the scheme); another
+-- scheme, or no value, is `missing_token` (RFC 6750: a request without
+-- bearer credentials gets a challenge without an error); `Bearer` with a
+-- value that is not a b64token is `malformed`. `x-rucio-auth-token`: the
+-- whole value, trimmed.
+-- @tparam ?string value the header's value (HAProxy gives "" when absent)
+-- @tparam string header "authorization" or "x-rucio-auth-token"
+-- @treturn[1] string the token
+-- @treturn[2] nil
+-- @treturn[2] string the code: "missing_token" or "malformed"
+function M.bearer(value, header)
+  if value == nil or value == "" then
+    return nil, "missing_token"
+  end
+  if header == "x-rucio-auth-token" then
+    local token = value:match("^%s*(.-)%s*$")
+    if token == "" then
+      return nil, "missing_token"
+    end
+    return token
+  end
+  local token = value:match(BEARER)
+  if token then
+    return token
+  end
+  if value:find(BEARER_SCHEME) then
+    return nil, "malformed"
+  end
+  return nil, "missing_token"
+end
+
+--- The options of `register`, checked, with the defaults filled in.
+-- Raises (as `register` does) on an unknown option, a wrong type, or
+-- neither or both of `keys_file` and `jwks_uri`.
+-- @tparam table opts as for `register`
+-- @treturn table
+function M.check_options(opts)
+  util.check_opts(opts, OPTIONS, "register", 1)
+  if opts == nil then
+    util.argerror(1, "register", "table expected, got nil", 4)
+  end
+  if (opts.keys_file == nil) == (opts.jwks_uri == nil) then
+    util.argerror(1, "register", "give exactly one of the options 'keys_file' and 'jwks_uri'", 4)
+  end
+  local checked = {}
+  for name, value in pairs(M.defaults) do
+    checked[name] = value
+  end
+  for name, value in pairs(opts) do
+    checked[name] = value
+  end
+  return checked
+end
+
+-- A URI as it may appear in a log line: without query and fragment.
+local function printable_uri(uri)
+  return (uri:gsub("[?#].*$", ""))
+end
+
+-- The identity of a file as the core's stat gives it: a change of any of
+-- these means the file must be read again.
+local function signature(st)
+  return table.concat({ st.dev, st.ino, st.size, st.mtime, st.mtime_ns or 0 }, ":")
+end
+
+-- The gateway of one Lua state: its key source, verifier and denylist.
+local Gateway = {}
+Gateway.__index = Gateway
+
+--- Logs a problem once: a problem that repeats at every reload is logged
+-- when it first appears and when it changes, not every time.
+function Gateway:problem(what, message)
+  if self.problems[what] ~= message then
+    self.problems[what] = message
+    self.log.Warning(("%s: %s: %s"):format(self.name, what, message))
+  end
+end
+
+function Gateway:solved(what)
+  if self.problems[what] then
+    self.problems[what] = nil
+    self.log.Info(("%s: %s: fine again"):format(self.name, what))
+  end
+end
+
+-- Feeds key material to the source; a failure keeps the previous keys.
+function Gateway:feed(what, text)
+  local set, err = self.keys:set_keys(text)
+  if not set then
+    self:problem(what, err .. " (keeping the previous keys)")
+    return false
+  end
+  self:solved(what)
+  self.log.Info(("%s: %s: %d keys in use"):format(self.name, what, #set))
+  return true
+end
+
+--- Reads the key file again when its stat changed (one stat otherwise).
+-- @treturn boolean whether the keys were replaced
+function Gateway:reload_keys_file()
+  local what = "keys_file " .. self.keys_file
+  local st, err = tp.stat(self.keys_file, { follow = true })
+  if not st then
+    self:problem(what, err .. " (keeping the previous keys)")
+    return false
+  end
+  if signature(st) == self.keys_signature then
+    return false
+  end
+  local text, read = tp.read_config(self.keys_file, { max_size = KEYS_FILE_MAX })
+  if not text then
+    self:problem(what, read .. " (keeping the previous keys)")
+    return false
+  end
+  -- The status of what was read, not of the earlier stat: a file replaced
+  -- in between is read again next time.
+  self.keys_signature = signature(read)
+  return self:feed(what, text)
+end
+
+--- Feeds a JWKS answer (status, body) to the source unless it is the one
+-- already in use.
+-- @treturn boolean whether the keys were replaced
+function Gateway:take_jwks(status, body)
+  local what = "jwks_uri " .. printable_uri(self.jwks_uri)
+  if status ~= 200 then
+    self:problem(what, ("http: status %s (keeping the previous keys)"):format(tostring(status)))
+    return false
+  end
+  if body == self.jwks_body then
+    self:solved(what)
+    return false
+  end
+  if self:feed(what, body) then
+    self.jwks_body = body
+    return true
+  end
+  return false
+end
+
+--- Fetches the JWKS with HAProxy's non-blocking client (task context only).
+function Gateway:fetch_jwks()
+  local ok, answer = pcall(function()
+    return core.httpclient():get{ url = self.jwks_uri, timeout = self.jwks_timeout * 1000 }
+  end)
+  if not ok or type(answer) ~= "table" then
+    self:problem("jwks_uri " .. printable_uri(self.jwks_uri), "unreachable: no answer (keeping the previous keys)")
+    return false
+  end
+  return self:take_jwks(answer.status, answer.body)
+end
+
+--- Reloads the denylist when its file changed (one lstat otherwise).
+function Gateway:reload_denylist()
+  if not self.denylist then
+    return false
+  end
+  local changed, err = self.denylist:reload()
+  if changed == nil then
+    self:problem("denylist", err .. " (keeping the previous entries)")
+    return false
+  end
+  self:solved("denylist")
+  if changed then
+    self.log.Info(("%s: denylist: reloaded, %d entries"):format(self.name, self.denylist:count()))
+  end
+  return changed
+end
+
+-- One round of the task: every source of change, each cheap when nothing changed.
+function Gateway:refresh()
+  if self.keys_file then
+    self:reload_keys_file()
+  else
+    self:fetch_jwks()
+  end
+  self:reload_denylist()
+end
+
+-- Sets a variable to a claim that is a string without control characters:
+-- the configuration may put it in a header (a CR LF there would forge
+-- headers), so any other value leaves the variable unset.
+local function set_text(txn, name, value)
+  if type(value) == "string" and not value:find("%c") then
+    txn:set_var(name, value)
+  end
+end
+
+-- RFC 9068 names it scope (a string); some providers send scp, a list of
+-- strings, which becomes one space-separated string.
+local function joined(list)
+  if type(list) ~= "table" then
+    return nil
+  end
+  for _, item in ipairs(list) do
+    if type(item) ~= "string" then return nil end
+  end
+  return table.concat(list, " ")
+end
+
+-- How often (milliseconds) the sleeping task looks whether a request asked
+-- for an early reload.
+local TICK = 250
+
+--- The task: a round at start, then one every `reload_every` seconds, or
+-- sooner when a token named an unknown kid (a key rotation shows up that
+-- way), but at most once per `min_refetch` seconds, so a flood of tokens
+-- with made-up kids costs the provider little.
+function Gateway:run()
+  while true do
+    self.wanted = false
+    self.refreshed_at = os.time()
+    self:refresh()
+    local slept = 0
+    while slept < self.reload_every * 1000 do
+      core.msleep(TICK)
+      slept = slept + TICK
+      if self.wanted and os.time() - self.refreshed_at >= self.min_refetch then
+        break
+      end
+    end
+  end
+end
+
+--- Sets the transaction's variables for one request.
+function Gateway:handle(txn)
+  local token, code = M.bearer(txn.sf:req_fhdr(self.header), self.header)
+  if token then
+    local claims, _, fail_code = self.verifier:check(token)
+    if claims then
+      txn:set_var("txn.tp.ok", 1)
+      txn:set_var("txn.tp.code", "")
+      local scope, exp = claims.scope, claims.exp
+      if scope == nil then
+        scope = joined(claims.scp)
+      end
+      set_text(txn, "txn.tp.sub", claims.sub)
+      set_text(txn, "txn.tp.scope", scope)
+      if math.type(exp) == "integer" then txn:set_var("txn.tp.exp", exp) end
+      set_text(txn, "txn.tp.jti", claims.jti)
+      return
+    end
+    code = fail_code
+    if code == "unknown_key" then
+      -- Perhaps a rotation: the task reloads early (see run).
+      self.wanted = true
+    end
+  end
+  txn:set_var("txn.tp.ok", 0)
+  txn:set_var("txn.tp.code", code or "error")
+end
+
+local function build_policy(policy, log, name)
+  if type(policy) == "table" then
+    return tp.policy(policy)
+  elseif type(policy) == "string" then
+    local p, warnings = tp.policy_from_arvados(policy)
+    if not p then
+      error(("%s: policy %s: %s"):format(name, policy, warnings), 0)
+    end
+    for _, warning in ipairs(warnings or {}) do
+      log.Warning(("%s: policy %s: %s"):format(name, policy, warning))
+    end
+    return p
+  end
+  return policy
+end
+
+local function build_denylist(denylist, name)
+  if type(denylist) ~= "string" then
+    return denylist
+  end
+  local list, err = tp.denylist(denylist)
+  if not list then
+    error(("%s: denylist %s: %s"):format(name, denylist, err), 0)
+  end
+  return list
+end
+
+--- Builds the gateway of this Lua state: everything that may block
+-- happens here, while HAProxy loads the file.
+-- @tparam table opts checked options (`check_options`)
+-- @tparam table log an object with `Info` and `Warning` (HAProxy's `core`)
+-- @treturn table the gateway
+function M.gateway(opts, log)
+  local self = setmetatable({
+    name = opts.name, header = opts.header, keys_file = opts.keys_file,
+    jwks_uri = opts.jwks_uri, jwks_timeout = opts.jwks_timeout,
+    reload_every = opts.reload_every, min_refetch = opts.min_refetch, problems = {}, log = log,
+    wanted = false, refreshed_at = 0,
+  }, Gateway)
+  if self.keys_file then
+    -- A source without a URI, fed with the file's text: it never touches the network.
+    self.keys = tp.jwks{ ttl = opts.reload_every }
+    local text, read = tp.read_config(self.keys_file, { max_size = KEYS_FILE_MAX })
+    if not text then
+      error(("%s: keys_file %s: %s"):format(self.name, self.keys_file, read), 0)
+    end
+    local set, err = self.keys:set_keys(text)
+    if not set then
+      error(("%s: keys_file %s: %s"):format(self.name, self.keys_file, err), 0)
+    end
+    self.keys_signature = signature(read)
+    log.Info(("%s: keys_file %s: %d keys in use"):format(self.name, self.keys_file, #set))
+  else
+    -- HAProxy's httpclient needs the running scheduler: in 2.6,
+    -- core.httpclient is not even defined while the file loads, nor in
+    -- core.register_init. A blocking fetch is harmless now, before any
+    -- request is served. With
+    -- refetch = false the source never fetches by itself afterwards (not
+    -- even in verify, for a stale set or an unknown kid): the task feeds
+    -- it with set_keys. A provider that is down does not stop HAProxy: the
+    -- task retries, and requests get the failed fetch's code meanwhile.
+    self.keys = tp.jwks(self.jwks_uri, { refetch = false, ttl = opts.reload_every, timeout = opts.jwks_timeout })
+    local set, err = self.keys:refresh{ force = true }
+    local what = "jwks_uri " .. printable_uri(self.jwks_uri)
+    if set then
+      log.Info(("%s: %s: %d keys in use"):format(self.name, what, #set))
+    else
+      self:problem(what, err .. " (the task retries)")
+    end
+  end
+  self.denylist = build_denylist(opts.denylist, self.name)
+  self.verifier = tp.verifier{
+    keys = self.keys, iss = opts.iss, aud = opts.aud, algs = opts.algs, typ = opts.typ,
+    require = opts.require, leeway = opts.leeway, policy = build_policy(opts.policy, log, self.name),
+    denylist = self.denylist, cache = opts.cache_size,
+  }
+  return self
+end
+
+--- Registers `http-request lua.<name>` and the reload task. Call it from
+-- a file HAProxy loads with `lua-load` or `lua-load-per-thread`.
+--
+-- Options (docs/haproxy.md): `name` ("tokenpolicy-auth"), exactly one of
+-- `keys_file` (JWKS or PEM) and `jwks_uri`, `iss`, `aud`, `algs`, `typ`,
+-- `require`, `leeway` (as for `tp.verifier`), `policy` (a Policy, a table
+-- for `tp.policy`, or an Arvados config.yml path), `denylist` (a file path
+-- or a Denylist), `header` ("authorization" or "x-rucio-auth-token"),
+-- `cache_size` (10000; 0: no cache), `reload_every` (60 seconds),
+-- `min_refetch` (30 seconds), `jwks_timeout` (5 seconds).
+--
+-- A wrong option, or a key file, policy or denylist that cannot be read,
+-- raises: HAProxy then refuses to start and prints the message.
+-- @tparam table opts
+-- @treturn table the gateway (its `verifier`, `keys`, `denylist`)
+function M.register(opts)
+  local checked = M.check_options(opts)
+  if type(core) ~= "table" or type(core.register_action) ~= "function" then
+    error("tokenpolicy.haproxy: register must be called from a file HAProxy loads (lua-load)", 2)
+  end
+  local gateway = M.gateway(checked, core)
+  core.register_action(gateway.name, { "http-req" }, function(txn)
+    gateway:handle(txn)
+  end, 0)
+  -- The first round runs at start: with a jwks_uri it fetches through the
+  -- httpclient at once (so a failed load-time fetch is retried at once).
+  core.register_task(function()
+    gateway:run()
+  end)
+  return gateway
+end
+
+return M
