@@ -477,6 +477,7 @@ set bmargin 4
 set grid ytics
 set xrange [-0.6:%g]
 set yrange [0:*]
+set offsets 0, 0, graph 0.1, 0
 set xtics scale 0 font "sans,11"
 set ylabel "requests/s (higher is better)"
 plot %q using 1:3:xtic(2) with boxes lc rgb "#3b75af" notitle, \
