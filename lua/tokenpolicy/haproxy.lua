@@ -106,42 +106,42 @@ M.defaults = {
 }
 
 -- RFC 6750 section 2.1: credentials = "Bearer" 1*SP b64token, the scheme
--- case-insensitive (RFC 9110 section 11.1). One match on the request path.
+-- case-insensitive (RFC 9110 section 11.1). Only the scheme is matched in
+-- Lua: a pattern over the whole token costs about 9 us per request in
+-- HAProxy's Lua 5.3 (a class test per character), while the verifier
+-- already strips the scheme and checks every character of the token in C.
 local BEARER_SCHEME = "^[Bb][Ee][Aa][Rr][Ee][Rr] "
-local BEARER = "^[Bb][Ee][Aa][Rr][Ee][Rr] +([%w%-%._~%+/]+=*) *$"
 
 -- Key files may hold large JWK Sets (thousands of keys); read_config's
 -- default cap (1 MiB) is meant for small configuration files.
 local KEYS_FILE_MAX = 16 * 1024 * 1024
 
---- The bearer token in a header value, or the code of why there is none.
--- `authorization`: `Bearer <b64token>` (any case of the scheme); another
--- scheme, or no value, is `missing_token` (RFC 6750: a request without
--- bearer credentials gets a challenge without an error); `Bearer` with a
--- value that is not a b64token is `malformed`. `x-rucio-auth-token`: the
--- whole value, trimmed.
+--- The credentials in a header value, as the verifier takes them, or the
+-- code of why there are none.
+-- `authorization`: a value with the `Bearer` scheme (any case) followed by
+-- a space is returned whole: `v:check` strips the scheme and the spaces
+-- around the token and refuses anything that is not a compact JWT
+-- (`malformed`, e.g. `Bearer a b` or `Bearer `). Another scheme, or no
+-- value, is `missing_token` (RFC 6750: a request without bearer
+-- credentials gets a challenge without an error). `x-rucio-auth-token`:
+-- the value, unless it is empty or only spaces (`v:check` trims it).
 -- @tparam ?string value the header's value (HAProxy gives "" when absent)
 -- @tparam string header "authorization" or "x-rucio-auth-token"
--- @treturn[1] string the token
+-- @treturn[1] string the credentials
 -- @treturn[2] nil
--- @treturn[2] string the code: "missing_token" or "malformed"
+-- @treturn[2] string "missing_token"
 function M.bearer(value, header)
-  if value == nil or value == "" then
+  if value == nil then
     return nil, "missing_token"
   end
   if header == "x-rucio-auth-token" then
-    local token = value:match("^%s*(.-)%s*$")
-    if token == "" then
+    if not value:find("%S") then
       return nil, "missing_token"
     end
-    return token
-  end
-  local token = value:match(BEARER)
-  if token then
-    return token
+    return value
   end
   if value:find(BEARER_SCHEME) then
-    return nil, "malformed"
+    return value
   end
   return nil, "missing_token"
 end
