@@ -140,6 +140,15 @@ describe("tokenpolicy.haproxy in process", function()
       end)
     end
 
+    it("takes algs and require as one name or a list, as tp.verify does", function()
+      for _, algs in ipairs { "RS256", { "RS256", "ES256" } } do
+        local opts = gateway.check_options { keys_file = "k", algs = algs, require = "jti" }
+        assert.are.same({ algs, "jti" }, { opts.algs, opts.require })
+      end
+      assert.has_error(function() gateway.register { keys_file = "k", algs = 256 } end,
+        "bad argument #1 to 'register' (option 'algs' must be a list of strings, got number)")
+    end)
+
     it("fills in the defaults and keeps what is given", function()
       local opts = gateway.check_options{ keys_file = "k", policy = { max_token_lifetime = "1h" } }
       assert.are.same({ name = "tokenpolicy-auth", header = "authorization", cache_size = 10000, reload_every = 60,
