@@ -36,6 +36,7 @@
 
 #define TP_VERIFIER_CLASS "tokenpolicy.Verifier"
 #define TP_VIEW_CLASS "tokenpolicy.ClaimsView"
+#define TP_STATS_CLASS "tokenpolicy.VerifierStats"
 
 /* Required names the event reader tracks (one bit each); a verifier
  * requiring more reads claims the slow way. */
@@ -1013,6 +1014,23 @@ static int tp_verifier_stats(lua_State *L)
     lua_setfield(L, -2, "entries");
     lua_pushinteger(L, v->evictions);
     lua_setfield(L, -2, "evictions");
+    luaL_setmetatable(L, TP_STATS_CLASS);
+    return 1;
+}
+
+/* "hits 3, misses 1, entries 1, evictions 0": the counters print readably,
+ * as every value the core returns does. */
+static int tp_stats__tostring(lua_State *L)
+{
+    static const char *const names[] = { "hits", "misses", "entries", "evictions" };
+    lua_Integer n[4];
+    luaL_checktype(L, 1, LUA_TTABLE);
+    for (int i = 0; i < 4; i++) {
+        lua_getfield(L, 1, names[i]);
+        n[i] = lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pushfstring(L, "hits %I, misses %I, entries %I, evictions %I", n[0], n[1], n[2], n[3]);
     return 1;
 }
 
@@ -1204,6 +1222,8 @@ void tp_open_verifier(lua_State *L)
     int module = lua_gettop(L), names;
     /* The metatables first (bare), so that the functions can hold them as
      * upvalues; then the classes are filled in. */
+    static const luaL_Reg stats_meta[] = { { "__tostring", tp_stats__tostring }, { NULL, NULL } };
+    tp_register_class(L, TP_STATS_CLASS, stats_meta, NULL, 0);
     tp_register_class(L, TP_VIEW_CLASS, none, NULL, 0);
     tp_register_class(L, TP_VERIFIER_CLASS, none, NULL, 0);
     lua_createtable(L, 0, F_COUNT + 1);

@@ -287,6 +287,7 @@ describe("verifier", function()
       -- the same token with a Bearer prefix is the same entry
       assert(v:check("Bearer " .. token, NOW + 2))
       assert.are.same({ 2, 1, 1, 0 }, stats_of(v))
+      assert.are.equal("hits 2, misses 1, entries 1, evictions 0", tostring(v:stats()))
     end)
 
     it("is off by default", function()
