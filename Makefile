@@ -61,13 +61,13 @@ asan: deps
 		sh spec/run.sh build-asan $(LUA_VERSIONS)
 
 bench: deps all $(BUILD)/bench/raw_openssl
-	@LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/5.4/?.so;;' \
+	@LUA_PATH='lua/?.lua;lua/?/init.lua;bench/?.lua;;' LUA_CPATH='$(BUILD)/5.4/?.so;;' \
 		lua5.4 bench/run.lua $(BUILD)/bench/raw_openssl
 
 # The PostgreSQL store against a throw-away server: ROWS tokens (default
 # 1,000,000), compared with psql and with the rake tasks' row-by-row way.
 bench-migrate: deps all
-	@LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='$(BUILD)/5.4/?.so;;' \
+	@LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;bench/?.lua;;' LUA_CPATH='$(BUILD)/5.4/?.so;;' \
 		lua5.4 bench/migrate.lua
 
 # tokenpolicy in HAProxy against HAProxy's jwt_verify and Lua gateways
@@ -77,7 +77,7 @@ BENCH_HAPROXY_PACKAGES := haproxy wrk lua-luaossl lua-cjson gnuplot-nox curl
 
 bench-haproxy: deps all
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES='$(BENCH_HAPROXY_PACKAGES)'
-	@LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/5.4/?.so;;' \
+	@LUA_PATH='lua/?.lua;lua/?/init.lua;bench/?.lua;;' LUA_CPATH='$(BUILD)/5.4/?.so;;' \
 		lua5.4 bench/haproxy/run.lua $(BUILD)
 
 $(BUILD)/bench/raw_openssl: bench/raw_openssl.c

@@ -21,9 +21,7 @@ local LIFETIME = 86400
 local NOW = os.time()
 local CUTOFF = NOW + LIFETIME
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local quote = require("shell").quote
 
 -- Wall-clock seconds (plain Lua has only whole seconds).
 local function clock()

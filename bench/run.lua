@@ -44,41 +44,10 @@ local AUDIENCE = "https://storage.example.org"
 ---------------------------------------------------------------------------
 -- Small helpers
 
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local shell = require "shell"
+local shell_quote, run, capture = shell.quote, shell.run, shell.capture
+local write_file, read_file = shell.write_file, shell.read_file
 
-local function run(command)
-  local ok, how, code = os.execute(command)
-  if not ok then
-    error(string.format("command failed (%s %s): %s", how, code, command), 2)
-  end
-end
-
-local function capture(command)
-  local pipe = assert(io.popen(command, "r"))
-  local output = pipe:read("a")
-  local ok, how, code = pipe:close()
-  if not ok then
-    error(string.format("command failed (%s %s): %s", how, code, command), 2)
-  end
-  return output
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(data))
-  assert(f:close())
-end
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local data = f:read("a")
-  f:close()
-  return data
-end
-
--- 1234567.8 -> "1,234,568"
 local function thousands(x)
   local digits = string.format("%.0f", x)
   local grouped = digits:reverse():gsub("(%d%d%d)", "%1,"):reverse()

@@ -53,39 +53,9 @@ local AUDIENCE = "https://api.example.org"
 ---------------------------------------------------------------------------
 -- Small helpers
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function run(command)
-  local ok, how, code = os.execute(command)
-  if not ok then
-    error(string.format("command failed (%s %s): %s", how, code, command), 2)
-  end
-end
-
-local function capture(command)
-  local pipe = assert(io.popen(command, "r"))
-  local output = pipe:read("a")
-  local ok, how, code = pipe:close()
-  if not ok then
-    error(string.format("command failed (%s %s): %s", how, code, command), 2)
-  end
-  return output
-end
-
-local function write_file(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local shell = require "shell"
+local q, run, capture = shell.quote, shell.run, shell.capture
+local write_file, read_file = shell.write_file, shell.read_file
 
 local function sleep(seconds)
   run("sleep " .. seconds)
