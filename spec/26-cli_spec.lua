@@ -9,21 +9,10 @@ local oidc = require "helpers.oidc"
 local LUA = "lua" .. _VERSION:match("%d+%.%d+")
 local BUILD = os.getenv("TOKENPOLICY_TEST_BUILD") or ("build/" .. _VERSION:match("%d+%.%d+"))
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local quote, slurp = expect.quote, expect.read_file
 
 local function write(path, text, mode)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
+  expect.write_file(path, text)
   assert(os.execute("chmod " .. (mode or "600") .. " " .. quote(path)))
 end
 

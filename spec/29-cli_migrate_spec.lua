@@ -9,22 +9,7 @@ local BUILD = os.getenv("TOKENPOLICY_TEST_BUILD") or ("build/" .. _VERSION:match
 local NOW = 1598326250 -- 2020-08-25 03:30:50 UTC
 local it_root = tp.euid() == 0 and it or pending
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local quote, slurp, write = expect.quote, expect.read_file, expect.write_file
 
 local function sh(cmd)
   assert(os.execute(cmd), cmd)

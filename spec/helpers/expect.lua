@@ -25,4 +25,29 @@ function expect.remove_dir(dir)
   os.execute("rm -rf " .. dir)
 end
 
+--- A string as one single-quoted POSIX shell word.
+function expect.quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+--- A file's whole text; raises when it cannot be read, unless
+-- `missing_ok`, when an unreadable file reads as "".
+function expect.read_file(path, missing_ok)
+  local f, err = io.open(path, "rb")
+  if not f then
+    if missing_ok then return "" end
+    error(err, 2)
+  end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+--- Writes a file whole (a spec's own scratch file).
+function expect.write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
 return expect

@@ -19,6 +19,7 @@ local haproxy = {}
 local START_TIMEOUT = 10 -- seconds until HAProxy answers
 local SETTINGS = { "KEYS_FILE", "JWKS_URI", "ISS", "AUD", "ALGS", "LEEWAY", "MAX_TOKEN_LIFETIME", "ARVADOS_CONFIG",
   "DENYLIST", "HEADER", "CACHE_SIZE", "RELOAD_EVERY", "MIN_REFETCH", "REALM", "SCOPE", "NBTHREAD" }
+local expect = require "helpers.expect"
 
 -- The checkout (the working directory of busted, as spec/run.sh runs it).
 local ROOT = require("tokenpolicy").cwd()
@@ -36,22 +37,10 @@ function haproxy.build_dir()
   return ROOT .. "/" .. (dir:gsub("^/", ""))
 end
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
-
+local quote, spit = expect.quote, expect.write_file
+-- HAProxy's log and pid files may not exist yet: they read as "".
 local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
-local function spit(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
+  return expect.read_file(path, true)
 end
 haproxy.write = spit
 
