@@ -912,7 +912,7 @@ static int append_journal(lua_State *L, int idx, denylist *d, dwork *w)
     const char *path = lua_tostring(L, push_slot(L, idx, UV_PATH));
     struct stat st;
     int err;
-    const char *step = "appending";
+    const char *step = "writing";
     if (fstat(w->appendfd, &st) != 0 || st.st_dev != d->dev || st.st_ino != d->ino) {
         /* Not the file load read: someone replaced it without the lock. */
         d->known = 0;
