@@ -460,6 +460,75 @@ sections[#sections + 1] = {
   end,
 }
 
+-- The memory a process takes for loading the denylist at path: VmRSS
+-- before and after, in a fresh lua5.4 (this one's heap holds the other
+-- benchmarks), in MB.
+local function denylist_memory_mb(path)
+  local script = path .. ".memory.lua"
+  write_file(script, "local tp = require 'tokenpolicy'\n"
+    .. "local function rss() for l in io.lines('/proc/self/status') do "
+    .. "local v = l:match('^VmRSS:%s+(%d+)') if v then return tonumber(v) end end end\n"
+    .. "local before = rss() local list = assert(tp.denylist(arg[1]))\n"
+    .. "print((rss() - before) / 1024, list:count())\n")
+  local mb, count = capture("lua5.4 " .. shell_quote(script) .. " " .. shell_quote(path)):match("(%S+)%s+(%S+)")
+  return assert(tonumber(mb)), assert(tonumber(count))
+end
+
+sections[#sections + 1] = {
+  title = "Denylist at 1,000,000 entries: load (under 300 ms, 100 MB) and add (vs add to a 10-entry list)",
+  prepare = function(fixtures)
+    local big, small = fixtures.dir .. "/denylist-1m", fixtures.dir .. "/denylist-10"
+    local f = assert(io.open(big, "wb"))
+    for i = 1, 1000000, 10000 do
+      local lines = {}
+      for j = i, i + 9999 do
+        lines[#lines + 1] = ("%08x-6e5f-4a7b-8c9d-%012d %d\n"):format(j * 2654435761 % 4294967296, j, NOW + 3600 + j)
+      end
+      f:write(table.concat(lines))
+    end
+    f:close()
+    local lines = {}
+    for j = 1, 10 do lines[j] = ("small-%d %d\n"):format(j, NOW + 3600) end
+    write_file(small, table.concat(lines))
+    os.execute("chmod 600 " .. shell_quote(big) .. " " .. shell_quote(small))
+    local function load()
+      local list = assert(tp.denylist(big))
+      local n = list:count()
+      list:close()
+      return n
+    end
+    local big_list, small_list = assert(tp.denylist(big)), assert(tp.denylist(small))
+    local added = 0
+    local function add_to(list)
+      added = added + 1
+      return assert(list:add("bench-add-" .. added, NOW + 3600))
+    end
+    return {
+      {
+        name = "denylist 1M",
+        fn = load,
+        check = function() assert(load() == 1000000) end,
+        target = { min_rate = 1 / 0.3, unit = "loads/s (under 300 ms each)" },
+        after = function()
+          local mb, count = denylist_memory_mb(big)
+          assert(count == 1000000)
+          print(string.format("  %-14s memory: %.0f MB for %s entries (target < 100 MB)", "", mb, thousands(count)))
+        end,
+      },
+      {
+        name = "add at 1M",
+        fn = add_to,
+        args = { big_list },
+        check = function() assert(add_to(big_list)) end,
+        baseline = function(seconds)
+          return { { name = "add_small", rate = measure(seconds, add_to, small_list),
+                     label = "add to a 10-entry list (same file system, same fsync)" } }
+        end,
+      },
+    }
+  end,
+}
+
 -- A sandbox holding what `tokenpolicy status` finds on a user's machine:
 -- a Rucio token with its expiry file, a WLCG bearer token file and an
 -- Arvados settings.conf; and the environment that points there.
