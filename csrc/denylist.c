@@ -530,6 +530,27 @@ static size_t whole_lines_end(const char *p, size_t len)
     return len;
 }
 
+/* Whether the bytes after the last newline, [p, p + len), can be a line
+ * "jti exp" cut short by a crash or a full disk: a jti's characters, then
+ * perhaps a space, a sign and digits.  Only such a tail is ignored (and cut
+ * off by the next add); anything else means the file is no denylist, and
+ * cutting it would destroy it.  A file that is one unterminated line with
+ * no space (an opaque token, say) is no torn denylist either: a denylist's
+ * first line is cut short only if its write was, which leaves its space
+ * unless the crash came within the jti, a case left to an operator. */
+static int torn_tail_ok(const char *p, size_t len, int after_whole_lines)
+{
+    size_t i = 0, digits = 0;
+    while (i < len && (unsigned char)p[i] > 0x20 && (unsigned char)p[i] < 0x7f) i++;
+    if (i > TP_DENYLIST_MAX_JTI) return 0;
+    if (i == len) return after_whole_lines || len == 0;
+    if (p[i++] != ' ') return 0;
+    if (i < len && p[i] == '-') i++;
+    for (; i < len; i++, digits++)
+        if (p[i] < '0' || p[i] > '9' || digits >= 19) return 0;
+    return 1;
+}
+
 /* Reads the line [p, eol) into *jti, *jti_len and *exp; returns NULL, or
  * the message (naming the line number first, never the text: it may hold a
  * token id) pushed for `malformed`. */
@@ -568,6 +589,9 @@ static int parse(lua_State *L, dwork *w, const char *path, uint64_t *lines)
     end = t->bytes + whole_lines_end(t->bytes, t->bytes_used);
     for (const char *q = p; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++)
         count++;
+    if (!torn_tail_ok(end, (size_t)(t->bytes + t->bytes_used - end), count > 0))
+        return tp_fail(L, "malformed", "denylist %s line %I: not a line of a denylist, nor one cut short", path,
+                       (lua_Integer)count + 1);
     if (!dtable_reserve(t, count, 0))
         return tp_fail(L, "io", "denylist %s: out of memory", path);
     while (p < end) {
@@ -599,6 +623,12 @@ static int merge_appended(lua_State *L, denylist *d, dwork *w, const char *path,
     uint64_t line = d->lines;
     size_t jti_bytes = 0, n = 0, len;
     lua_Integer exp;
+    for (const char *q = p; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++)
+        n++;
+    if (!torn_tail_ok(end, (size_t)(w->buf + w->used - end), d->lines + n > 0))
+        return tp_fail(L, "malformed", "denylist %s line %I: not a line of a denylist, nor one cut short", path,
+                       (lua_Integer)(line + n + 1));
+    n = 0;
     for (const char *q = p; q < end; n++) {
         const char *eol = memchr(q, '\n', (size_t)(end - q));
         if ((msg = parse_line(L, q, eol, path, ++line, &len, &exp)))

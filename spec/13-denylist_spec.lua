@@ -310,6 +310,32 @@ describe("denylist", function()
       assert.are.equal(2, assert(tp.denylist(path)):count())
     end)
 
+    it("refuses, and never cuts, an unterminated last line that is no denylist line cut short", function()
+      local cases = {
+        { "opaqueTOKENwithoutNEWLINE0123456789", 1 },      -- a token file: no space, nothing before it
+        { ("x"):rep(257), 1 },                              -- longer than any jti
+        { "a 1\nb 12x", 2 },                                -- not digits after the space
+        { "a 1\nb 1 2", 2 },                                -- a second space
+        { "a 1\n" .. ("y"):rep(300), 2 },
+      }
+      for _, case in ipairs(cases) do
+        write_file(path, case[1])
+        local list, msg, code = tp.denylist(path)
+        assert.is_nil(list)
+        assert.are.equal("malformed", code)
+        assert.are.equal("malformed: denylist " .. path .. " line " .. case[2]
+          .. ": not a line of a denylist, nor one cut short", msg)
+        assert.are.equal(case[1], read_file(path))
+      end
+      -- a reader of the list sees the same when the tail appears later
+      write_file(path, "a 1\n")
+      local list = assert(tp.denylist(path))
+      sh("printf 'TOKEN-with space and more' >> " .. path)
+      assert.are.equal("malformed", select(3, list:reload()))
+      assert.are.equal("malformed", select(3, list:add("b", 2)))
+      assert.are.equal("a 1\nTOKEN-with space and more", read_file(path))
+    end)
+
     it("keeps the old entries when a reload fails", function()
       local list = assert(tp.denylist(path))
       assert(list:add("a", 10))
