@@ -1,0 +1,612 @@
+-- Secrets hygiene (issue 12): every workflow, every command of
+-- bin/tokenpolicy and their error paths run with recognisable secrets --
+-- tokens whose signature and payload carry a unique marker, an identity
+-- provider's opaque and JWT tokens, a Rucio and an Arvados token, a client
+-- secret, a database password and an HMAC key -- and nothing a person or a
+-- log could see holds any of them: stdout, stderr, HAProxy's log and its
+-- answers, every error value and every returned table (walked, userdata
+-- printed), in any form (raw, JSON-escaped, percent-encoded, base64 and
+-- base64url at each byte alignment: spec/helpers/secrets.lua).
+--
+-- The peers are real: the pinned oidc-provider (spec/helpers/oidc.lua),
+-- the scripted HTTP peer that echoes what it was sent
+-- (spec/helpers/http_peer.lua), PostgreSQL with password authentication
+-- (spec/helpers/postgres.lua) and HAProxy (spec/helpers/haproxy.lua).
+--
+-- What a token says about itself (its claims, a Rucio token's account,
+-- an Arvados token's uuid) is what inspect and status are for; the
+-- secrets are the parts that make a token usable: the whole token, a
+-- JWT's signature, a Rucio token's random suffix, an Arvados token's
+-- secret. A JWT's encoded payload segment is searched as well: no output
+-- needs it, and finding it would mean a piece of the token was copied.
+--
+-- Each table row is one case; a new command or error path is one line.
+local tp = require "tokenpolicy"
+local expect = require "helpers.expect"
+local oidc = require "helpers.oidc"
+local http_peer = require "helpers.http_peer"
+local postgres = require "helpers.postgres"
+local haproxy = require "helpers.haproxy"
+local secrets = require "helpers.secrets"
+
+local LUA = "lua" .. _VERSION:match("%d+%.%d+")
+local BUILD = os.getenv("TOKENPOLICY_TEST_BUILD") or ("build/" .. _VERSION:match("%d+%.%d+"))
+local ISS = "https://idp.example.org"
+
+local quote, slurp = expect.quote, expect.read_file
+
+local function write(path, text, mode)
+  expect.write_file(path, text)
+  assert(os.execute("chmod " .. (mode or "600") .. " " .. quote(path)))
+end
+
+-- A random marker: letters and digits, unique to this run.
+local function marker(prefix, n)
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local bytes = f:read(n or 12)
+  f:close()
+  return prefix .. (bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+end
+
+-- Every secret of the run.
+local SET = secrets.new()
+
+-- A compact JWS's three segments.
+local function segments(token)
+  return token:match("^([^.]*)%.([^.]*)%.([^.]*)$")
+end
+
+-- Registers a JWT: the whole token, its signature and its payload segment.
+local function jwt_secret(name, token)
+  local _, payload, signature = segments(token)
+  SET:add(name, token)
+  SET:add(name .. " (signature)", signature)
+  SET:add(name .. " (payload segment)", payload)
+  return token
+end
+
+-- Fails the running spec when `text` holds a form of any secret.
+local function assert_clean(where, text)
+  local name, form, context = SET:find(text)
+  if name then
+    error(("%s holds the %s (%s): ...%s..."):format(where, name, form, context), 2)
+  end
+end
+
+-- Runs bin/tokenpolicy under `env -i` with `args`, opts.env and
+-- opts.stdin; returns { code=, out=, err= }. The sanitizer preload of
+-- `make asan` is passed on, without its leak check: LuaDBI leaks the
+-- handle of a failed connection (spec/30), which is not what this checks.
+local function cli(args, opts)
+  opts = opts or {}
+  local env = { PATH = "/usr/bin:/bin", TOKENPOLICY_LUA = LUA, TOKENPOLICY_BUILD = BUILD }
+  for _, name in ipairs { "LD_PRELOAD", "UBSAN_OPTIONS" } do env[name] = os.getenv(name) end
+  if os.getenv("ASAN_OPTIONS") then env.ASAN_OPTIONS = os.getenv("ASAN_OPTIONS") .. ":detect_leaks=0" end
+  for k, v in pairs(opts.env or {}) do env[k] = v end
+  local words = { "env", "-i" }
+  local names = {}
+  for k in pairs(env) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do words[#words + 1] = quote(k .. "=" .. env[k]) end
+  words[#words + 1] = "bin/tokenpolicy"
+  for _, a in ipairs(args) do words[#words + 1] = quote(a) end
+  local out, err, input = os.tmpname(), os.tmpname(), os.tmpname()
+  write(input, opts.stdin or "")
+  local _, _, code = os.execute(table.concat(words, " ") .. " <" .. input .. " >" .. out .. " 2>" .. err)
+  local result = { code = code, out = slurp(out), err = slurp(err) }
+  os.remove(out)
+  os.remove(err)
+  os.remove(input)
+  return result
+end
+
+describe("secrets hygiene", function()
+  -- F: the fixtures every case reads (keys, tokens, peers, files).
+  local F = {}
+  local dirs = {}
+
+  local function new_dir()
+    local dir = expect.new_dir()
+    dirs[#dirs + 1] = dir
+    return dir
+  end
+
+  -- A fresh sandbox of the user alice: her Rucio token (active), bob's
+  -- Rucio JWT, a WLCG token file (tokens.wlcg, default F.jwt) and an
+  -- Arvados login, with the environment that finds them. tokens.env_wlcg
+  -- puts a token in BEARER_TOKEN too.
+  function F.box(tokens)
+    tokens = tokens or {}
+    local box = new_dir()
+    local env = { TMPDIR = box, LOGNAME = "alice", RUCIO_CONFIG = box .. "/rucio.cfg", HOME = box .. "/home",
+                  XDG_RUNTIME_DIR = box .. "/run", TOKENPOLICY_CLIENT_ID = oidc.client_id,
+                  TOKENPOLICY_CLIENT_SECRET = tokens.client_secret or oidc.client_secret,
+                  TOKENPOLICY_ISSUER = F.idp and F.idp.issuer or nil, BEARER_TOKEN = tokens.env_wlcg }
+    os.execute("mkdir -m 0700 " .. quote(box .. "/run") .. " " .. quote(box .. "/home"))
+    write(env.RUCIO_CONFIG, "[client]\naccount = alice\n", "644")
+    local cache = box .. "/alice/.rucio_alice"
+    assert(tp.write_token(cache .. "/auth_token_for_account_alice", F.rucio))
+    assert(tp.write_token(cache .. "/auth_token_exp_for_account_alice", tostring(os.time() + 3600)))
+    assert(tp.write_token(cache .. "/auth_token_for_account_bob", F.expired))
+    assert(tp.write_token(box .. "/run/bt_u" .. tp.euid(), tokens.wlcg or F.jwt))
+    assert(tp.write_token(box .. "/home/.config/arvados/settings.conf",
+      "ARVADOS_API_HOST=127.0.0.1:" .. F.peer.port .. "\nARVADOS_API_TOKEN=" .. F.arvados .. "\n"))
+    return env, box
+  end
+
+  setup(function()
+    -- Keys: the issuer's (EC P-256), another one, and an HMAC secret.
+    local function openssl(cmd, input)
+      local path = os.tmpname()
+      write(path, input or "")
+      local pipe = assert(io.popen("env -u LD_PRELOAD openssl " .. cmd .. " <" .. path .. " 2>/dev/null"))
+      local text = pipe:read("a")
+      pipe:close()
+      os.remove(path)
+      return text
+    end
+    local pem = openssl("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256")
+    F.key = assert(tp.keys(pem, { kid = "secrets-1" }))
+    F.keys_dir = new_dir()
+    F.pub = F.keys_dir .. "/issuer.pem"
+    write(F.pub, openssl("pkey -pubout", pem), "644")
+    F.other_pem = openssl("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256")
+    F.other = F.keys_dir .. "/other.pem"
+    write(F.other, openssl("pkey -pubout", F.other_pem), "644")
+    F.hmac_k = SET:add("HMAC key", marker("hmacMARK", 24))
+    F.hmac = F.keys_dir .. "/hmac.jwk"
+    write(F.hmac, tp.json_encode { kty = "oct", kid = "hs-1", alg = "HS256", k = tp.b64url_encode(F.hmac_k) })
+
+    -- Tokens with a marker in the payload (tp_marker) and in the signature.
+    local now = os.time()
+    local function claims(extra)
+      local c = { iss = ISS, sub = "alice", aud = "rucio", scope = "read", iat = now - 600, exp = now + 86400,
+                  jti = marker("jti-", 6), tp_marker = marker("PAYMARK-") }
+      for k, v in pairs(extra or {}) do c[k] = v end
+      return c
+    end
+    F.jwt = jwt_secret("JWT", assert(tp.sign(claims(), F.key)))
+    F.expired = jwt_secret("expired JWT", assert(tp.sign(claims { iat = now - 7200, exp = now - 3600 }, F.key)))
+    F.denied = jwt_secret("denylisted JWT", assert(tp.sign(claims(), F.key)))
+    F.hs = jwt_secret("HS256 JWT", assert(tp.sign(claims(), assert(tp.keys(slurp(F.hmac))), { alg = "HS256" })))
+    local header, payload = segments(F.jwt)
+    local sig = tp.b64url_encode(marker("SIGMARK-", 24) .. ("\0"):rep(16))
+    F.forged = jwt_secret("forged JWT", header .. "." .. payload .. "." .. sig)
+    local none = tp.b64url_encode('{"alg":"none","typ":"JWT"}')
+    F.none = jwt_secret("alg none JWT", none .. "." .. payload .. "." .. sig)
+    F.bad_b64 = SET:add("JWT with a bad payload", header .. "." .. payload:sub(1, 20) .. "*!" .. payload:sub(21)
+      .. "." .. sig)
+    F.two_parts = SET:add("JWT without signature", header .. "." .. payload .. sig)
+    F.huge = SET:add("oversized token", header .. "." .. payload .. "." .. sig:rep(math.ceil(70000 / #sig)))
+    F.rucio = SET:add("Rucio token", "alice-/DC=org/CN=alice-secrets-" .. marker("", 16))
+    SET:add("Rucio token (suffix)", F.rucio:sub(-32))
+    local arv_secret = marker("arvmark", 20)
+    F.arvados = SET:add("Arvados token", "v2/zzzzz-gj3su-0123456789abcde/" .. arv_secret)
+    SET:add("Arvados token (secret)", arv_secret)
+    -- A wrong client secret, with characters every encoding changes.
+    F.client_secret = SET:add("client secret", marker("csMARK+/=&% \"") .. "-never")
+    SET:add("the provider's client secret", oidc.client_secret)
+    F.client_secret_file = F.keys_dir .. "/client-secret"
+    write(F.client_secret_file, F.client_secret)
+    F.denylist = F.keys_dir .. "/denylist"
+    local dl = assert(tp.denylist(F.denylist))
+    assert(dl:add(tp.decode(F.denied).claims.jti, now + 86400))
+
+    -- The peers.
+    F.peer = http_peer.start()
+    F.idp = oidc.start()
+    F.idp_jwt = jwt_secret("provider's JWT", (oidc.client_credentials(F.idp, { resource = "https://rucio.example.org",
+      scope = "storage.read:/" })))
+    F.opaque = {}
+    for i = 1, 4 do
+      F.opaque[i] = SET:add("provider's opaque token " .. i, (oidc.client_credentials(F.idp)))
+    end
+    F.closed = "http://127.0.0.1:9"  -- discard: nothing listens
+  end)
+
+  teardown(function()
+    if F.peer then http_peer.stop(F.peer) end
+    if F.idp then oidc.stop(F.idp) end
+    for _, dir in ipairs(dirs) do expect.remove_dir(dir) end
+  end)
+
+  after_each(function()
+    collectgarbage()
+  end)
+
+  -- Library calls: { name, call returning what the caller gets, the
+  -- expected code ("ok": a result, not a fail triple; "raises": an error
+  -- raised) }. Everything returned is walked; raised errors too.
+  local LIBRARY = {
+    { "decode: tostring of a JWT", function() return tostring(tp.decode(F.jwt)) end, "ok" },
+    { "decode: a bad payload", function() return tp.decode(F.bad_b64) end, "malformed" },
+    { "decode: two segments", function() return tp.decode(F.two_parts) end, "malformed" },
+    { "decode: oversized", function() return tp.decode(F.huge) end, "too_large" },
+    { "classify: each kind, printed", function()
+      return tostring(tp.classify(F.jwt)), tostring(tp.classify(F.rucio)), tostring(tp.classify(F.arvados)),
+        tostring(tp.classify(F.opaque[4]))
+    end, "ok" },
+    { "verify: valid", function() return tp.verify(F.jwt, tp.keys(slurp(F.pub)), { aud = "rucio" }) end, "ok" },
+    { "verify: the wrong key", function() return tp.verify(F.jwt, tp.keys(slurp(F.other))) end, "bad_signature" },
+    { "verify: expired", function() return tp.verify(F.expired, tp.keys(slurp(F.pub))) end, "expired" },
+    { "verify: forged signature", function() return tp.verify(F.forged, tp.keys(slurp(F.pub))) end,
+      "bad_signature" },
+    { "verify: alg none", function() return tp.verify(F.none, tp.keys(slurp(F.pub))) end, "alg_not_allowed" },
+    { "verify: HS256 not allowed", function() return tp.verify(F.hs, tp.keys(slurp(F.hmac))) end,
+      "alg_not_allowed" },
+    { "verify: HS256 with the HMAC key", function()
+      return tp.verify(F.hs, tp.keys(slurp(F.hmac)), { algs = { "HS256" } })
+    end, "ok" },
+    { "verify: wrong issuer", function() return tp.verify(F.jwt, tp.keys(slurp(F.pub)), { iss = "x" }) end,
+      "bad_issuer" },
+    { "verify: malformed", function() return tp.verify(F.bad_b64, tp.keys(slurp(F.pub))) end, "malformed" },
+    { "verify: oversized", function() return tp.verify(F.huge, tp.keys(slurp(F.pub))) end, "too_large" },
+    { "verify: no key set (misuse)", function() return tp.verify(F.jwt, nil) end, "raises" },
+    { "keys: a token is not key material", function() return tp.keys(F.jwt) end, "malformed" },
+    { "keys: the HMAC key set, printed and listed", function()
+      local set = tp.keys(slurp(F.hmac))
+      return tostring(set), set:list()
+    end, "ok" },
+    { "keys: an HMAC key too short, with the secret in it", function()
+      return tp.keys(tp.json_encode { kty = "oct", k = tp.b64url_encode(F.hmac_k:sub(1, 20)) })
+    end, "alg_not_allowed" },
+    { "verifier: valid, denylisted, forged, wrong key", function()
+      local v = tp.verifier { keys = tp.keys(slurp(F.pub)), denylist = tp.denylist(F.denylist), aud = "rucio" }
+      local out = { tostring(v), { v:check(F.jwt) }, { v:check(F.denied) }, { v:check(F.forged) },
+                    { v:check(F.none) }, { v:check(F.expired) }, { v:check(F.huge) }, v:stats() }
+      return out
+    end, "ok" },
+    { "denylist: a token file is not a denylist", function()
+      local path = new_dir() .. "/token"
+      assert(tp.write_token(path, F.jwt))
+      return tp.denylist(path)
+    end, "malformed" },
+    { "read_token: a file others can read", function()
+      local path = new_dir() .. "/token"
+      write(path, F.jwt, "644")
+      local _, info = tp.read_token(path)
+      return info
+    end, "ok" },
+    { "read_token: insecure, refused", function()
+      local path = new_dir() .. "/token"
+      write(path, F.jwt, "644")
+      return tp.read_token(path)
+    end, "insecure_permissions" },
+    { "write_token: where no directory can be made", function()
+      return tp.write_token("/proc/none/token", F.jwt)
+    end, "io" },
+    { "introspect: an active token at the provider", function()
+      return tp.introspect { endpoint = F.idp.introspection_endpoint, token = F.opaque[4],
+                             client_id = oidc.client_id, client_secret = oidc.client_secret }
+    end, "ok" },
+    { "introspect: the wrong client secret", function()
+      return tp.introspect { endpoint = F.idp.introspection_endpoint, token = F.opaque[4],
+                             client_id = oidc.client_id, client_secret = F.client_secret }
+    end, "unauthorized" },
+    { "revoke: the wrong client secret", function()
+      return tp.revoke { endpoint = F.idp.revocation_endpoint, token = F.opaque[4], client_id = oidc.client_id,
+                         client_secret = F.client_secret }
+    end, "unauthorized" },
+    { "revoke: an unreachable provider", function()
+      return tp.revoke { endpoint = F.closed .. "/revoke?token=" .. F.opaque[4], token = F.opaque[4],
+                         client_id = oidc.client_id, client_secret = F.client_secret }
+    end, "unreachable" },
+    { "revoke: a provider echoing the request", function()
+      return tp.revoke { endpoint = F.peer.base .. "/echo?form=form", token = F.jwt, client_id = oidc.client_id,
+                         client_secret = F.client_secret, auth = "post" }
+    end, "http" },
+    { "revoke: a control character in the token (misuse)", function()
+      return tp.revoke { endpoint = F.idp.revocation_endpoint, token = F.jwt .. "\n" }
+    end, "raises" },
+    { "fetch_keys: the provider's JWKS, a secret in the query", function()
+      return tp.fetch_keys(F.idp.jwks_uri .. "?access_token=" .. F.opaque[4])
+    end, "ok" },
+    { "fetch_keys: unreachable, a secret in the query", function()
+      return tp.fetch_keys(F.closed .. "/jwks?access_token=" .. F.opaque[4])
+    end, "unreachable" },
+    { "fetch_keys: credentials in the URL", function()
+      return tp.fetch_keys("http://alice:" .. F.client_secret .. "@127.0.0.1:" .. F.peer.port .. "/jwks")
+    end, "malformed" },
+    { "jwks: refresh from an unreachable URI with a secret in the query", function()
+      local src = tp.jwks(F.closed .. "/jwks?access_token=" .. F.opaque[4])
+      return { tostring(src), { src:refresh { force = true } }, { tp.verify(F.jwt, src) } }
+    end, "ok" },
+    { "arvados_logout: a peer echoing the token", function()
+      return tp.arvados_logout { host = "127.0.0.1:" .. F.peer.port, scheme = "http",
+                                 token = "v2/zzzzz-gj3su-0123456789abcde/echo_raw_" .. F.arvados:sub(-40) }
+    end, "unauthorized" },
+    { "arvados_current: unreachable", function()
+      return tp.arvados_current { host = "127.0.0.1:9", scheme = "http", token = F.arvados }
+    end, "unreachable" },
+    { "status: every token of the sandbox", function()
+      local env = F.box { env_wlcg = F.idp_jwt }
+      return tp.status { env = env }
+    end, "ok" },
+    { "logout --all --revoke --denylist, dry run", function()
+      local env = F.box { wlcg = F.opaque[1] }
+      return tp.logout { env = env, all = true, revoke = true, denylist = F.keys_dir .. "/logout.denylist",
+                         dry_run = true }
+    end, "ok" },
+    { "logout --all --revoke: the provider revokes, JWTs are denylisted", function()
+      local env = F.box { wlcg = F.opaque[1] }
+      return tp.logout { env = env, all = true, revoke = true, denylist = F.keys_dir .. "/logout.denylist",
+                         client_id = oidc.client_id, client_secret = oidc.client_secret, issuer = F.idp.issuer }
+    end, "ok" },
+    { "logout --revoke: the wrong client secret", function()
+      local env = F.box { wlcg = F.opaque[2] }
+      return tp.logout { env = env, all = true, revoke = true, client_id = oidc.client_id,
+                         client_secret = F.client_secret, issuer = F.idp.issuer, arvados_scheme = "http" }
+    end, "ok" },
+    { "logout --revoke: an unreachable provider", function()
+      local env = F.box { wlcg = F.opaque[2] }
+      return tp.logout { env = env, all = true, revoke = true, client_id = oidc.client_id,
+                         client_secret = F.client_secret, issuer = F.closed, timeout = 2 }
+    end, "ok" },
+    { "logout: the denylist path is a directory", function()
+      local env = F.box()
+      return tp.logout { env = env, all = true, revoke = true, denylist = F.keys_dir }
+    end, "io" },
+    { "switch_account --persist --logout-previous", function()
+      local env = F.box()
+      return tp.switch_account { env = env, account = "bob", persist = true, logout_previous = true }
+    end, "ok" },
+    { "switch_account: rucio.cfg is a token file", function()
+      local env, box = F.box()
+      write(box .. "/rucio.cfg", F.jwt .. "\n" .. F.rucio .. "\n", "644")
+      return tp.switch_account { env = env, account = "bob", persist = true }
+    end, "ok" },
+    { "migrate on the token caches: check and fix", function()
+      local _, box = F.box()
+      local store = require("tokenpolicy.store.files") { root = box }
+      local migrate = require "tokenpolicy.migrate"
+      local policy = tp.policy { max_token_lifetime = 60 }
+      local check = migrate.check_long_lived(store, policy)
+      local fix = migrate.fix_long_lived(store, policy)
+      return check, check and check:lines(), fix, fix and fix:lines()
+    end, "ok" },
+    { "policy_from_arvados: a config holding the tokens", function()
+      local path = new_dir() .. "/config.yml"
+      write(path, "Clusters:\n  zzzzz:\n    SystemRootToken: " .. F.arvados:sub(-40) .. "\n    API:\n"
+        .. "      MaxTokenLifetime: " .. F.jwt .. "\n")
+      return tp.policy_from_arvados(path)
+    end, "malformed" },
+    { "policy_from_arvados: invalid YAML around a token", function()
+      local path = new_dir() .. "/config.yml"
+      write(path, "Clusters:\n  zzzzz:\n    SystemRootToken: \"" .. F.arvados:sub(-40) .. "\n   : [\n")
+      return tp.policy_from_arvados(path)
+    end, "malformed" },
+    { "duration: a token given as a duration", function() return tp.duration(F.jwt) end, "malformed" },
+  }
+
+  -- Commands: { name, the arguments and options of cli(), the exit
+  -- status }. The cases are functions of F (made in setup).
+  local COMMANDS = {
+    { "status", function() return { "status" }, { env = F.box() } end, 1 },
+    { "status --json", function() return { "status", "--json" }, { env = F.box { env_wlcg = F.idp_jwt } } end, 1 },
+    { "inspect the active token", function() return { "inspect" }, { env = F.box() } end, 0 },
+    { "inspect - --json", function() return { "inspect", "-", "--json" }, { stdin = F.jwt } end, 0 },
+    { "inspect a Rucio token", function() return { "inspect", "-" }, { stdin = F.rucio } end, 0 },
+    { "inspect an Arvados token --json", function() return { "inspect", "-", "--json" }, { stdin = F.arvados } end,
+      0 },
+    { "inspect a token on the command line", function() return { "inspect", F.opaque[4] } end, 0 },
+    { "inspect a malformed JWT", function() return { "inspect", "-" }, { stdin = F.bad_b64 } end, 0 },
+    { "inspect an oversized token", function() return { "inspect", "-" }, { stdin = F.huge } end, 0 },
+    { "inspect a file others can read", function()
+      local path = new_dir() .. "/token"
+      write(path, F.jwt, "644")
+      return { "inspect", path }
+    end, 0 },
+    { "inspect: no active token", function() return { "inspect" }, { env = { HOME = new_dir() } } end, 2 },
+    { "verify: valid", function() return { "verify", "-", "--jwks", F.pub }, { stdin = F.jwt } end, 0 },
+    { "verify --json: valid", function() return { "verify", "-", "--jwks", F.pub, "--json" }, { stdin = F.jwt } end,
+      0 },
+    { "verify: the provider's JWT at its JWKS URL", function()
+      return { "verify", "-", "--jwks", F.idp.jwks_uri, "--aud", "https://rucio.example.org" }, { stdin = F.idp_jwt }
+    end, 0 },
+    { "verify: the wrong key", function() return { "verify", "-", "--jwks", F.other }, { stdin = F.jwt } end, 1 },
+    { "verify: expired", function() return { "verify", "-", "--jwks", F.pub, "--json" }, { stdin = F.expired } end,
+      1 },
+    { "verify: forged", function() return { "verify", "-", "--jwks", F.pub }, { stdin = F.forged } end, 1 },
+    { "verify: alg none", function() return { "verify", "-", "--jwks", F.pub }, { stdin = F.none } end, 1 },
+    { "verify: malformed", function() return { "verify", "-", "--jwks", F.pub }, { stdin = F.bad_b64 } end, 1 },
+    { "verify: two segments", function() return { "verify", F.two_parts, "--jwks", F.pub } end, 1 },
+    { "verify: oversized", function() return { "verify", "-", "--jwks", F.pub, "--json" }, { stdin = F.huge } end,
+      1 },
+    { "verify: HS256 with the HMAC key", function()
+      return { "verify", "-", "--jwks", F.hmac, "--alg", "HS256", "--json" }, { stdin = F.hs }
+    end, 0 },
+    { "verify: the HMAC key, HS256 not allowed", function()
+      return { "verify", "-", "--jwks", F.hmac }, { stdin = F.hs }
+    end, 1 },
+    { "verify: --jwks is a token file", function()
+      local path = new_dir() .. "/token"
+      assert(tp.write_token(path, F.jwt))
+      return { "verify", "-", "--jwks", path }, { stdin = F.jwt }
+    end, 2 },
+    { "verify: --jwks is the private key", function()
+      local path = new_dir() .. "/key.pem"
+      write(path, F.other_pem)
+      return { "verify", "-", "--jwks", path }, { stdin = F.jwt }
+    end, 1 },
+    { "verify: an unreachable JWKS URL with a secret in the query", function()
+      return { "verify", "-", "--jwks", F.closed .. "/jwks?access_token=" .. F.opaque[4] }, { stdin = F.jwt }
+    end, 2 },
+    { "verify: the token in the wrong place (--iss)", function()
+      return { "verify", "-", "--jwks", F.pub, "--iss", F.opaque[4] }, { stdin = F.jwt }
+    end, 1 },
+    { "verify: a bad --leeway", function()
+      return { "verify", "-", "--jwks", F.pub, "--leeway", F.opaque[4] }, { stdin = F.jwt }
+    end, 2 },
+    { "verify: a token as an unknown option", function()
+      return { "verify", "--" .. F.opaque[4], "--jwks", F.pub }
+    end, 2 },
+    { "verify: too many arguments", function()
+      return { "verify", F.jwt, F.opaque[4], "--jwks", F.pub }
+    end, 2 },
+    { "revoke at the provider (secret file)", function()
+      return { "revoke", "-", "--issuer", F.idp.issuer, "--client-id", oidc.client_id, "--client-secret-file",
+               F.good_secret_file() }, { stdin = F.opaque[3] }
+    end, 0 },
+    { "revoke --json at the endpoint (secret in the environment)", function()
+      return { "revoke", "-", "--endpoint", F.idp.revocation_endpoint, "--json" },
+        { stdin = F.opaque[3], env = { TOKENPOLICY_CLIENT_ID = oidc.client_id,
+                                       TOKENPOLICY_CLIENT_SECRET = oidc.client_secret } }
+    end, 0 },
+    { "revoke: the wrong client secret", function()
+      return { "revoke", "-", "--endpoint", F.idp.revocation_endpoint, "--client-id", oidc.client_id,
+               "--client-secret-file", F.client_secret_file }, { stdin = F.opaque[4] }
+    end, 1 },
+    { "revoke --json: the wrong client secret in the environment", function()
+      return { "revoke", "-", "--issuer", F.idp.issuer, "--json" },
+        { stdin = F.opaque[4], env = { TOKENPOLICY_CLIENT_ID = oidc.client_id,
+                                       TOKENPOLICY_CLIENT_SECRET = F.client_secret } }
+    end, 1 },
+    { "revoke: an unreachable provider", function()
+      return { "revoke", "-", "--issuer", F.closed }, { stdin = F.opaque[4],
+        env = { TOKENPOLICY_CLIENT_SECRET = F.client_secret } }
+    end, 1 },
+    { "revoke: a provider echoing the token", function()
+      return { "revoke", "-", "--endpoint", F.peer.base .. "/revoke-400" }, { stdin = F.opaque[4],
+        env = { TOKENPOLICY_CLIENT_SECRET = F.client_secret, TOKENPOLICY_CLIENT_ID = "cli" } }
+    end, 1 },
+    { "revoke: a provider echoing the client secret", function()
+      return { "revoke", "-", "--endpoint", F.peer.base .. "/echo?of=secret&form=b64", "--json" },
+        { stdin = F.opaque[4], env = { TOKENPOLICY_CLIENT_SECRET = F.client_secret,
+                                       TOKENPOLICY_CLIENT_ID = "cli" } }
+    end, 1 },
+    { "revoke: the secret file others can read", function()
+      local path = new_dir() .. "/secret"
+      write(path, F.client_secret, "644")
+      return { "revoke", "-", "--endpoint", F.idp.revocation_endpoint, "--client-secret-file", path },
+        { stdin = F.opaque[4] }
+    end, 2 },
+    { "revoke: the JWT names an issuer that is not reachable", function()
+      return { "revoke", "-" }, { stdin = F.jwt }
+    end, 1 },
+    { "logout --dry-run --json", function() return { "logout", "--all", "--dry-run", "--json" }, { env = F.box() } end,
+      0 },
+    { "logout --all", function() return { "logout", "--all" }, { env = F.box() } end, 0 },
+    { "logout --all --revoke --denylist", function()
+      return { "logout", "--all", "--revoke", "--denylist", F.keys_dir .. "/cli.denylist", "--json" },
+        { env = F.box { wlcg = F.opaque[1] } }
+    end, 1 },
+    { "logout --revoke: the wrong client secret", function()
+      return { "logout", "--scheme", "wlcg", "--revoke" },
+        { env = F.box { wlcg = F.opaque[2], client_secret = F.client_secret } }
+    end, 1 },
+    { "logout --revoke: an unreachable provider", function()
+      local env = F.box { wlcg = F.opaque[2], client_secret = F.client_secret }
+      env.TOKENPOLICY_ISSUER = F.closed
+      return { "logout", "--scheme", "wlcg", "--revoke", "--json" }, { env = env }
+    end, 1 },
+    { "logout --revoke: the denylist is a token file", function()
+      local path = new_dir() .. "/token"
+      assert(tp.write_token(path, F.jwt))
+      return { "logout", "--all", "--revoke", "--denylist", path }, { env = F.box() }
+    end, 2 },
+    { "logout: a token in the environment", function()
+      return { "logout", "--scheme", "wlcg" }, { env = F.box { env_wlcg = F.opaque[4] } }
+    end, 1 },
+    { "switch --persist --logout-previous", function()
+      return { "switch", "bob", "--persist", "--logout-previous" }, { env = F.box() }
+    end, 0 },
+    { "switch --json", function() return { "switch", "bob", "--json" }, { env = F.box() } end, 0 },
+    { "switch: rucio.cfg is a token file", function()
+      local env, box = F.box()
+      write(box .. "/rucio.cfg", F.jwt .. "\n" .. F.rucio .. "\n", "644")
+      return { "switch", "bob", "--persist" }, { env = env }
+    end, 0 },
+    { "check-long-lived --files", function()
+      local _, box = F.box()
+      return { "check-long-lived", "--files", box, "--max-token-lifetime", "1m", "--json" }
+    end, 1 },
+    { "fix-long-lived --files", function()
+      local _, box = F.box()
+      return { "fix-long-lived", "--files", box, "--max-token-lifetime", "1m" }
+    end, 0 },
+    { "check-long-lived --records holding tokens", function()
+      local path = new_dir() .. "/records.json"
+      write(path, tp.json_encode { { id = 1, user_id = 1, api_token = F.arvados, expires_at = tp.null,
+        owner_uuid = "zzzzz-tpzed-aaaaaaaaaaaaaaa", user = { username = "a", uuid = "zzzzz-tpzed-aaaaaaaaaaaaaaa" } } })
+      return { "check-long-lived", "--records", path, "--max-token-lifetime", "1h", "--json" }
+    end, 1 },
+    { "check-long-lived --records is a token file", function()
+      local path = new_dir() .. "/token"
+      assert(tp.write_token(path, F.jwt))
+      return { "check-long-lived", "--records", path, "--max-token-lifetime", "1h" }
+    end, 2 },
+    { "check-long-lived --config is a token file", function()
+      local path = new_dir() .. "/token"
+      assert(tp.write_token(path, F.jwt))
+      return { "check-long-lived", "--config", path }
+    end, 2 },
+    { "check-long-lived: a token as --max-token-lifetime", function()
+      return { "check-long-lived", "--records", F.pub, "--max-token-lifetime", F.jwt }
+    end, 2 },
+    { "check-long-lived: a token as --now", function()
+      return { "check-long-lived", "--records", F.pub, "--max-token-lifetime", "1h", "--now", F.opaque[4] }
+    end, 2 },
+    { "help revoke", function() return { "help", "revoke" } end, 0 },
+    { "an unknown command that is a token", function() return { F.opaque[4] } end, 2 },
+  }
+
+  -- A client secret file holding the provider's real secret.
+  function F.good_secret_file()
+    local path = new_dir() .. "/secret"
+    write(path, oidc.client_secret)
+    return path
+  end
+
+  it("knows every secret in every form", function()
+    local function found(text)
+      local name, form = SET:find(text)
+      return { name, form }
+    end
+    assert.is_true(SET:count() >= 30, SET:count())
+    -- A secret in the middle of a text, base64-encoded at each alignment,
+    -- is found: the form a careless encoder of a whole message would give.
+    for k = 0, 2 do
+      local text = tp.b64url_encode(("x"):rep(k + 5) .. "alg " .. F.jwt .. " tail")
+      assert.is_not_nil((SET:find(text)), k)
+    end
+    assert.are.equal("Rucio token", (SET:find(tp.json_encode { message = F.rucio })))
+    local pct = F.client_secret:gsub("[^%w%-%._~]", function(c) return ("%%%02x"):format(c:byte()) end)
+    assert.are.same({ "client secret", "percent-encoded (lower case)" }, found("secret=" .. pct .. "&a=b"))
+    assert.are.same({ "client secret", "JSON-escaped" },
+      found(tp.json_encode { F.client_secret }))
+  end)
+
+  describe("library calls: no returned value, error or printed form holds a secret", function()
+    for _, case in ipairs(LIBRARY) do
+      local name, call, want = case[1], case[2], case[3]
+      it(("%s (%s)"):format(name, want), function()
+        local results = table.pack(pcall(call))
+        if want == "raises" then
+          assert.is_false(results[1], "it did not raise")
+        else
+          assert.is_true(results[1], results[2])
+          if want == "ok" then
+            assert.is_not_nil(results[2], results[3])
+          else
+            expect.fails(want, table.unpack(results, 2, results.n))
+          end
+        end
+        local texts = secrets.texts(table.unpack(results, 2, results.n))
+        assert_clean(name, table.concat(texts, "\n"))
+      end)
+    end
+  end)
+
+  describe("bin/tokenpolicy: nothing on stdout or stderr holds a secret", function()
+    for _, case in ipairs(COMMANDS) do
+      local name, make, want = case[1], case[2], case[3]
+      it(("%s (exit %d)"):format(name, want), function()
+        local args, opts = make()
+        local r = cli(args, opts)
+        assert.are.equal(want, r.code, r.out .. r.err)
+        assert_clean(name .. ": stdout", r.out)
+        assert_clean(name .. ": stderr", r.err)
+      end)
+    end
+  end)
+end)
