@@ -569,7 +569,29 @@ local function version_action()
   os.exit(0)
 end
 
-local function build_parser()
+-- The longest word of the command line an error message may quote: no
+-- option or command name is longer, every token is.
+local ECHO_MAX = 24
+
+-- A usage error of argparse without the long words of argv in it: argparse
+-- quotes the option or command it did not understand, and that word may be
+-- a token given in the wrong place (`tokenpolicy $TOKEN`).
+local function unechoed(msg, argv)
+  for _, arg in ipairs(argv) do
+    for _, word in ipairs { arg, arg:match("^([^=]*)=") } do
+      if #word > ECHO_MAX then
+        local at = msg:find(word, 1, true)
+        while at do
+          msg = msg:sub(1, at - 1) .. ("(%d characters, not shown)"):format(#word) .. msg:sub(at + #word)
+          at = msg:find(word, 1, true)
+        end
+      end
+    end
+  end
+  return msg
+end
+
+local function build_parser(argv)
   local parser = argparse(PROG)
     :description("Find, inspect, verify and end your bearer tokens (Rucio, WLCG, Arvados).")
     :epilog("Exit status: 0 fine, 1 a finding (invalid or expired token, failed revocation, something "
@@ -677,7 +699,7 @@ local function build_parser()
   -- the usage and exits 1, which would read as "a finding").
   function parser.error(p, msg) -- luacheck: ignore 212
     local name = p._name ~= PROG and (" " .. p._name) or ""
-    exit(2, ("%s; see 'tokenpolicy%s --help'"):format(msg, name))
+    exit(2, ("%s; see 'tokenpolicy%s --help'"):format(unechoed(msg, argv), name))
   end
   return parser
 end
@@ -689,7 +711,7 @@ function M.main(argv)
   local args_list = {}
   for i = 1, #argv do args_list[i] = argv[i] end
   local ok, status = pcall(function()
-    local parser = build_parser()
+    local parser = build_parser(args_list)
     local args = parser:parse(args_list)
     local command = args.command
     if command == nil then
