@@ -60,7 +60,7 @@ end
 local function jwt_secret(name, token)
   local _, payload, signature = segments(token)
   SET:add(name, token)
-  SET:add(name .. " (signature)", signature)
+  SET:add(name .. " (signature)", signature, { pieces = true })
   SET:add(name .. " (payload segment)", payload)
   return token
 end
@@ -153,7 +153,7 @@ describe("secrets hygiene", function()
     F.other_pem = openssl("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256")
     F.other = F.keys_dir .. "/other.pem"
     write(F.other, openssl("pkey -pubout", F.other_pem), "644")
-    F.hmac_k = SET:add("HMAC key", marker("hmacMARK", 24))
+    F.hmac_k = SET:add("HMAC key", marker("hmacMARK", 24), { pieces = true })
     F.hmac = F.keys_dir .. "/hmac.jwk"
     write(F.hmac, tp.json_encode { kty = "oct", kid = "hs-1", alg = "HS256", k = tp.b64url_encode(F.hmac_k) })
 
@@ -179,12 +179,12 @@ describe("secrets hygiene", function()
     F.two_parts = SET:add("JWT without signature", header .. "." .. payload .. sig)
     F.huge = SET:add("oversized token", header .. "." .. payload .. "." .. sig:rep(math.ceil(70000 / #sig)))
     F.rucio = SET:add("Rucio token", "alice-/DC=org/CN=alice-secrets-" .. marker("", 16))
-    SET:add("Rucio token (suffix)", F.rucio:sub(-32))
+    SET:add("Rucio token (suffix)", F.rucio:sub(-32), { pieces = true })
     local arv_secret = marker("arvmark", 20)
     F.arvados = SET:add("Arvados token", "v2/zzzzz-gj3su-0123456789abcde/" .. arv_secret)
-    SET:add("Arvados token (secret)", arv_secret)
+    SET:add("Arvados token (secret)", arv_secret, { pieces = true })
     -- A wrong client secret, with characters every encoding changes.
-    F.client_secret = SET:add("client secret", marker("csMARK+/=&% \"") .. "-never")
+    F.client_secret = SET:add("client secret", marker("csMARK+/=&% \"") .. "-never", { pieces = true })
     SET:add("the provider's client secret", oidc.client_secret)
     F.client_secret_file = F.keys_dir .. "/client-secret"
     write(F.client_secret_file, F.client_secret)
@@ -199,7 +199,7 @@ describe("secrets hygiene", function()
       scope = "storage.read:/" })))
     F.opaque = {}
     for i = 1, 4 do
-      F.opaque[i] = SET:add("provider's opaque token " .. i, (oidc.client_credentials(F.idp)))
+      F.opaque[i] = SET:add("provider's opaque token " .. i, (oidc.client_credentials(F.idp)), { pieces = true })
     end
     F.closed = "http://127.0.0.1:9"  -- discard: nothing listens
   end)
@@ -376,6 +376,13 @@ describe("secrets hygiene", function()
       return tp.policy_from_arvados(path)
     end, "malformed" },
     { "duration: a token given as a duration", function() return tp.duration(F.jwt) end, "malformed" },
+    { "duration: an opaque token given as a duration", function() return tp.duration(F.opaque[4]) end, "malformed" },
+    { "policy: an opaque token given as a time", function()
+      return tp.policy { max_token_lifetime = 60 }:evaluate({ expires_at = F.opaque[4] })
+    end, "malformed" },
+    { "policy: an opaque token given as now", function()
+      return tp.policy { max_token_lifetime = 60 }:evaluate({ expires_at = 1 }, F.opaque[4])
+    end, "malformed" },
   }
 
   -- Commands: { name, the arguments and options of cli(), the exit
@@ -543,6 +550,9 @@ describe("secrets hygiene", function()
     { "check-long-lived: a token as --max-token-lifetime", function()
       return { "check-long-lived", "--records", F.pub, "--max-token-lifetime", F.jwt }
     end, 2 },
+    { "check-long-lived: an opaque token as --max-token-lifetime", function()
+      return { "check-long-lived", "--records", F.pub, "--max-token-lifetime", F.opaque[4] }
+    end, 2 },
     { "check-long-lived: a token as --now", function()
       return { "check-long-lived", "--records", F.pub, "--max-token-lifetime", "1h", "--now", F.opaque[4] }
     end, 2 },
@@ -603,10 +613,222 @@ describe("secrets hygiene", function()
       it(("%s (exit %d)"):format(name, want), function()
         local args, opts = make()
         local r = cli(args, opts)
+        if os.getenv("TP_SHOW") then print(name, r.code, r.out, r.err) end
         assert.are.equal(want, r.code, r.out .. r.err)
         assert_clean(name .. ": stdout", r.out)
         assert_clean(name .. ": stderr", r.err)
       end)
     end
+  end)
+
+  describe("on PostgreSQL with password authentication", function()
+    local pg, box, password, conninfo
+
+    -- Arvados' config.yml naming the database and the policy.
+    local function config(pass)
+      local path = box .. "/config.yml"
+      write(path, ("Clusters:\n  zzzzz:\n    API:\n      MaxTokenLifetime: 1h\n    PostgreSQL:\n      Connection:\n"
+        .. "        host: %q\n        dbname: arvados\n        user: arv\n        password: %q\n"):format(pg.dir, pass))
+      return path
+    end
+
+    setup(function()
+      box = new_dir()
+      password = SET:add("database password", marker("pgMARK+/=&.", 10), { pieces = true })
+      pg = postgres.new()
+      pg:create_arvados()
+      pg:psql(("CREATE ROLE arv LOGIN PASSWORD '%s'; GRANT ALL ON ALL TABLES IN SCHEMA public TO arv;"
+        .. " GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO arv;"):format(password))
+      -- The tokens in the table are secrets too: no line may show one.
+      local rows = { "INSERT INTO users (id, uuid, owner_uuid, email, username, created_at, updated_at) VALUES"
+        .. " (1, 'zzzzz-tpzed-aaaaaaaaaaaaaaa', 'zzzzz-tpzed-000000000000000', 'a@example.org', 'alice',"
+        .. " '2020-01-01', '2020-01-01');" }
+      for i = 1, 3 do
+        local token = SET:add("api_token " .. i, marker("apiMARK", 20), { pieces = true })
+        rows[#rows + 1] = ("INSERT INTO api_client_authorizations (id, api_token, user_id, expires_at, created_at,"
+          .. " updated_at, uuid) VALUES (%d, '%s', %d, NULL, '2020-01-01', '2020-01-01', 'zzzzz-gj3su-%015d');")
+          :format(i, token, i == 3 and 42 or 1, i)
+      end
+      pg:psql(table.concat(rows, "\n"))
+      -- Password (SCRAM) authentication for arv; trust stays for the
+      -- helper's superuser.
+      local hba = pg.dir .. "/data/pg_hba.conf"
+      local text = slurp(hba)
+      local f = assert(io.open(hba, "w"))
+      f:write("local all arv scram-sha-256\n", text)
+      f:close()
+      pg:psql("SELECT pg_reload_conf();", "postgres")
+      conninfo = ("host=%s dbname=arvados user=arv password='%s'"):format(pg.dir, password)
+    end)
+
+    teardown(function()
+      if pg then pg:stop() end
+    end)
+
+    it("the store's results, printed and walked", function()
+      local store = assert(require("tokenpolicy.store.arvados_pg") { conninfo = conninfo })
+      local migrate = require "tokenpolicy.migrate"
+      local policy = tp.policy { max_token_lifetime = 3600 }
+      local check = assert(migrate.check_long_lived(store, policy))
+      local fix = assert(migrate.fix_long_lived(store, policy, { dry_run = true }))
+      local texts = secrets.texts(store, check, check:lines(), fix, fix:lines())
+      store:close()
+      assert.are.same({ 2, 1 }, { check.tokens, #check.warnings })
+      assert_clean("check and fix", table.concat(texts, "\n"))
+    end)
+    local PG = {
+      { "check-long-lived --db", function()
+        return { "check-long-lived", "--db", conninfo, "--max-token-lifetime", "1h" }
+      end, 1 },
+      { "check-long-lived --db --json", function()
+        return { "check-long-lived", "--db", conninfo, "--max-token-lifetime", "1h", "--json" }
+      end, 1 },
+      { "check-long-lived --config", function() return { "check-long-lived", "--config", config(password) } end, 1 },
+      { "fix-long-lived --config --dry-run", function()
+        return { "fix-long-lived", "--config", config(password), "--dry-run", "--json" }
+      end, 0 },
+      { "check-long-lived --db: the wrong password", function()
+        return { "check-long-lived", "--db", conninfo:gsub("pgMARK", "pgWRONG"), "--max-token-lifetime", "1h" }
+      end, 2 },
+      { "check-long-lived --config: the wrong password", function()
+        return { "check-long-lived", "--config", config(password:gsub("pgMARK", "pgWRONG")) }
+      end, 2 },
+      { "check-long-lived --db: a malformed connection string", function()
+        return { "check-long-lived", "--db", conninfo .. " sslmode", "--max-token-lifetime", "1h" }
+      end, 2 },
+      { "check-long-lived --db: an unknown setting", function()
+        return { "check-long-lived", "--db", "secret=" .. password .. " " .. conninfo, "--max-token-lifetime", "1h" }
+      end, 2 },
+      { "check-long-lived --db: no server there", function()
+        return { "check-long-lived", "--db", conninfo:gsub("host=%S+", "host=/nonexistent"),
+                 "--max-token-lifetime", "1h" }
+      end, 2 },
+      { "fix-long-lived --db", function()
+        return { "fix-long-lived", "--db", conninfo, "--max-token-lifetime", "1h", "--json" }
+      end, 0 },
+    }
+    for _, case in ipairs(PG) do
+      local name, make, want = case[1], case[2], case[3]
+      it(("%s (exit %d)"):format(name, want), function()
+        local r = cli(make())
+        if os.getenv("TP_SHOW") then print(name, r.code, r.out, r.err) end
+        assert.are.equal(want, r.code, r.out .. r.err)
+        assert_clean(name .. ": stdout", r.out)
+        assert_clean(name .. ": stderr", r.err)
+      end)
+    end
+
+  end)
+
+  describe("in HAProxy", function()
+    local h, dir, example
+    local STATUS_LINE = "tp.ok=%[var(txn.tp.ok)] tp.code=%[var(txn.tp.code)] tp.sub=%[var(txn.tp.sub)]"
+      .. " tp.scope=%[var(txn.tp.scope)] tp.jti=%[var(txn.tp.jti)] tp.exp=%[var(txn.tp.exp)]"
+
+    -- The example configuration logging every request to stderr (HAProxy's
+    -- output file), with the transaction's variables the action sets.
+    local function logging_example()
+      local text = haproxy.config()
+      text = text:gsub("\nglobal\n", "\nglobal\n    log stderr format raw local0 info\n", 1)
+      text = text:gsub("\ndefaults\n", "\ndefaults\n    log global\n    log-format \"%%ST %%{+Q}r "
+        .. STATUS_LINE:gsub("%%", "%%%%") .. "\"\n", 1)
+      local path = F.keys_dir .. "/haproxy-logging.cfg"
+      write(path, text, "644")
+      return path
+    end
+
+    -- Starts HAProxy with the given settings on top of the issuer's key file.
+    local function start(settings)
+      dir = haproxy.sandbox()
+      local all = { KEYS_FILE = dir .. "/keys.pem", ISS = ISS, AUD = "rucio", ALGS = "ES256,HS256",
+                    DENYLIST = dir .. "/denylist", RELOAD_EVERY = "1", MIN_REFETCH = "1",
+                    MAX_TOKEN_LIFETIME = "48h" }
+      for k, v in pairs(settings or {}) do all[k] = v ~= false and v or nil end
+      write(dir .. "/keys.pem", slurp(F.pub), "644")
+      write(dir .. "/denylist", slurp(F.denylist), "644")
+      return haproxy.start { dir = dir, settings = all }
+    end
+
+    setup(function()
+      example = haproxy.example
+      haproxy.example = logging_example()
+      F.other_signed = jwt_secret("JWT of another key", assert(tp.sign({ iss = ISS, sub = "mallory", aud = "rucio",
+        exp = os.time() + 600, jti = marker("jti-", 6) }, assert(tp.keys(F.other_pem, { kid = "secrets-1" })))))
+    end)
+
+    teardown(function()
+      haproxy.example = example
+      haproxy.stop(h)
+    end)
+
+    -- { name, Authorization header (nil: none), status }
+    local REQUESTS = {
+      { "a valid token", function() return "Bearer " .. F.jwt end, 200 },
+      { "an expired token", function() return "Bearer " .. F.expired end, 401 },
+      { "a forged signature", function() return "Bearer " .. F.forged end, 401 },
+      { "alg none", function() return "Bearer " .. F.none end, 401 },
+      { "a bad payload", function() return "Bearer " .. F.bad_b64 end, 401 },
+      { "two segments", function() return "Bearer " .. F.two_parts end, 401 },
+      { "another key's token", function() return "Bearer " .. F.other_signed end, 401 },
+      { "a denylisted token", function() return "Bearer " .. F.denied end, 401 },
+      { "an HS256 token with no HMAC key", function() return "Bearer " .. F.hs end, 401 },
+      { "an opaque token", function() return "Bearer " .. F.opaque[4] end, 401 },
+      { "a Rucio token", function() return "Bearer " .. F.rucio end, 401 },
+      { "another scheme", function() return "Basic " .. F.opaque[4] end, 401 },
+      { "a token with 12,000 bytes appended", function() return "Bearer " .. F.jwt .. ("A"):rep(12000) end, 401 },
+      { "no token", function() return nil end, 401 },
+    }
+
+    it("no answer, header, variable or log line holds a secret", function()
+      h = start()
+      for _, req in ipairs(REQUESTS) do
+        local value = req[2]()
+        local status, headers, body = haproxy.get(h, { authorization = value })
+        assert.are.equal(req[3], status, req[1])
+        assert_clean(req[1] .. ": the answer", body .. "\n" .. table.concat(secrets.texts(headers), "\n"))
+      end
+      -- Every request was logged, with the variables the action set.
+      -- (and the helper's probe when it started)
+      haproxy.wait_for("the log lines", function()
+        return haproxy.count(h, " tp.ok=0 ") + haproxy.count(h, " tp.ok=1 ") == #REQUESTS + 1
+      end)
+      assert.are.equal(1, haproxy.count(h, "tp.ok=1 tp.code=- tp.sub=alice tp.scope=read"))
+      assert.are.equal(1, haproxy.count(h, "tp.code=revoked"))
+      assert_clean("HAProxy's log", haproxy.output(h))
+    end)
+
+    it("a key file replaced by secrets is reported without them; the old keys stay", function()
+      write(dir .. "/keys.pem", F.jwt .. "\n" .. slurp(F.hmac) .. "\n")
+      haproxy.wait_for("the warning", function()
+        return haproxy.count(h, "keeping the previous keys") > 0
+      end)
+      assert.are.equal(200, (haproxy.get(h, { authorization = "Bearer " .. F.jwt })))
+      write(dir .. "/keys.pem", F.client_secret)
+      haproxy.wait_for("the second warning", function()
+        return haproxy.count(h, "keeping the previous keys") > 1
+      end)
+      assert_clean("HAProxy's log", haproxy.output(h))
+      haproxy.stop(h)
+    end)
+
+    it("a JWKS URI with a secret in its query, reachable or not, is logged without it", function()
+      h = start { KEYS_FILE = false, JWKS_URI = F.idp.jwks_uri .. "?access_token=" .. F.opaque[4] }
+      assert.are.equal(401, (haproxy.get(h, { authorization = "Bearer " .. F.jwt })))
+      local ok_output = haproxy.output(h)
+      assert.matches("jwks_uri " .. F.idp.jwks_uri:gsub("%p", "%%%0") .. ": 1 keys in use", ok_output)
+      haproxy.stop(h)
+      h = start { KEYS_FILE = false, JWKS_URI = F.closed .. "/jwks?access_token=" .. F.opaque[4] }
+      assert.are.equal(401, (haproxy.get(h, { authorization = "Bearer " .. F.jwt })))
+      haproxy.wait_for("the warning", function()
+        return haproxy.count(h, "unreachable") > 0
+      end)
+      -- HAProxy's own httpclient logs the request line it sent, query
+      -- included: its log line is HAProxy's, not tokenpolicy's (a JWKS URI
+      -- is public; docs/security.md leaves credentials in it to the operator).
+      local httpclient = "\n[^\n]*<HTTPCLIENT>[^\n]*"
+      assert.matches(httpclient, ok_output)
+      assert_clean("HAProxy's log (reachable)", (ok_output:gsub(httpclient, "")))
+      assert_clean("HAProxy's log (unreachable)", (haproxy.output(h):gsub(httpclient, "")))
+    end)
   end)
 end)

@@ -13,7 +13,9 @@
 -- base64 and base64url (padded or not) and, because a secret inside a
 -- longer text encodes differently at each of the three byte alignments,
 -- the part of the base64 and base64url encodings that depends on the
--- secret alone, at each alignment.
+-- secret alone, at each alignment. A secret added with `pieces` is also
+-- searched piecewise: any PIECE characters of it in a row (a message that
+-- quotes the first 32 characters of a 43-character token has leaked it).
 local tp = require "tokenpolicy"
 
 local secrets = {}
@@ -21,6 +23,11 @@ local secrets = {}
 -- The shortest needle searched: shorter inner parts of an encoding would
 -- match by chance.
 local MIN_NEEDLE = 8
+
+-- The length of the pieces searched for: shorter runs of a random secret
+-- do not appear by chance, and no output quotes one on purpose.
+local PIECE = 16
+secrets.PIECE = PIECE
 
 local function base64url(bytes)
   return tp.b64url_encode(bytes)
@@ -95,10 +102,19 @@ end
 --- Adds a secret under a name; returns it.
 -- @tparam string name what it is (for the failure message)
 -- @tparam string s the secret
+-- @tparam[opt] table opts `pieces`: search every PIECE characters of it
+-- in a row too (for secrets with no public part: not a whole JWT, whose
+-- header anyone may quote)
 -- @treturn string s
-function Set:add(name, s)
+function Set:add(name, s, opts)
   assert(type(s) == "string" and #s >= 8, "a secret of 8 bytes or more expected for " .. name)
-  self.list[#self.list + 1] = { name = name, forms = secrets.forms(s) }
+  local forms = secrets.forms(s)
+  if opts and opts.pieces then
+    for i = 1, #s - PIECE + 1 do
+      forms[#forms + 1] = { form = ("characters %d to %d"):format(i, i + PIECE - 1), text = s:sub(i, i + PIECE - 1) }
+    end
+  end
+  self.list[#self.list + 1] = { name = name, forms = forms }
   return s
 end
 
