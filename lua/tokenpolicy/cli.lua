@@ -391,7 +391,9 @@ local function parse_now(text)
   local value = math.tointeger(tonumber(text)) or text
   local selected, after = t.policy { max_token_lifetime = 1 }:long_lived({ expires_at = t.null }, value)
   if selected == nil then
-    usage(('--now: invalid time "%s"; give seconds since the epoch or 2026-01-01T00:00:00Z'):format(text:sub(1, 40)))
+    -- A text longer than any time is not quoted: it may be a token.
+    local shown = #text <= 40 and ('"' .. text .. '"') or ("(%d characters, not shown)"):format(#text)
+    usage(("--now: invalid time %s; give seconds since the epoch or 2026-01-01T00:00:00Z"):format(shown))
   end
   return after - 1
 end
