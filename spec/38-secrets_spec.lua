@@ -151,6 +151,8 @@ describe("secrets hygiene", function()
     F.pub = F.keys_dir .. "/issuer.pem"
     write(F.pub, openssl("pkey -pubout", pem), "644")
     F.other_pem = openssl("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256")
+    SET:add("private key (PEM body)", (F.other_pem:gsub("%-%-%-%-%-[^\n]*%-%-%-%-%-", ""):gsub("%s", "")),
+      { pieces = true })
     F.other = F.keys_dir .. "/other.pem"
     write(F.other, openssl("pkey -pubout", F.other_pem), "644")
     F.hmac_k = SET:add("HMAC key", marker("hmacMARK", 24), { pieces = true })
@@ -243,6 +245,18 @@ describe("secrets hygiene", function()
     { "verify: oversized", function() return tp.verify(F.huge, tp.keys(slurp(F.pub))) end, "too_large" },
     { "verify: no key set (misuse)", function() return tp.verify(F.jwt, nil) end, "raises" },
     { "keys: a token is not key material", function() return tp.keys(F.jwt) end, "malformed" },
+    { "keys: a private key, printed and listed", function()
+      local set = tp.keys(F.other_pem)
+      return tostring(set), set:list(), set:kids()
+    end, "ok" },
+    { "keys: an encrypted private key", function()
+      local body = F.other_pem:gsub("PRIVATE KEY", "ENCRYPTED PRIVATE KEY")
+      return tp.keys(body)
+    end, "malformed" },
+    { "discover and status: BEARER_TOKEN holding \"Bearer <token>\"", function()
+      local env = F.box { env_wlcg = "Bearer " .. F.opaque[4] }
+      return tp.discover { env = env }, tp.status { env = env }
+    end, "ok" },
     { "keys: the HMAC key set, printed and listed", function()
       local set = tp.keys(slurp(F.hmac))
       return tostring(set), set:list()
@@ -403,6 +417,15 @@ describe("secrets hygiene", function()
       write(path, F.jwt, "644")
       return { "inspect", path }
     end, 0 },
+    { "inspect: a token with a control character", function()
+      return { "inspect", "-" }, { stdin = F.opaque[4] .. "\1" .. F.opaque[4] }
+    end, 0 },
+    { "inspect: BEARER_TOKEN holding \"Bearer <token>\"", function()
+      return { "inspect" }, { env = F.box { env_wlcg = "Bearer " .. F.opaque[4] } }
+    end, 0 },
+    { "status: BEARER_TOKEN holding \"Bearer <token>\"", function()
+      return { "status", "--scheme", "wlcg" }, { env = F.box { env_wlcg = "Bearer " .. F.opaque[4] } }
+    end, 1 },
     { "inspect: no active token", function() return { "inspect" }, { env = { HOME = new_dir() } } end, 2 },
     { "verify: valid", function() return { "verify", "-", "--jwks", F.pub }, { stdin = F.jwt } end, 0 },
     { "verify --json: valid", function() return { "verify", "-", "--jwks", F.pub, "--json" }, { stdin = F.jwt } end,
@@ -410,6 +433,9 @@ describe("secrets hygiene", function()
     { "verify: the provider's JWT at its JWKS URL", function()
       return { "verify", "-", "--jwks", F.idp.jwks_uri, "--aud", "https://rucio.example.org" }, { stdin = F.idp_jwt }
     end, 0 },
+    { "verify: a Rucio token", function() return { "verify", "-", "--jwks", F.pub }, { stdin = F.rucio } end, 1 },
+    { "verify: an Arvados token", function() return { "verify", "-", "--jwks", F.pub }, { stdin = F.arvados } end,
+      1 },
     { "verify: the wrong key", function() return { "verify", "-", "--jwks", F.other }, { stdin = F.jwt } end, 1 },
     { "verify: expired", function() return { "verify", "-", "--jwks", F.pub, "--json" }, { stdin = F.expired } end,
       1 },
@@ -481,6 +507,7 @@ describe("secrets hygiene", function()
         { stdin = F.opaque[4], env = { TOKENPOLICY_CLIENT_SECRET = F.client_secret,
                                        TOKENPOLICY_CLIENT_ID = "cli" } }
     end, 1 },
+    { "revoke: an Arvados token", function() return { "revoke", "-" }, { stdin = F.arvados } end, 2 },
     { "revoke: the secret file others can read", function()
       local path = new_dir() .. "/secret"
       write(path, F.client_secret, "644")
@@ -557,6 +584,7 @@ describe("secrets hygiene", function()
       return { "check-long-lived", "--records", F.pub, "--max-token-lifetime", "1h", "--now", F.opaque[4] }
     end, 2 },
     { "help revoke", function() return { "help", "revoke" } end, 0 },
+    { "--version", function() return { "--version" } end, 0 },
     { "an unknown command that is a token", function() return { F.opaque[4] } end, 2 },
   }
 
