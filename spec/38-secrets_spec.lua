@@ -746,6 +746,21 @@ describe("secrets hygiene", function()
       end)
     end
 
+
+    -- Not a secret, but the same peer: the store binds every value (the
+    -- threat model's SQL injection row, docs/security.md).
+    it("values that look like SQL stay data: printed back as they are, nothing run", function()
+      local name = "x'); DROP TABLE users; --"
+      pg:psql(("INSERT INTO users (id, uuid, owner_uuid, email, username, created_at, updated_at) VALUES"
+        .. " (7, 'zzzzz-tpzed-%%_''%%', 'zzzzz-tpzed-000000000000000', '%%''; --', '%s', '2020-01-01',"
+        .. " '2020-01-01'); INSERT INTO api_client_authorizations (id, api_token, user_id, expires_at, created_at,"
+        .. " updated_at, uuid) VALUES (7, 'x', 7, NULL, '2020-01-01', '2020-01-01', 'zzzzz-gj3su-7');")
+        :format(name:gsub("'", "''")))
+      local r = cli { "check-long-lived", "--db", conninfo, "--max-token-lifetime", "1h" }
+      assert.are.equal(1, r.code, r.err)
+      assert.matches("\n" .. (name .. ",%'; --,zzzzz-tpzed-%_'%"):gsub("%p", "%%%0") .. "\n", r.out)
+      assert.are.equal("2\n", pg:psql("SELECT count(*) FROM users;"))
+    end)
   end)
 
   describe("in HAProxy", function()
