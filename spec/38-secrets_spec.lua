@@ -852,7 +852,14 @@ describe("secrets hygiene", function()
     }
 
     it("no answer, header, variable or log line holds a secret", function()
-      h = start()
+      -- The policy from an Arvados config whose SystemRootToken draws a
+      -- warning into the log at load.
+      local root_token = SET:add("SystemRootToken", marker("rootMARK", 6), { pieces = true })
+      local config = F.keys_dir .. "/arvados.yml"
+      write(config, "Clusters:\n  zzzzz:\n    SystemRootToken: " .. root_token .. "\n    API:\n"
+        .. "      MaxTokenLifetime: 48h\n", "644")
+      h = start { ARVADOS_CONFIG = config }
+      assert.are.equal(1, haproxy.count(h, "SystemRootToken: shorter than 32 characters"))
       for _, req in ipairs(REQUESTS) do
         local value = req[2]()
         local status, headers, body = haproxy.get(h, { authorization = value })
