@@ -387,14 +387,22 @@ end
 -- A time from --now: seconds since the epoch or ISO-8601 text with a zone,
 -- read by the core's own time parser (a one-second policy's long_lived
 -- returns now + 1).
+-- A value of the command line as a message quotes it: a text longer than
+-- any time or duration is described by its length instead, since it may be
+-- a token given in the wrong place.
+local function quoted(text)
+  if #text <= 40 then
+    return ("%q"):format(text)
+  end
+  return ("(%d characters, not shown)"):format(#text)
+end
+
 local function parse_now(text)
   local t = lib()
   local value = math.tointeger(tonumber(text)) or text
   local selected, after = t.policy { max_token_lifetime = 1 }:long_lived({ expires_at = t.null }, value)
   if selected == nil then
-    -- A text longer than any time is not quoted: it may be a token.
-    local shown = #text <= 40 and ('"' .. text .. '"') or ("(%d characters, not shown)"):format(#text)
-    usage(("--now: invalid time %s; give seconds since the epoch or 2026-01-01T00:00:00Z"):format(shown))
+    usage(("--now: invalid time %s; give seconds since the epoch or 2026-01-01T00:00:00Z"):format(quoted(text)))
   end
   return after - 1
 end
@@ -527,7 +535,7 @@ function M.parse_time(text, now)
   if text:sub(1, 1) == "+" then
     local seconds = lib().duration(text:sub(2))
     if seconds then return now + seconds end
-    return nil, ("%q is not a duration (e.g. +12h, +1d, +90m)"):format(text)
+    return nil, ("%s is not a duration (e.g. +12h, +1d, +90m)"):format(quoted(text))
   end
   local y, mo, d, h, mi, sec = text:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)Z$")
   if y then
@@ -544,7 +552,7 @@ function M.parse_time(text, now)
       if back.day == d and back.month == mo then return t end
     end
   end
-  return nil, ("%q is not a time: give epoch seconds, +DURATION or YYYY-MM-DDTHH:MM:SSZ"):format(text)
+  return nil, ("%s is not a time: give epoch seconds, +DURATION or YYYY-MM-DDTHH:MM:SSZ"):format(quoted(text))
 end
 
 local function time_option(args, name, now)
