@@ -692,7 +692,6 @@ describe("secrets hygiene", function()
       it(("%s (exit %d)"):format(name, want), function()
         local args, opts = make()
         local r = cli(args, opts)
-        if os.getenv("TP_SHOW") then print(name, r.code, r.out, r.err) end
         assert.are.equal(want, r.code, r.out .. r.err)
         assert_clean(name .. ": stdout", r.out)
         assert_clean(name .. ": stderr", r.err)
@@ -790,7 +789,6 @@ describe("secrets hygiene", function()
       local name, make, want = case[1], case[2], case[3]
       it(("%s (exit %d)"):format(name, want), function()
         local r = cli(make())
-        if os.getenv("TP_SHOW") then print(name, r.code, r.out, r.err) end
         assert.are.equal(want, r.code, r.out .. r.err)
         assert_clean(name .. ": stdout", r.out)
         assert_clean(name .. ": stderr", r.err)
