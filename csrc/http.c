@@ -399,19 +399,24 @@ static int hex_value(char c)
  * echo what it was sent in any encoding, so each byte of the secret may
  * appear as itself, percent-encoded (either case of hex), as '+' for a
  * space (forms), or as '-' / '_' for base64's '+' / '/' (base64url).
+ * A '%' of the secret is ambiguous: "%25" is it encoded, or itself
+ * followed by "25"; encoded says which reading is tried first, and the
+ * caller tries both (a percent-encoded echo has every '%' encoded).
  * Matching too much only redacts more. */
-static size_t secret_at(const char *s, size_t len, const http_secret *secret)
+static size_t secret_at(const char *s, size_t len, const http_secret *secret, int encoded)
 {
     size_t i = 0;
     for (size_t k = 0; k < secret->len; k++) {
         char want = secret->text[k];
+        int pct;
         if (i >= len) return 0;
-        if (s[i] == want || (want == ' ' && s[i] == '+') || (want == '+' && s[i] == '-') ||
-            (want == '/' && s[i] == '_')) {
-            i++;
-        } else if (s[i] == '%' && len - i >= 3 && hex_value(s[i + 1]) >= 0 && hex_value(s[i + 2]) >= 0 &&
-                   (char)(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2])) == want) {
+        pct = s[i] == '%' && len - i >= 3 && hex_value(s[i + 1]) >= 0 && hex_value(s[i + 2]) >= 0 &&
+              (char)(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2])) == want;
+        if (pct && (encoded || s[i] != want)) {
             i += 3;
+        } else if (s[i] == want || (want == ' ' && s[i] == '+') || (want == '+' && s[i] == '-') ||
+                   (want == '/' && s[i] == '_')) {
+            i++;
         } else {
             return 0;
         }
@@ -431,7 +436,8 @@ static void clean_text(char *out, const char *s, size_t len, const http_req *req
         size_t hit = 0;
         int k;
         for (k = 0; k < req->nsecrets && !hit; k++)
-            hit = secret_at(s + i, len - i, &req->secret[k]);
+            if (!(hit = secret_at(s + i, len - i, &req->secret[k], 1)))
+                hit = secret_at(s + i, len - i, &req->secret[k], 0);
         if (hit) {
             size_t room = HTTP_DETAIL_MAX - used;
             if (req->secret[k - 1].base64)

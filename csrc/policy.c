@@ -111,6 +111,24 @@ static const struct { const char *name; size_t len; unsigned long long ns; } uni
     { "d", 1, 86400 * NS_PER_S },  /* beyond Go: format_duration prints it */
 };
 
+/* The longest text a duration or time message quotes: no duration
+ * ("2562047h47m16.854775807s") or time ("2026-01-01T00:00:00.123456789+01:00")
+ * is longer, every token is.  A longer text is described by its size only,
+ * since it may be a token given in the wrong place. */
+#define QUOTE_MAX 40
+
+/* The text as a message shows it: quoted and printable (at most 32
+ * characters), or its size when over QUOTE_MAX; out holds >= 48 bytes. */
+static const char *quoted(char *out, const char *s, size_t len)
+{
+    char safe[40];
+    if (len > QUOTE_MAX)
+        snprintf(out, 48, "(%lu bytes, not shown)", (unsigned long)len);
+    else
+        snprintf(out, 48, "\"%s\"", tp_printable(safe, s, len));
+    return out;
+}
+
 /* Parses a duration as Go's time.ParseDuration does (which is what Arvados
  * configs go through): a sign, then one or more decimal numbers, each with
  * an optional fraction and a unit (ns, us, µs, ms, s, m, h), within Go's
@@ -122,7 +140,7 @@ static const struct { const char *name; size_t len; unsigned long long ns; } uni
 static int parse_duration(const char *s, size_t len, lua_Integer *seconds, char *why)
 {
     const char *p = s, *end = s + len, *reason = NULL;
-    char safe[40], unit_safe[40];
+    char safe[48], unit_safe[40];
     unsigned long long total = 0, whole_seconds;
     int neg = 0;
 
@@ -188,8 +206,12 @@ static int parse_duration(const char *s, size_t len, lua_Integer *seconds, char 
         for (u = 0; u < sizeof units / sizeof units[0]; u++)
             if (units[u].len == ulen && memcmp(units[u].name, unit, ulen) == 0) break;
         if (u == sizeof units / sizeof units[0]) {
-            snprintf(why, 160, "invalid duration \"%s\": unknown unit \"%s\"",
-                     tp_printable(safe, s, len), tp_printable(unit_safe, unit, ulen));
+            if (len > QUOTE_MAX) {  /* the unit would be a piece of it */
+                reason = "unknown unit";
+                goto bad;
+            }
+            snprintf(why, 160, "invalid duration %s: unknown unit \"%s\"",
+                     quoted(safe, s, len), tp_printable(unit_safe, unit, ulen));
             return 0;
         }
         if (whole > NS_LIMIT / units[u].ns) {
@@ -216,7 +238,7 @@ static int parse_duration(const char *s, size_t len, lua_Integer *seconds, char 
     *seconds = neg ? -(lua_Integer)whole_seconds : (lua_Integer)whole_seconds;
     return 1;
 bad:
-    snprintf(why, 160, "invalid duration \"%s\": %s", tp_printable(safe, s, len), reason);
+    snprintf(why, 160, "invalid duration %s: %s", quoted(safe, s, len), reason);
     return 0;
 }
 
@@ -369,7 +391,7 @@ static int read_time(lua_State *L, int idx, lua_Integer *out, const char **why)
 /* Pushes the fail triple for the bad time at idx named name. */
 static int fail_time(lua_State *L, int idx, const char *name, const char *why)
 {
-    char safe[40];
+    char safe[48];
     size_t len;
     const char *s;
     if (lua_type(L, idx) == LUA_TNUMBER)
@@ -378,7 +400,7 @@ static int fail_time(lua_State *L, int idx, const char *name, const char *why)
         return tp_fail(L, "malformed", "%s: a time is an integer or ISO-8601 text, not %s", name,
                        luaL_typename(L, idx));
     s = lua_tolstring(L, idx, &len);
-    return tp_fail(L, "malformed", "%s: invalid time \"%s\": %s", name, tp_printable(safe, s, len), why);
+    return tp_fail(L, "malformed", "%s: invalid time %s: %s", name, quoted(safe, s, len), why);
 }
 
 /* The `now` argument at idx: absent means the clock.  Returns 0 with *now,

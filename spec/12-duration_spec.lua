@@ -61,11 +61,15 @@ describe("duration", function()
     end)
   end
 
-  it("shows at most 32 printable characters of the offending text", function()
-    local v, msg, code = tp.duration(("9"):rep(20) .. "h and then some more text")
+  it("shows at most 32 printable characters of the offending text, none of one over 40", function()
+    local v, msg, code = tp.duration(("9"):rep(20) .. "h and then some more")
     assert.is_nil(v)
     assert.are.equal("malformed", code)
     assert.are.equal('malformed: invalid duration "99999999999999999999h and then s...": out of range', msg)
+    -- no duration is that long, a token is: not even a piece of it is shown
+    v, msg = tp.duration(("9"):rep(20) .. "h and then some more text")
+    assert.is_nil(v)
+    assert.are.equal('malformed: invalid duration (45 bytes, not shown): out of range', msg)
     v, msg = tp.duration("1\0\27[31mh")
     assert.is_nil(v)
     assert.are.equal('malformed: invalid duration "1??[31mh": unknown unit "??["', msg)

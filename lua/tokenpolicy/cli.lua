@@ -387,12 +387,22 @@ end
 -- A time from --now: seconds since the epoch or ISO-8601 text with a zone,
 -- read by the core's own time parser (a one-second policy's long_lived
 -- returns now + 1).
+-- A value of the command line as a message quotes it: a text longer than
+-- any time or duration is described by its length instead, since it may be
+-- a token given in the wrong place.
+local function quoted(text)
+  if #text <= 40 then
+    return ("%q"):format(text)
+  end
+  return ("(%d characters, not shown)"):format(#text)
+end
+
 local function parse_now(text)
   local t = lib()
   local value = math.tointeger(tonumber(text)) or text
   local selected, after = t.policy { max_token_lifetime = 1 }:long_lived({ expires_at = t.null }, value)
   if selected == nil then
-    usage(('--now: invalid time "%s"; give seconds since the epoch or 2026-01-01T00:00:00Z'):format(text:sub(1, 40)))
+    usage(("--now: invalid time %s; give seconds since the epoch or 2026-01-01T00:00:00Z"):format(quoted(text)))
   end
   return after - 1
 end
@@ -525,7 +535,7 @@ function M.parse_time(text, now)
   if text:sub(1, 1) == "+" then
     local seconds = lib().duration(text:sub(2))
     if seconds then return now + seconds end
-    return nil, ("%q is not a duration (e.g. +12h, +1d, +90m)"):format(text)
+    return nil, ("%s is not a duration (e.g. +12h, +1d, +90m)"):format(quoted(text))
   end
   local y, mo, d, h, mi, sec = text:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)Z$")
   if y then
@@ -542,7 +552,7 @@ function M.parse_time(text, now)
       if back.day == d and back.month == mo then return t end
     end
   end
-  return nil, ("%q is not a time: give epoch seconds, +DURATION or YYYY-MM-DDTHH:MM:SSZ"):format(text)
+  return nil, ("%s is not a time: give epoch seconds, +DURATION or YYYY-MM-DDTHH:MM:SSZ"):format(quoted(text))
 end
 
 local function time_option(args, name, now)
@@ -674,7 +684,29 @@ local function version_action()
   os.exit(0)
 end
 
-local function build_parser()
+-- The longest word of the command line an error message may quote: no
+-- option or command name is longer, every token is.
+local ECHO_MAX = 24
+
+-- A usage error of argparse without the long words of argv in it: argparse
+-- quotes the option or command it did not understand, and that word may be
+-- a token given in the wrong place (`tokenpolicy $TOKEN`).
+local function unechoed(msg, argv)
+  for _, arg in ipairs(argv) do
+    for _, word in ipairs { arg, arg:match("^([^=]*)=") } do
+      if #word > ECHO_MAX then
+        local at = msg:find(word, 1, true)
+        while at do
+          msg = msg:sub(1, at - 1) .. ("(%d characters, not shown)"):format(#word) .. msg:sub(at + #word)
+          at = msg:find(word, 1, true)
+        end
+      end
+    end
+  end
+  return msg
+end
+
+local function build_parser(argv)
   local parser = argparse(PROG)
     :description("Find, inspect, verify and end your bearer tokens (Rucio, WLCG, Arvados).")
     :epilog("Exit status: 0 fine, 1 a finding (invalid or expired token, failed revocation, something "
@@ -807,7 +839,7 @@ local function build_parser()
   -- the usage and exits 1, which would read as "a finding").
   function parser.error(p, msg) -- luacheck: ignore 212
     local name = p._name ~= PROG and (" " .. p._name) or ""
-    exit(2, ("%s; see 'tokenpolicy%s --help'"):format(msg, name))
+    exit(2, ("%s; see 'tokenpolicy%s --help'"):format(unechoed(msg, argv), name))
   end
   return parser
 end
@@ -819,7 +851,7 @@ function M.main(argv)
   local args_list = {}
   for i = 1, #argv do args_list[i] = argv[i] end
   local ok, status = pcall(function()
-    local parser = build_parser()
+    local parser = build_parser(args_list)
     local args = parser:parse(args_list)
     local command = args.command
     if command == nil then

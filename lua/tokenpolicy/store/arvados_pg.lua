@@ -82,13 +82,18 @@ end
 local Store = {}
 Store.__index = Store
 
+-- Each store's password, kept out of the store table: a table a caller
+-- prints, serialises or walks must not show it.
+local passwords = setmetatable({}, { __mode = "k" })
+
 -- Removes the password (and any `password=` setting) from a driver message.
 function Store:scrub(msg)
   msg = tostring(msg or "unknown error")
-  if self.password and self.password ~= "" then
+  local password = passwords[self]
+  if password and password ~= "" then
     local at = 1
     repeat
-      local i, j = msg:find(self.password, at, true)
+      local i, j = msg:find(password, at, true)
       if i then
         msg = msg:sub(1, i - 1) .. "***" .. msg:sub(j + 1)
         at = i + 3
@@ -310,7 +315,7 @@ function M.new(opts)
   local store = setmetatable({}, Store)
   local dbh, err
   if opts.conninfo then
-    store.password = conninfo_password(opts.conninfo)
+    passwords[store] = conninfo_password(opts.conninfo)
     store.where = (opts.conninfo:match("dbname%s*=%s*'?([^%s']+)") or "default database")
     dbh, err = DBI.Connect("PostgreSQL", opts.conninfo)
   else
@@ -320,7 +325,7 @@ function M.new(opts)
     local policy, warnings, code = tp.policy_from_arvados(doc, { cluster = cluster })
     if not policy then return nil, warnings, code end
     store.policy, store.policy_warnings = policy, warnings
-    store.password = params.password
+    passwords[store] = params.password
     store.where = ("%s@%s"):format(params.dbname or "default database", params.host or "localhost")
     dbh, err = DBI.Connect("PostgreSQL", params.dbname, params.user, params.password, params.host, params.port)
   end
