@@ -14,12 +14,13 @@ HEADERS := $(wildcard csrc/*.h)
 # Debian packages the build, the specs and the demo need.
 DEB_PACKAGES := liblua5.4-dev liblua5.3-dev lua5.4 lua5.3 libcjose-dev \
 	libjansson-dev libyajl-dev libcurl4-openssl-dev libssl-dev lua-busted lua-check luarocks openssl nodejs lua-yaml \
-	lua-argparse bsdutils postgresql lua-dbi-postgresql haproxy curl
+	lua-argparse bsdutils postgresql lua-dbi-postgresql haproxy curl \
+	$(CI_PACKAGES)
 
 BUILD   ?= build
 MODULES := $(foreach v,$(LUA_VERSIONS),$(BUILD)/$(v)/tokenpolicy/core.so)
 
-.PHONY: all deps test lint asan bench bench-migrate bench-haproxy demo clean
+.PHONY: all deps test spec lint asan valgrind werror cppcheck bench bench-migrate bench-haproxy demo clean
 
 all: $(MODULES)
 
@@ -44,21 +45,62 @@ deps:
 	echo "installing:" $$missing; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
-test: deps all lint
-	@sh spec/run.sh $(BUILD) $(LUA_VERSIONS)
+# ---- CI: `make test` is what .ci/run runs (docs/ci.md says what and why).
+# The packages only CI's checks need.
+CI_PACKAGES := valgrind clang cppcheck
 
-# Every Lua file, luacheck clean (.luacheckrc).
+# Every part below in turn, each timed, and one last line "N passed,
+# N failed" over all of them (.ci/test).
+test: deps
+	@bash .ci/test
+
+# Busted processes at once: most specs wait on peers and servers, so more
+# than the cores; valgrind's are CPU-bound, so about the cores.
+SPEC_JOBS     ?= 4
+ASAN_JOBS     ?= 4
+VALGRIND_JOBS ?= 3
+
+# The whole suite, both Lua versions, in parallel (spec/run.sh).
+spec: deps all
+	@bash spec/run.sh -j $(SPEC_JOBS) $(BUILD) $(LUA_VERSIONS)
+
+# Every Lua file in the repository, luacheck clean (.luacheckrc), and the
+# command, whose Lua part follows the sh part it keeps in the global `_`.
+LUA_FILES = $$(git ls-files '*.lua' 2>/dev/null | grep . || find . -name '*.lua' -not -path './build*' -not -path '*/node_modules/*')
 lint: deps
-	@luacheck -q lua spec bench examples
+	@luacheck -q --no-color $(LUA_FILES)
+	@luacheck -q --no-color --globals _ -- bin/tokenpolicy
 
 # The whole suite with AddressSanitizer and UBSan; the runtime is preloaded
 # because the Lua interpreters themselves are not instrumented.
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS='-O1 -g -fno-omit-frame-pointer' \
 		EXTRA_CFLAGS='-fsanitize=address,undefined -fno-sanitize-recover=all' all
-	@LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		sh spec/run.sh build-asan $(LUA_VERSIONS)
+	@CC=$(CC) bash spec/run.sh -m asan -j $(ASAN_JOBS) -t "ASan+UBSan" build-asan $(LUA_VERSIONS)
+
+# The whole suite under valgrind memcheck (definite leaks are errors), the
+# suppressions in .ci/valgrind.supp, the specs it skips in .ci/valgrind-skip.txt.
+valgrind: deps all
+	@bash spec/run.sh -m valgrind -j $(VALGRIND_JOBS) $(BUILD) $(LUA_VERSIONS)
+
+# gcc and clang, warnings as errors (WARN has -Werror): gcc builds $(BUILD),
+# clang build/clang.
+werror: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory CC=clang BUILD=build/clang all
+
+# cppcheck (Debian's 2.10) on csrc/, once with each Lua's headers.  Its
+# findings are fixed or suppressed with a reason: inline where they are
+# (`cppcheck-suppress id ; why`), or for a whole check in .ci/cppcheck.supp.
+# limits.h is a system header cppcheck does not read, and luaconf.h stops
+# without LLONG_MAX: hence the two -D.
+CPPCHECK_FLAGS := -q --error-exitcode=1 --enable=warning,style,performance,portability --std=c99 \
+	--library=posix --platform=unix64 --inline-suppr --suppressions-list=.ci/cppcheck.supp \
+	-DLLONG_MAX=9223372036854775807LL '-DLLONG_MIN=(-LLONG_MAX-1)'
+cppcheck: deps
+	@for v in $(LUA_VERSIONS); do \
+		cppcheck $(CPPCHECK_FLAGS) $(DEFS) -Icsrc -I/usr/include/lua$$v csrc || exit 1; \
+	done
 
 bench: deps all $(BUILD)/bench/raw_openssl $(BUILD)/bench/decode_floor
 	@LUA_PATH='lua/?.lua;lua/?/init.lua;bench/?.lua;;' LUA_CPATH='$(BUILD)/5.4/?.so;;' \

@@ -70,6 +70,7 @@ static void *blk_grow(void *p, size_t old, size_t size, int zero)
         if (zero) return p ? NULL : calloc(1, size);  /* zeroed blocks never grow */
         return realloc(p, size);
     }
+    /* cppcheck-suppress invalidFunctionArg ; MAP_ANONYMOUS takes fd -1 (cppcheck's posix.cfg wants fd >= 0) */
     q = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (q == MAP_FAILED) return NULL;
     if (p) {

@@ -1115,6 +1115,7 @@ static lua_Integer list_names(tree *t, int fd, const char ***names)
     }
     for (;;) {
         errno = 0;
+        /* cppcheck-suppress readdirCalled ; readdir on a stream this walk owns is thread-safe, readdir_r is deprecated */
         if (!(e = readdir(t->w->dir))) break;
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
         lua_pushstring(L, e->d_name);

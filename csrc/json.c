@@ -277,6 +277,7 @@ typedef struct parse_arena {
     lua_State *L;
     int anchor;         /* stack index: nil, or the table of overflow blocks */
     size_t used;
+    /* cppcheck-suppress unusedStructMember ; align and p are never read: they align bytes for any object */
     union { long double align; void *p; unsigned char bytes[TP_ARENA_SIZE]; } mem;
 } parse_arena;
 

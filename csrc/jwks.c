@@ -367,6 +367,7 @@ static void push_shown_url(lua_State *L, const char *url)
 {
     char shown[204];
     size_t full = strcspn(url, "?#"), n = full > 200 ? 200 : full;
+    /* cppcheck-suppress knownConditionTrueFalse ; cppcheck 2.10 applies one caller's zero length to every call */
     for (size_t i = 0; i < n; i++)
         shown[i] = ((unsigned char)url[i] < 0x20 || (unsigned char)url[i] >= 0x7f) ? '?' : url[i];
     memcpy(shown + n, n < full ? "..." : "", n < full ? 4 : 1);

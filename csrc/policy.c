@@ -1011,7 +1011,11 @@ static const char *limit_name(int src)
                             : "maximum token lifetime (API.MaxTokenLifetime)";
 }
 
-/* Appends the pieces (a NULL-terminated list) to the sentence being built
+/* The end of add_reason's pieces: a null pointer of the type va_arg reads
+ * (a bare NULL may be an int 0, which is undefined as a variadic pointer). */
+#define END_PIECES ((const char *)NULL)
+
+/* Appends the pieces (an END_PIECES-terminated list) to the sentence being built
  * in buf and adds it to the reasons table at -1 as entry ++*n.  One string
  * is pushed per sentence: lua_pushfstring would push and concatenate each
  * piece, a third of an evaluation's time for a token with findings. */
@@ -1042,56 +1046,58 @@ static void push_reasons(lua_State *L, const tp_policy *p, const rec *r, lua_Int
     if (v->findings & F_NOT_YET_VALID)
         add_reason(L, &n, "not valid before ", tp_format_utc(t1, r->nbf), " (in ",
                    tp_format_span_exact(s1, tp_sub_sat(r->nbf, now)),
-                   "): wait, or check the clocks of the issuer and this host", NULL);
+                   "): wait, or check the clocks of the issuer and this host", END_PIECES);
     if (v->findings & F_EXPIRED)
         add_reason(L, &n, "expired at ", tp_format_utc(t1, r->expires), " (",
-                   tp_format_span_exact(s1, tp_sub_sat(now, r->expires)), " ago): ", again, NULL);
+                   tp_format_span_exact(s1, tp_sub_sat(now, r->expires)), " ago): ", again, END_PIECES);
     if (v->findings & F_REFRESHES)
         add_reason(L, &n, "valid only until ", tp_format_utc(t1, r->refreshes), " (refreshes_at, ",
                    tp_format_span_exact(s1, tp_sub_sat(now, r->refreshes)),
-                   " ago): Arvados checks it with the identity provider again before it accepts it", NULL);
+                   " ago): Arvados checks it with the identity provider again before it accepts it", END_PIECES);
     if (v->findings & F_SESSION_OVER)
         add_reason(L, &n, "the login session began at ", tp_format_utc(t1, r->auth_time), ", ",
                    tp_format_span_exact(s1, tp_sub_sat(now, r->auth_time)), " ago, and the ", limit_name(SRC_LOGIN),
-                   " is ", tp_format_span_exact(s2, p->login), ": log in again", NULL);
+                   " is ", tp_format_span_exact(s2, p->login), ": log in again", END_PIECES);
     if (v->findings & F_IDLE) {
         lua_Integer since = tp_sub_sat(v->idle_at, p->idle);
         add_reason(L, &n, "unused since ", tp_format_utc(t1, since), " (",
                    tp_format_span_exact(s1, tp_sub_sat(now, since)), " ago), longer than the ",
                    tp_format_span_exact(s2, p->idle),
-                   " idle timeout (Workbench.IdleTimeout): Workbench logs such a session out; revoke the token", NULL);
+                   " idle timeout (Workbench.IdleTimeout): Workbench logs such a session out; revoke the token",
+                   END_PIECES);
     }
     if (v->findings & F_EXCEEDS) {
         const char *limit = tp_format_span_exact(s2, v->limit);
         if (r->jwt && (r->has & HAS_IAT) && tp_sub_sat(r->expires, r->iat) > v->limit)
             add_reason(L, &n, "issued for ", tp_format_span_exact(s1, tp_sub_sat(r->expires, r->iat)),
                        " (iat to exp), longer than the ", limit_name(v->limit_src), " of ", limit,
-                       ": have the issuer limit its tokens to ", limit, NULL);
+                       ": have the issuer limit its tokens to ", limit, END_PIECES);
         else if (r->jwt)
             add_reason(L, &n, "expires in ", tp_format_span_exact(s1, tp_sub_sat(r->expires, now)),
                        ", longer than the ", limit_name(v->limit_src), " of ", limit,
-                       ": have the issuer limit its tokens to ", limit, NULL);
+                       ": have the issuer limit its tokens to ", limit, END_PIECES);
         else if (r->has & HAS_CREATED)
             add_reason(L, &n, "lasts ", tp_format_span_exact(s1, tp_sub_sat(v->end, r->created)),
                        " from its creation at ", tp_format_utc(t1, r->created), ", longer than the ",
                        limit_name(v->limit_src), " of ", limit, ": set expires_at to ", tp_format_utc(t2, v->fix),
-                       NULL);
+                       END_PIECES);
         else
             add_reason(L, &n, "expires in ", tp_format_span_exact(s1, tp_sub_sat(v->end, now)), ", more than the ",
                        limit_name(v->limit_src), " of ", limit, " from now: set expires_at to ",
-                       tp_format_utc(t2, v->fix), NULL);
+                       tp_format_utc(t2, v->fix), END_PIECES);
     }
     if (v->findings & F_NO_EXPIRY) {
         if (r->jwt)
             add_reason(L, &n, "has no exp claim, but the ", limit_name(v->limit_src), " is ",
-                       tp_format_span_exact(s1, v->limit), ": have the issuer set exp", NULL);
+                       tp_format_span_exact(s1, v->limit), ": have the issuer set exp", END_PIECES);
         else
             add_reason(L, &n, "never expires, but the ", limit_name(v->limit_src), " is ",
-                       tp_format_span_exact(s1, v->limit), ": set expires_at to ", tp_format_utc(t1, v->fix), NULL);
+                       tp_format_span_exact(s1, v->limit), ": set expires_at to ", tp_format_utc(t1, v->fix),
+                       END_PIECES);
     }
     if (v->findings & F_REFRESH)
         add_reason(L, &n, "expires in ", tp_format_span_exact(s1, v->remaining), ", within the ",
-                   tp_format_span_exact(s3, p->refresh), " refresh window: refresh it now", NULL);
+                   tp_format_span_exact(s3, p->refresh), " refresh window: refresh it now", END_PIECES);
 }
 
 /* Sets field k of the verdict at t to the integer (or nil).  A fresh

@@ -228,6 +228,7 @@ typedef struct tp_verifier tp_verifier;
 
 typedef struct scan_arena {
     size_t used;
+    /* cppcheck-suppress unusedStructMember ; align and p are never read: they align bytes for any object */
     union { long double align; void *p; unsigned char bytes[SCAN_ARENA]; } mem;
 } scan_arena;
 
