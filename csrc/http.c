@@ -1024,7 +1024,18 @@ static int tp_http_fetch_keys(lua_State *L)
     lua_pushlstring(L, c->body ? c->body : "", c->len);
     lua_call(L, 1, LUA_MULTRET);
     http_call_close(c);
-    return lua_gettop(L) - 3;
+    n = lua_gettop(L) - 3;
+    /* keys' message ("malformed: key material is ...") says what is wrong,
+     * not where it came from: name the request, as every other failure
+     * of this call does. */
+    if (n == 3 && lua_isnil(L, 4) && lua_type(L, 5) == LUA_TSTRING && lua_type(L, 6) == LUA_TSTRING) {
+        const char *code = lua_tostring(L, 6), *msg = lua_tostring(L, 5);
+        size_t len = strlen(code);
+        if (strncmp(msg, code, len) == 0 && msg[len] == ':' && msg[len + 1] == ' ') msg += len + 2;
+        lua_pushfstring(L, "%s: %s: %s: %s", code, req.what, req.where, msg);
+        lua_replace(L, 5);
+    }
+    return n;
 }
 
 /* ---- Arvados ------------------------------------------------------------- */
