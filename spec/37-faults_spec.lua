@@ -1,0 +1,196 @@
+-- Faults: what tokenpolicy does when its peers and its disk fail it, each
+-- with a real peer. An identity provider that hangs, trickles, answers
+-- garbage, 500, 503 or 429 (spec/helpers/http_peer.js, its /fault modes);
+-- a full disk (a small tmpfs, filled) under every file tokenpolicy
+-- rewrites; PostgreSQL stopped in the middle of fix-long-lived; HAProxy
+-- whose key file turns to garbage or whose JWKS URI hangs.
+local tp = require "tokenpolicy"
+local expect = require "helpers.expect"
+local faults = require "helpers.faults"
+local http_peer = require "helpers.http_peer"
+local crypto = require "helpers.crypto"
+
+local UID = tp.euid()
+local it_root = UID == 0 and it or pending
+local quote, slurp, write = expect.quote, expect.read_file, expect.write_file
+
+-- Every call below runs with this timeout; "within the timeout" allows
+-- this much more, generously, for a loaded 2-core machine.
+local TIMEOUT = 0.8
+local MARGIN = 2
+
+local TOKEN = "opaque-access-token-7f3c9e1b2a"
+local CLIENT_SECRET = "client-s3cret-value"
+
+local LUA = "lua" .. _VERSION:match("%d+%.%d+")
+local BUILD = os.getenv("TOKENPOLICY_TEST_BUILD") or ("build/" .. _VERSION:match("%d+%.%d+"))
+
+-- Runs bin/tokenpolicy with args under `env -i` plus env: {code=, out=, err=}.
+local function run(args, env)
+  local words = { "env", "-i", "PATH=/usr/bin:/bin", "TOKENPOLICY_LUA=" .. LUA, "TOKENPOLICY_BUILD=" .. BUILD }
+  for _, name in ipairs { "LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS" } do
+    if os.getenv(name) then words[#words + 1] = quote(name .. "=" .. os.getenv(name)) end
+  end
+  for k, v in pairs(env or {}) do words[#words + 1] = quote(k .. "=" .. v) end
+  words[#words + 1] = "bin/tokenpolicy"
+  for _, a in ipairs(args) do words[#words + 1] = quote(a) end
+  local out, err = os.tmpname(), os.tmpname()
+  local _, _, code = os.execute(table.concat(words, " ") .. " </dev/null >" .. out .. " 2>" .. err)
+  local result = { code = code, out = slurp(out), err = slurp(err) }
+  os.remove(out)
+  os.remove(err)
+  return result
+end
+
+-- A user's sandbox as the session workflows see it: Rucio's tmp, HOME
+-- and the XDG runtime directory under `dir` (or each where given).
+local function sandbox(dir, where)
+  where = where or {}
+  local s = { dir = dir, tmp = where.tmp or (dir .. "/tmp"), home = where.home or (dir .. "/home"),
+    run = where.run or (dir .. "/run") }
+  assert(os.execute(("mkdir -p %s %s %s"):format(quote(s.tmp), quote(s.home), quote(s.run))))
+  s.cfg = where.cfg or (dir .. "/rucio.cfg")
+  s.env = { LOGNAME = "jdoe", TMPDIR = s.tmp, RUCIO_CONFIG = s.cfg, HOME = s.home, XDG_RUNTIME_DIR = s.run }
+  s.bt = s.run .. "/bt_u" .. UID
+  s.settings = s.home .. "/.config/arvados/settings.conf"
+  return s
+end
+
+after_each(function() collectgarbage() end)
+
+describe("an identity provider that fails", function()
+  local peer
+
+  setup(function() peer = http_peer.start() end)
+  teardown(function() http_peer.stop(peer) end)
+
+  -- The calls, each given the URL of a fault; `shown` is the URL its
+  -- messages name, `method` the request's.
+  local calls = {
+    { name = "oidc_metadata", method = "GET",
+      call = function(url) return tp.oidc_metadata(url, { timeout = TIMEOUT, ttl = 0 }) end,
+      shown = function(url) return url .. "/.well-known/openid-configuration" end },
+    { name = "fetch_keys", method = "GET",
+      call = function(url) return tp.fetch_keys(url, { timeout = TIMEOUT }) end },
+    { name = "jwks:refresh", what = "fetch_keys", method = "GET", no_retry_after = true,
+      call = function(url) return tp.jwks(url, { timeout = TIMEOUT }):refresh() end },
+    { name = "revoke", method = "POST",
+      call = function(url)
+        return tp.revoke{ endpoint = url, token = TOKEN, client_id = "cli", client_secret = CLIENT_SECRET,
+          timeout = TIMEOUT }
+      end },
+    { name = "introspect", method = "POST",
+      call = function(url)
+        return tp.introspect{ endpoint = url, token = TOKEN, client_id = "cli", client_secret = CLIENT_SECRET,
+          timeout = TIMEOUT }
+      end },
+  }
+
+  -- The faults (paths under the peer's /fault), the code each call gives,
+  -- the end of its message, and the Retry-After seconds (a number, or
+  -- {low, high} for an HTTP date, whose seconds depend on the clock).
+  local RESPONSE = "temporarily_unavailable: try again later"
+  local cases = {
+    { "hangs", "hang", "timeout", ": Timeout was reached", slow = true },
+    { "trickles its answer a byte at a time", "trickle/every=100", "timeout", ": Timeout was reached", slow = true },
+    { "sends its headers, then trickles the body", "trickle-body/every=100", "timeout", ": Timeout was reached",
+      slow = true },
+    { "answers bytes that are not HTTP", "garbage", "http", ": Unsupported protocol" },
+    { "closes the connection without an answer", "close", "http", ": Server returned nothing (no headers, no data)" },
+    { "answers 500", "status/code=500", "http", " answered 500: " .. RESPONSE },
+    { "answers 503 with Retry-After in seconds", "status/code=503/retry=7", "unavailable",
+      " answered 503: " .. RESPONSE, retry = 7 },
+    { "answers 503 with Retry-After as an HTTP date", "status/code=503/date=120", "unavailable",
+      " answered 503: " .. RESPONSE, retry = { 117, 120 } },
+    { "answers 503 without Retry-After", "status/code=503", "unavailable", " answered 503: " .. RESPONSE },
+    { "answers 503 with a Retry-After that is neither", "status/code=503/retry=soon", "unavailable",
+      " answered 503: " .. RESPONSE },
+    { "answers 429 with Retry-After", "status/code=429/retry=3", "unavailable", " answered 429: " .. RESPONSE,
+      retry = 3 },
+  }
+
+  for _, case in ipairs(cases) do
+    describe("that " .. case[1], function()
+      for _, c in ipairs(calls) do
+        it(("makes %s fail with %s within the timeout"):format(c.name, case[3]), function()
+          local url = peer.base .. "/fault/" .. case[2]
+          local took, r = faults.timed(c.call, url)
+          assert.is_nil(r[1])
+          assert.are.equal(case[3], r[3], r[2])
+          local shown = (c.shown or function(u) return u end)(url)
+          assert.are.equal(("%s: %s: %s %s%s"):format(case[3], c.what or c.name, c.method, shown, case[4]), r[2])
+          assert.is_true(took <= TIMEOUT + MARGIN, ("took %.2f s"):format(took))
+          if case.slow then
+            assert.is_true(took >= TIMEOUT - 0.05, ("took %.2f s: the timeout ended it, not the peer"):format(took))
+          end
+          local retry = r[4]
+          if c.no_retry_after or case.retry == nil then
+            assert.is_nil(retry)
+          elseif type(case.retry) == "number" then
+            assert.are.equal(case.retry, retry)
+          else
+            assert.is_true(math.type(retry) == "integer" and retry >= case.retry[1] and retry <= case.retry[2],
+              tostring(retry))
+          end
+          assert.are.equal(0, tp._http_calls_open())
+        end)
+      end
+    end)
+  end
+
+  describe("that answers 200 with a body that is not JSON", function()
+    it("makes oidc_metadata, fetch_keys, jwks:refresh and introspect fail with malformed, naming the request",
+      function()
+        local url = peer.base .. "/fault/not-json"
+        expect.fails("malformed", tp.oidc_metadata(url, { timeout = TIMEOUT, ttl = 0 }))
+        assert.are.equal("malformed: fetch_keys: GET " .. url .. ": key material is neither JSON (JWK, JWK Set) nor PEM",
+          expect.fails("malformed", tp.fetch_keys(url, { timeout = TIMEOUT })))
+        assert.are.equal("malformed: fetch_keys: GET " .. url .. ": key material is neither JSON (JWK, JWK Set) nor PEM",
+          expect.fails("malformed", tp.jwks(url, { timeout = TIMEOUT }):refresh()))
+        assert.are.equal("malformed: introspect: POST " .. url .. ": the answer is not JSON: invalid JSON syntax or "
+          .. "encoding", expect.fails("malformed", tp.introspect{ endpoint = url, token = TOKEN, timeout = TIMEOUT }))
+      end)
+
+    it("is a successful revocation: RFC 7009 asks for a 2xx status, not for a body", function()
+      assert.is_true(tp.revoke{ endpoint = peer.base .. "/fault/not-json", token = TOKEN, timeout = TIMEOUT })
+    end)
+  end)
+
+  describe("that is down", function()
+    it("makes every call fail with unreachable at once", function()
+      -- Port 1 on loopback: nothing listens there, the connection is refused.
+      local url = "http://127.0.0.1:1/x"
+      for _, c in ipairs(calls) do
+        local took, r = faults.timed(c.call, url)
+        assert.are.equal("unreachable", r[3], r[2])
+        assert.is_true(took <= TIMEOUT + MARGIN)
+      end
+    end)
+  end)
+
+  describe("behind a JWKS source that had keys", function()
+    local dir
+    before_each(function() dir = expect.new_dir() end)
+    after_each(function() expect.remove_dir(dir) end)
+
+    it("keeps verifying with the keys it has while refreshes hang, trickle or fail", function()
+      local pem = crypto.rsa_private(2048)
+      local signer = assert(tp.keys(pem))
+      local file = dir .. "/served.jwks"
+      write(file, tp.json_encode{ keys = { crypto.rsa_public_jwk(pem, "k1") } })
+      local src = tp.jwks(peer.base .. "/jwks-rotating?file=" .. file, { timeout = TIMEOUT, min_refetch = 0 })
+      local now = os.time()
+      local token = assert(tp.sign({ sub = "alice", iat = now, exp = now + 600 }, signer, { alg = "RS256", kid = "k1" }))
+      assert.are.equal(1, #assert(src:refresh()))
+      for _, case in ipairs { { "hang", "timeout" }, { "trickle", "timeout" }, { "garbage", "http" },
+                              { "close", "http" }, { "503", "unavailable" }, { "not-json", "malformed" } } do
+        write(file, case[1])
+        local took, r = faults.timed(src.refresh, src)
+        assert.are.equal(case[2], r[3], r[2])
+        assert.is_true(took <= TIMEOUT + MARGIN)
+        assert.are.equal(1, #assert(src:keys()))
+        assert.are.equal("alice", assert(tp.verify(token, src)).sub)
+      end
+    end)
+  end)
+end)
