@@ -194,3 +194,84 @@ describe("an identity provider that fails", function()
     end)
   end)
 end)
+
+describe("logout with revoke, when the identity provider fails", function()
+  local peer, s
+
+  setup(function() peer = http_peer.start() end)
+  teardown(function() http_peer.stop(peer) end)
+  before_each(function()
+    s = sandbox(expect.new_dir())
+    assert(tp.write_token(s.bt, TOKEN))
+  end)
+  after_each(function() expect.remove_dir(s.dir) end)
+
+  local function logout(issuer)
+    return tp.logout{ scheme = "wlcg", revoke = true, issuer = issuer, client_id = "cli",
+      client_secret = CLIENT_SECRET, timeout = TIMEOUT, env = s.env, uid = UID }
+  end
+
+  -- issuer: a path under the peer; target: what the failed action names
+  -- (the issuer when its metadata failed, else the revocation endpoint).
+  local cases = {
+    { "the metadata request hangs", "/fault/hang", "issuer", "timeout", slow = true },
+    { "the metadata trickles", "/fault/trickle/every=100", "issuer", "timeout", slow = true },
+    { "the metadata is garbage", "/fault/garbage", "issuer", "http" },
+    { "the metadata answers 503 with Retry-After", "/fault/status/code=503/retry=7", "issuer", "unavailable",
+      retry = 7 },
+    { "the revocation hangs", "/faultiss/hang", "endpoint", "timeout", slow = true },
+    { "the revocation trickles", "/faultiss/trickle-body/every=100", "endpoint", "timeout", slow = true },
+    { "the revocation answers garbage", "/faultiss/garbage", "endpoint", "http" },
+    { "the revocation answers 500", "/faultiss/status/code=500", "endpoint", "http" },
+    { "the revocation answers 503 with Retry-After", "/faultiss/status/code=503/retry=120", "endpoint",
+      "unavailable", retry = 120 },
+    { "the revocation answers 429 with Retry-After", "/faultiss/status/code=429/retry=30", "endpoint",
+      "unavailable", retry = 30 },
+  }
+  for _, case in ipairs(cases) do
+    it(("removes the token file and names the failed revocation when %s (%s)"):format(case[1], case[4]), function()
+      local issuer = peer.base .. case[2]
+      local target = case[3] == "issuer" and issuer or (peer.base .. case[2]:gsub("^/faultiss/", "/fault/"))
+      local took, r = faults.timed(logout, issuer)
+      local report = r[1]
+      assert.is_true(took <= TIMEOUT + MARGIN, ("took %.2f s"):format(took))
+      if case.slow then assert.is_true(took >= TIMEOUT - 0.05) end
+      assert.is_false(report.ok)
+      assert.are.equal(2, #report.actions)
+      local revoke, remove = report.actions[1], report.actions[2]
+      assert.are.same({ "revoke", target, false, case[4], case.retry },
+        { revoke.action, revoke.target, revoke.ok, revoke.code, revoke.retry_after })
+      assert.are.equal(case[4] .. ": ", revoke.message:sub(1, #case[4] + 2))
+      if case.retry then
+        assert.are.equal(("; the provider asks to try again in %d s"):format(case.retry),
+          revoke.message:sub(-#("; the provider asks to try again in  s") - #tostring(case.retry)))
+      end
+      assert.are.same({ action = "remove", target = s.bt, ok = true, message = "removed" }, remove)
+      assert.is_nil(tp.stat(s.bt))
+      local text = tostring(report)
+      assert.is_truthy(text:find("^" .. case[4] .. " +revoke +" .. target:gsub("%p", "%%%0") .. " +" .. case[4]
+        .. ": "), text)
+      assert.is_truthy(text:find("\nnot everything could be ended: see above$"), text)
+      assert.is_nil(text:find(TOKEN, 1, true))
+      -- a second logout has nothing left to do
+      assert.is_true(logout(issuer).nothing_to_do)
+    end)
+  end
+
+  it("exits 1 from tokenpolicy revoke, saying how long the provider asks to wait", function()
+    local file = s.dir .. "/token"
+    assert(tp.write_token(file, TOKEN))
+    local endpoint = peer.base .. "/fault/status/code=503/retry=120"
+    local r = run({ "revoke", file, "--endpoint", endpoint }, { TOKENPOLICY_CLIENT_ID = "cli" })
+    assert.are.same({ code = 1, err = "", out = "not revoked: unavailable: revoke: POST " .. endpoint
+      .. " answered 503: temporarily_unavailable: try again later; the provider asks to try again in 120 s\n" }, r)
+    r = run({ "revoke", file, "--endpoint", endpoint, "--json" }, { TOKENPOLICY_CLIENT_ID = "cli" })
+    assert.are.equal(1, r.code)
+    assert.are.same({ ok = false, code = "unavailable", endpoint = endpoint, retry_after = 120,
+      message = "unavailable: revoke: POST " .. endpoint .. " answered 503: temporarily_unavailable: try again later" },
+      tp.json_decode(r.out))
+    r = run({ "revoke", file, "--issuer", peer.base .. "/fault/status/code=429/retry=9" })
+    assert.are.equal(1, r.code)
+    assert.matches("; the provider asks to try again in 9 s\n$", r.out)
+  end)
+end)

@@ -261,6 +261,11 @@ function commands.verify(args)
   return claims and 0 or 1
 end
 
+-- What an `unavailable` provider's Retry-After asks for, or "".
+local function retry_note(retry)
+  return retry and ("; the provider asks to try again in %d s"):format(retry) or ""
+end
+
 function commands.revoke(args)
   local t = lib()
   local token = M.token_from(args.token)
@@ -275,11 +280,11 @@ function commands.revoke(args)
         usage("the token names no issuer; give --issuer URL or --endpoint URL")
       end
     end
-    local meta, err, code = t.oidc_metadata(issuer)
+    local meta, err, code, retry = t.oidc_metadata(issuer)
     if not meta then
       -- The issuer could not say where to revoke: the revocation failed.
-      say(args.json and json({ ok = false, code = code, message = err })
-        or ("%s: %s"):format(out.paint("red", "not revoked"), err))
+      say(args.json and json({ ok = false, code = code, message = err, retry_after = retry })
+        or ("%s: %s%s"):format(out.paint("red", "not revoked"), err, retry_note(retry)))
       return 1
     end
     endpoint = meta.revocation_endpoint
@@ -289,14 +294,14 @@ function commands.revoke(args)
   end
   local client_id = args.client_id or os.getenv("TOKENPOLICY_CLIENT_ID")
   if client_id == "" then client_id = nil end
-  local ok, err, code = t.revoke { endpoint = endpoint, token = token, client_id = client_id,
+  local ok, err, code, retry = t.revoke { endpoint = endpoint, token = token, client_id = client_id,
     client_secret = client_secret(args.client_secret_file) }
   if args.json then
-    say(json({ ok = ok == true, endpoint = endpoint, code = code, message = err }))
+    say(json({ ok = ok == true, endpoint = endpoint, code = code, message = err, retry_after = retry }))
   elseif ok then
     say(("%s at %s"):format(out.paint("green", "revoked"), endpoint))
   else
-    say(("%s: %s"):format(out.paint("red", "not revoked"), err))
+    say(("%s: %s%s"):format(out.paint("red", "not revoked"), err, retry_note(retry)))
   end
   return ok and 0 or 1
 end
