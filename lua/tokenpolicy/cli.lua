@@ -375,10 +375,19 @@ function commands.switch(args)
   for _, warning in ipairs(result.warnings or {}) do
     note("warning: " .. warning)
   end
+  -- A step asked for that was not done (a rucio.cfg that could not be
+  -- rewritten, a file left behind) is a finding: exit 1. The export line
+  -- stands either way.
+  local failed = false
   for _, action in ipairs(result.actions or {}) do
-    note(tostring(action.message or action.target or action.action))
+    local text = tostring(action.message or action.target or action.action)
+    if action.ok == false then
+      failed = true
+      text = "not done: " .. text
+    end
+    note(text)
   end
-  return 0
+  return failed and 1 or 0
 end
 
 -- Migration: check-long-lived and fix-long-lived ------------------------------
