@@ -275,3 +275,121 @@ describe("logout with revoke, when the identity provider fails", function()
     assert.matches("; the provider asks to try again in 9 s\n$", r.out)
   end)
 end)
+
+describe("a full disk", function()
+  local fs, s
+  local NOSPACE = "No space left on device"
+
+  before_each(function()
+    if UID ~= 0 then return end
+    fs = faults.tmpfs("256k")
+  end)
+  after_each(function()
+    faults.unmount(fs)
+    if s then expect.remove_dir(s.dir) end
+    fs, s = nil, nil
+  end)
+
+  it_root("leaves the old token byte for byte when write_token cannot write the new one", function()
+    local path = fs.dir .. "/jdoe/.rucio_jdoe/auth_token_for_account_root"
+    local old = "root-root-webui-" .. ("0123456789abcdef"):rep(2)
+    assert(tp.write_token(path, old))
+    local names = faults.names(fs.dir .. "/jdoe/.rucio_jdoe")
+    faults.fill(fs)
+    assert.are.equal("io: write_token: writing " .. path .. ": " .. NOSPACE,
+      expect.fails("io", tp.write_token(path, ("x"):rep(4096))))
+    assert.are.equal(old, slurp(path))
+    assert.are.same(names, faults.names(fs.dir .. "/jdoe/.rucio_jdoe"))  -- no temporary file left
+    -- room again: the same call succeeds
+    faults.unfill(fs)
+    assert.is_true(tp.write_token(path, "new-token"))
+    assert.are.equal("new-token", slurp(path))
+  end)
+
+  it_root("leaves rucio.cfg byte for byte when switch --persist cannot rewrite it, and says so", function()
+    s = sandbox(expect.new_dir(), { cfg = fs.dir .. "/rucio.cfg" })
+    local cfg = "# site config\n[client]\naccount = root\nauth_type = userpass\nrucio_host = https://rucio.example\n"
+    write(s.cfg, cfg)
+    faults.fill(fs)
+    local result = tp.switch_account{ account = "alice", persist = true, env = s.env, uid = UID }
+    assert.are.equal("export RUCIO_ACCOUNT=alice", result.export)
+    assert.are.same({ { action = "persist", target = s.cfg, ok = false, code = "io",
+      message = "io: rewrite_config: writing " .. s.cfg .. ": " .. NOSPACE } }, result.actions)
+    assert.are.equal(cfg, slurp(s.cfg))
+    assert.are.same({ "rucio.cfg" }, faults.names(fs.dir))
+    -- the command: the export line all the same, the failure on stderr, exit 1
+    local r = run({ "switch", "alice", "--persist" }, s.env)
+    assert.are.same({ code = 1, out = "export RUCIO_ACCOUNT=alice\n",
+      err = "no token for alice: run rucio whoami to log in\nnot done: io: rewrite_config: writing " .. s.cfg
+        .. ": " .. NOSPACE .. "\n" }, r)
+    assert.are.equal(cfg, slurp(s.cfg))
+  end)
+
+  it_root("leaves settings.conf byte for byte when logout cannot drop its token line, and says so", function()
+    s = sandbox(expect.new_dir(), { home = fs.dir .. "/home" })
+    local settings = "ARVADOS_API_HOST=arv.example\nARVADOS_API_TOKEN=v2/zzzzz-gj3su-0123456789abcde/"
+      .. ("s"):rep(40) .. "\nARVADOS_API_HOST_INSECURE=false\n"
+    assert(os.execute("mkdir -p " .. quote(s.home .. "/.config/arvados")))
+    write(s.settings, settings)
+    assert(os.execute("chmod 600 " .. quote(s.settings)))
+    faults.fill(fs)
+    local report = tp.logout{ scheme = "arvados", env = s.env, uid = UID }
+    assert.is_false(report.ok)
+    assert.are.same({ { action = "remove", target = s.settings .. " (ARVADOS_API_TOKEN)", ok = false, code = "io",
+      message = "io: rewrite_config: writing " .. s.settings .. ": " .. NOSPACE } }, report.actions)
+    assert.are.equal(settings, slurp(s.settings))
+    assert.are.same({ "settings.conf" }, faults.names(s.home .. "/.config/arvados"))
+  end)
+
+  it_root("leaves the denylist byte for byte, in memory too, when add cannot write it", function()
+    local path = fs.dir .. "/denylist"
+    local list = assert(tp.denylist(path))
+    assert.is_true(list:add("jti-one", 2000000000))
+    assert.is_true(list:add("jti-old", 1500000000))
+    local old = slurp(path)
+    local names = faults.names(fs.dir)
+    faults.fill(fs)
+    assert.are.equal("io: denylist " .. path .. ": writing: " .. NOSPACE,
+      expect.fails("io", list:add("jti-two", 2000000000)))
+    assert.are.equal(old, slurp(path))
+    assert.are.same(names, faults.names(fs.dir))
+    assert.is_false(list:contains("jti-two", 1900000000))
+    assert.are.equal(2, list:count())
+    -- a purge that leaves an entry has to write it
+    assert.are.equal("io: denylist " .. path .. ": writing: " .. NOSPACE,
+      expect.fails("io", list:purge(1600000000)))
+    assert.are.equal(old, slurp(path))
+    -- (memory may drop what had expired: no answer changes for a later now)
+    assert.is_true(list:contains("jti-one", 1600000000))
+    assert.is_false(list:contains("jti-old", 1600000000))
+    list:close()
+    -- a fresh reader sees the old list
+    local again = assert(tp.denylist(path))
+    assert.are.equal(2, again:count())
+    again:close()
+  end)
+
+  it_root("makes logout report the failed denylist entry and still remove the token file", function()
+    s = sandbox(expect.new_dir())
+    local hmac = tp.keys('{"kty":"oct","kid":"k","k":"' .. tp.b64url_encode(("s"):rep(32)) .. '"}')
+    local jwt = assert(tp.sign({ sub = "alice", iss = "https://iam.example", jti = "jti-full", exp = 2000000000,
+      iat = 1700000000 }, hmac, { alg = "HS256" }))
+    assert(tp.write_token(s.bt, jwt))
+    local path = fs.dir .. "/denylist"
+    local list = assert(tp.denylist(path))
+    assert.is_true(list:add("jti-one", 2000000000))
+    local old = slurp(path)
+    faults.fill(fs)
+    local report = tp.logout{ scheme = "wlcg", revoke = true, denylist = list, env = s.env, uid = UID,
+      now = 1800000000 }
+    assert.is_false(report.ok)
+    assert.are.same({
+      { action = "denylist", target = "jti jti-full", ok = false, code = "io",
+        message = "io: denylist " .. path .. ": writing: " .. NOSPACE },
+      { action = "remove", target = s.bt, ok = true, message = "removed" },
+    }, report.actions)
+    assert.is_nil(tp.stat(s.bt))
+    assert.are.equal(old, slurp(path))
+    list:close()
+  end)
+end)
