@@ -533,6 +533,14 @@ commands["fix-long-lived"] = function(args)
   local result, msg, code = require("tokenpolicy.migrate").fix_long_lived(store, policy,
     { now = now, dry_run = args.dry_run or nil })
   done()
+  -- On the database the fix is one transaction: a failure before its
+  -- COMMIT (the server gone in the middle of the UPDATE) changed nothing,
+  -- which is what the person who ran it needs to know. A connection lost
+  -- during COMMIT leaves the outcome unknown: that keeps the plain line.
+  if not result and not args.files and not args.records and not tostring(msg):find(": fix %(commit%): ") then
+    usage(("%s; nothing was changed (the fix is one transaction, rolled back)%s"):format(msg,
+      code == "unreachable" and ": run it again once the database answers" or ""))
+  end
   result = check(result, msg, code)
   store:close()
   print_migration(args, result, args.dry_run and "would be removed" or "removed")
