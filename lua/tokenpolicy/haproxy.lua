@@ -200,8 +200,20 @@ function Gateway:solved(what)
   end
 end
 
+-- A key set that can verify nothing: a JWK Set without keys (a provider
+-- or an operator publishing one by mistake), which would lock every
+-- client out where keeping the previous keys loses nothing.
+local function empty_set(text)
+  local set = tp.keys(text)
+  return set ~= nil and #set == 0
+end
+
 -- Feeds key material to the source; a failure keeps the previous keys.
 function Gateway:feed(what, text)
+  if empty_set(text) then
+    self:problem(what, "malformed: the key set is empty (keeping the previous keys)")
+    return false
+  end
   local set, err = self.keys:set_keys(text)
   if not set then
     self:problem(what, err .. " (keeping the previous keys)")
@@ -416,6 +428,8 @@ function M.gateway(opts, log)
     local set, err = self.keys:set_keys(text)
     if not set then
       error(("%s: keys_file %s: %s"):format(self.name, self.keys_file, err), 0)
+    elseif #set == 0 then
+      error(("%s: keys_file %s: malformed: the key set is empty"):format(self.name, self.keys_file), 0)
     end
     self.keys_signature = signature(read)
     log.Info(("%s: keys_file %s: %d keys in use"):format(self.name, self.keys_file, #set))
