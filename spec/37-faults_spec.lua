@@ -477,3 +477,178 @@ INSERT INTO api_client_authorizations (id, api_token, user_id, expires_at, creat
     end)
   end
 end)
+
+describe("HAProxy (examples/haproxy/haproxy.cfg) whose keys go bad", function()
+  local haproxy = require "helpers.haproxy"
+  local ISS, AUD = "https://op.example", "api"
+  -- Each request, while the keys go bad, answers within this (curl gives up at 3 s;
+  -- a request that waited for the fetch would take its 5 s timeout or more).
+  local REQUEST_MAX = 2
+  local pem, signer
+
+  local function token(kid, changes)
+    local now = os.time()
+    local claims = { iss = ISS, aud = AUD, sub = "alice", scope = "read", iat = now, exp = now + 600,
+      jti = "jti-" .. now .. "-" .. math.random(1000000) }
+    for k, v in pairs(changes or {}) do claims[k] = v end
+    return assert(tp.sign(claims, signer, { alg = "RS256", kid = kid })), claims
+  end
+
+  local function bearer(t) return { authorization = "Bearer " .. t } end
+
+  -- n requests with token t: each 200 (the old keys) within REQUEST_MAX.
+  local function served(h, t, n)
+    for _ = 1, n or 1 do
+      local took, r = faults.timed(haproxy.get, h, bearer(t), { max_time = 3 })
+      assert.are.equal(200, r[1], r[3])
+      assert.is_true(took <= REQUEST_MAX, ("a request took %.2f s"):format(took))
+    end
+  end
+
+  -- Serves t (each request checked as above) until every Lua state has
+  -- logged `text` once more than `before` times.
+  local function serving_until_logged(h, t, text, before, timeout)
+    local deadline = faults.clock() + (timeout or 15)
+    while haproxy.count(h, text) < before + h.states do
+      assert.is_true(faults.clock() < deadline, "waited in vain for every Lua state to log: " .. text
+        .. "\n" .. haproxy.output(h))
+      served(h, t)
+      haproxy.sleep(0.1)
+    end
+  end
+
+  lazy_setup(function()
+    pem = crypto.rsa_private(2048)
+    signer = assert(tp.keys(pem))
+  end)
+
+  it("refuses to start with a key file that holds no key (every request would be refused)", function()
+    local dir = haproxy.sandbox()
+    write(dir .. "/keys.jwks", '{"keys": []}')
+    local ok, out = haproxy.check{ dir = dir, settings = { KEYS_FILE = dir .. "/keys.jwks", DENYLIST = dir .. "/d" } }
+    os.execute("rm -rf " .. quote(dir))
+    assert.is_false(ok)
+    assert.matches("tokenpolicy-auth: keys_file " .. dir .. "/keys.jwks: malformed: the key set is empty", out, 1, true)
+  end)
+
+  for _, mode in ipairs { "lua-load", "lua-load-per-thread" } do
+    describe("with " .. mode .. ", a key file", function()
+      local h, path, good
+      lazy_setup(function()
+        local dir = haproxy.sandbox()
+        path = dir .. "/keys.pem"
+        good = crypto.public_of(pem)
+        write(path, good)
+        h = haproxy.start{ dir = dir, mode = mode, settings = { KEYS_FILE = path, ISS = ISS, AUD = AUD,
+          DENYLIST = dir .. "/denylist", RELOAD_EVERY = 1, NBTHREAD = 2 } }
+      end)
+      lazy_teardown(function() haproxy.stop(h) end)
+
+      local function restore(t)
+        local before = haproxy.count(h, "tokenpolicy-auth: keys_file " .. path .. ": fine again")
+        os.remove(path)
+        write(path, good)
+        serving_until_logged(h, t, "tokenpolicy-auth: keys_file " .. path .. ": fine again", before)
+      end
+
+      local cases = {
+        { "random bytes", function() write(path, crypto.random_bytes(4096)) end,
+          "malformed: key material is neither JSON (JWK, JWK Set) nor PEM" },
+        { "an empty file", function() write(path, "") end,
+          "malformed: key material is neither JSON (JWK, JWK Set) nor PEM" },
+        { "a truncated JWK Set", function() write(path, '{"keys": [{"kty": "RSA", "n": "') end,
+          "malformed: key material is not valid JSON" },
+        { "a JWK Set without keys", function() write(path, '{"keys": []}') end,
+          "malformed: the key set is empty" },
+        { "a file over the size limit", function() write(path, ("x"):rep(17 * 1024 * 1024)) end, "too_large: " },
+        { "a FIFO (which would block a naive read)", function()
+          os.remove(path)
+          assert(os.execute("mkfifo " .. quote(path)))
+        end, function() return "io: read_config: " .. path .. " is a FIFO (named pipe), not a regular file" end },
+        { "nothing (removed)", function() os.remove(path) end, "not_found: " },
+      }
+      for _, case in ipairs(cases) do
+        it("keeps serving valid tokens with the old keys, without delay, when it becomes " .. case[1], function()
+          local t = token()
+          served(h, t, 2)
+          local warning = "tokenpolicy-auth: keys_file " .. path .. ": "
+            .. (type(case[3]) == "function" and case[3]() or case[3])
+          local before = haproxy.count(h, warning)
+          case[2]()
+          serving_until_logged(h, t, warning, before)
+          served(h, t, 3)
+          restore(t)
+          served(h, t, 2)
+        end)
+      end
+    end)
+
+    for _, fault in ipairs { "hang", "trickle" } do
+      describe(("with %s, a JWKS URI whose fetch %ss"):format(mode, fault), function()
+        local h, peer, file, uri, dir
+        local good
+        lazy_setup(function()
+          peer = http_peer.start()
+          dir = haproxy.sandbox()
+          file = dir .. "/served.jwks"
+          good = tp.json_encode{ keys = { crypto.rsa_public_jwk(pem, "key-a") } }
+          write(file, good)
+          uri = peer.base .. "/jwks-rotating"
+          h = haproxy.start{ dir = dir, mode = mode, settings = { JWKS_URI = uri .. "?file=" .. file, ISS = ISS,
+            AUD = AUD, DENYLIST = dir .. "/denylist", RELOAD_EVERY = 1, MIN_REFETCH = 1, NBTHREAD = 2 } }
+        end)
+        lazy_teardown(function()
+          haproxy.stop(h)
+          http_peer.stop(peer)
+        end)
+
+        -- How many JWKS requests the peer has had.
+        local function fetches()
+          local n = 0
+          for line in io.lines(peer.log) do
+            if line:find('"/jwks-rotating?', 1, true) then n = n + 1 end
+          end
+          return n
+        end
+
+        it("keeps serving with the old keys, no request waiting for the fetch", function()
+          local t = token("key-a")
+          served(h, t, 2)
+          local gave_up = "tokenpolicy-auth: jwks_uri " .. uri
+            .. ": timeout: no answer within 5 s (keeping the previous keys)"
+          local gave_up_before = haproxy.count(h, gave_up)
+          write(file, fault)
+          local before = fetches()
+          -- requests while a fetch is under way (given up on after jwks_timeout, 5 s)
+          haproxy.wait_for("a JWKS fetch to start", function() return fetches() > before end, 10, 0.05)
+          local start = faults.clock()
+          while faults.clock() - start < 3 do
+            served(h, t)
+            -- a token with a kid the keys lack asks the task for an early round: refused at once all the same
+            local took, r = faults.timed(haproxy.get, h, bearer(token("key-new")), { max_time = 3 })
+            assert.are.equal(401, r[1])
+            assert.is_true(took <= REQUEST_MAX)
+          end
+          -- a jti denied meanwhile is refused after the next round, fetch or no fetch
+          local denied, claims = token("key-a")
+          served(h, denied)
+          local list = assert(tp.denylist(dir .. "/denylist"))
+          assert(list:add(claims.jti, claims.exp))
+          list:close()
+          haproxy.wait_for("the denylist to be reloaded", function()
+            return haproxy.get(h, bearer(denied)) == 401
+          end, 15, 0.2)
+          served(h, t, 2)
+          if fault == "hang" then
+            -- HAProxy's httpclient holds a hanging fetch about 20 s: each state gives up on it at 5 s
+            serving_until_logged(h, t, gave_up, gave_up_before, 20)
+          end
+          -- the provider answers again: the keys stay good
+          write(file, good)
+          haproxy.sleep(2)
+          served(h, t, 2)
+        end)
+      end)
+    end
+  end
+end)
