@@ -492,9 +492,11 @@ static lua_Integer retry_after(http_call *c)
 }
 
 /* The fail triple for an unsuccessful status: 401 (403 for Arvados) and
- * invalid_client are unauthorized, 503 unavailable (plus retry_after as a
- * fourth value, nil when absent or unreadable), the rest http.  The
- * provider's error and error_description (Arvados: errors[1]) follow. */
+ * invalid_client are unauthorized, 503 and 429 unavailable (plus
+ * retry_after as a fourth value, nil when absent or unreadable): both ask
+ * the client to come back later (RFC 9110 15.6.4, RFC 6585 4), and both
+ * may say when; the rest http.  The provider's error and
+ * error_description (Arvados: errors[1]) follow. */
 static int fail_status(lua_State *L, http_call *c, const http_req *req, long status, int arvados)
 {
     char err[HTTP_DETAIL_MAX + 4] = "", desc[HTTP_DETAIL_MAX + 4] = "";
@@ -507,11 +509,11 @@ static int fail_status(lua_State *L, http_call *c, const http_req *req, long sta
     lua_settop(L, top);
     if (status == 401 || (arvados && status == 403) || strcmp(err, "invalid_client") == 0)
         code = "unauthorized";
-    else if (status == 503)
+    else if (status == 503 || status == 429)
         code = "unavailable";
     tp_fail(L, code, "%s: %s answered %d%s%s%s%s", req->what, req->where, (int)status,
             err[0] || desc[0] ? ": " : "", err, err[0] && desc[0] ? ": " : "", desc);
-    if (status != 503) return 3;
+    if (status != 503 && status != 429) return 3;
     if (retry_after(c) >= 0)
         lua_pushinteger(L, retry_after(c));
     else
@@ -1032,7 +1034,18 @@ static int tp_http_fetch_keys(lua_State *L)
     lua_pushlstring(L, c->body ? c->body : "", c->len);
     lua_call(L, 1, LUA_MULTRET);
     http_call_close(c);
-    return lua_gettop(L) - 3;
+    n = lua_gettop(L) - 3;
+    /* keys' message ("malformed: key material is ...") says what is wrong,
+     * not where it came from: name the request, as every other failure
+     * of this call does. */
+    if (n == 3 && lua_isnil(L, 4) && lua_type(L, 5) == LUA_TSTRING && lua_type(L, 6) == LUA_TSTRING) {
+        const char *code = lua_tostring(L, 6), *msg = lua_tostring(L, 5);
+        size_t len = strlen(code);
+        if (strncmp(msg, code, len) == 0 && msg[len] == ':' && msg[len + 1] == ' ') msg += len + 2;
+        lua_pushfstring(L, "%s: %s: %s: %s", code, req.what, req.where, msg);
+        lua_replace(L, 5);
+    }
+    return n;
 }
 
 /* ---- Arvados ------------------------------------------------------------- */

@@ -262,6 +262,11 @@ function commands.verify(args)
   return claims and 0 or 1
 end
 
+-- What an `unavailable` provider's Retry-After asks for, or "".
+local function retry_note(retry)
+  return retry and ("; the provider asks to try again in %d s"):format(retry) or ""
+end
+
 function commands.revoke(args)
   local t = lib()
   local token = M.token_from(args.token)
@@ -276,11 +281,11 @@ function commands.revoke(args)
         usage("the token names no issuer; give --issuer URL or --endpoint URL")
       end
     end
-    local meta, err, code = t.oidc_metadata(issuer)
+    local meta, err, code, retry = t.oidc_metadata(issuer)
     if not meta then
       -- The issuer could not say where to revoke: the revocation failed.
-      say(args.json and json({ ok = false, code = code, message = err })
-        or ("%s: %s"):format(out.paint("red", "not revoked"), err))
+      say(args.json and json({ ok = false, code = code, message = err, retry_after = retry })
+        or ("%s: %s%s"):format(out.paint("red", "not revoked"), err, retry_note(retry)))
       return 1
     end
     endpoint = meta.revocation_endpoint
@@ -290,14 +295,14 @@ function commands.revoke(args)
   end
   local client_id = args.client_id or os.getenv("TOKENPOLICY_CLIENT_ID")
   if client_id == "" then client_id = nil end
-  local ok, err, code = t.revoke { endpoint = endpoint, token = token, client_id = client_id,
+  local ok, err, code, retry = t.revoke { endpoint = endpoint, token = token, client_id = client_id,
     client_secret = client_secret(args.client_secret_file) }
   if args.json then
-    say(json({ ok = ok == true, endpoint = endpoint, code = code, message = err }))
+    say(json({ ok = ok == true, endpoint = endpoint, code = code, message = err, retry_after = retry }))
   elseif ok then
     say(("%s at %s"):format(out.paint("green", "revoked"), endpoint))
   else
-    say(("%s: %s"):format(out.paint("red", "not revoked"), err))
+    say(("%s: %s%s"):format(out.paint("red", "not revoked"), err, retry_note(retry)))
   end
   return ok and 0 or 1
 end
@@ -371,10 +376,19 @@ function commands.switch(args)
   for _, warning in ipairs(result.warnings or {}) do
     note("warning: " .. warning)
   end
+  -- A step asked for that was not done (a rucio.cfg that could not be
+  -- rewritten, a file left behind) is a finding: exit 1. The export line
+  -- stands either way.
+  local failed = false
   for _, action in ipairs(result.actions or {}) do
-    note(tostring(action.message or action.target or action.action))
+    local text = tostring(action.message or action.target or action.action)
+    if action.ok == false then
+      failed = true
+      text = "not done: " .. text
+    end
+    note(text)
   end
-  return 0
+  return failed and 1 or 0
 end
 
 -- Migration: check-long-lived and fix-long-lived ------------------------------
@@ -634,6 +648,14 @@ commands["fix-long-lived"] = function(args)
   local result, msg, code = require("tokenpolicy.migrate").fix_long_lived(store, policy,
     { now = now, dry_run = args.dry_run or nil })
   done()
+  -- On the database the fix is one transaction: a failure before its
+  -- COMMIT (the server gone in the middle of the UPDATE) changed nothing,
+  -- which is what the person who ran it needs to know. A connection lost
+  -- during COMMIT leaves the outcome unknown: that keeps the plain line.
+  if not result and not args.files and not args.records and not tostring(msg):find(": fix %(commit%): ") then
+    usage(("%s; nothing was changed (the fix is one transaction, rolled back)%s"):format(msg,
+      code == "unreachable" and ": run it again once the database answers" or ""))
+  end
   result = check(result, msg, code)
   store:close()
   print_migration(args, result, args.dry_run and "would be removed" or "removed")

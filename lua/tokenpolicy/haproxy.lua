@@ -200,8 +200,20 @@ function Gateway:solved(what)
   end
 end
 
+-- A key set that can verify nothing: a JWK Set without keys (a provider
+-- or an operator publishing one by mistake), which would lock every
+-- client out where keeping the previous keys loses nothing.
+local function empty_set(text)
+  local set = tp.keys(text)
+  return set ~= nil and #set == 0
+end
+
 -- Feeds key material to the source; a failure keeps the previous keys.
 function Gateway:feed(what, text)
+  if empty_set(text) then
+    self:problem(what, "malformed: the key set is empty (keeping the previous keys)")
+    return false
+  end
   local set, err = self.keys:set_keys(text)
   if not set then
     self:problem(what, err .. " (keeping the previous keys)")
@@ -255,16 +267,62 @@ function Gateway:take_jwks(status, body)
   return false
 end
 
---- Fetches the JWKS with HAProxy's non-blocking client (task context only).
+-- At most this many JWKS fetches under way at once. HAProxy 2.6's
+-- httpclient does not keep to the timeout it is given (a provider that
+-- hangs holds a fetch about 20 s, one that trickles as long as it
+-- trickles), so a fetch is given up on after jwks_timeout, not waited
+-- for, and a new one may start while the old one ends by itself.
+local MAX_FETCHES = 3
+
+--- Gives up on a fetch that has run past jwks_timeout: logged as a
+-- timeout; the keys in use stay.
+function Gateway:give_up(fetch)
+  if not fetch.given_up then
+    fetch.given_up = true
+    self:problem("jwks_uri " .. printable_uri(self.jwks_uri),
+      ("timeout: no answer within %d s (keeping the previous keys)"):format(self.jwks_timeout))
+  end
+end
+
+--- Fetches the JWKS with HAProxy's non-blocking client in a task of its
+-- own (task context only), so that a provider that hangs or trickles never
+-- holds up the rounds: the denylist is reloaded on time all the same.
+-- @treturn boolean whether a fetch was started
 function Gateway:fetch_jwks()
-  local ok, answer = pcall(function()
-    return core.httpclient():get{ url = self.jwks_uri, timeout = self.jwks_timeout * 1000 }
-  end)
-  if not ok or type(answer) ~= "table" then
-    self:problem("jwks_uri " .. printable_uri(self.jwks_uri), "unreachable: no answer (keeping the previous keys)")
+  local last = self.fetching
+  if last and not last.done then
+    if os.time() - last.started < self.jwks_timeout then
+      return false  -- still in time
+    end
+    self:give_up(last)
+  end
+  if self.in_flight >= MAX_FETCHES then
     return false
   end
-  return self:take_jwks(answer.status, answer.body)
+  self.generation = self.generation + 1
+  local fetch = { generation = self.generation, started = os.time() }
+  self.fetching, self.in_flight = fetch, self.in_flight + 1
+  core.register_task(function()
+    local ok, answer = pcall(function()
+      return core.httpclient():get{ url = self.jwks_uri, timeout = self.jwks_timeout * 1000 }
+    end)
+    self.in_flight = self.in_flight - 1
+    fetch.done = true
+    -- An answer older than the one in use is not news; nor is a late
+    -- failure of a fetch already reported as a timeout. A late success
+    -- is taken.
+    local good = ok and type(answer) == "table" and answer.status == 200
+    if fetch.generation < self.answered or (fetch.given_up and not good) then
+      return
+    end
+    self.answered = fetch.generation
+    if not ok or type(answer) ~= "table" then
+      self:problem("jwks_uri " .. printable_uri(self.jwks_uri), "unreachable: no answer (keeping the previous keys)")
+      return
+    end
+    self:take_jwks(answer.status, answer.body)
+  end)
+  return true
 end
 
 --- Reloads the denylist when its file changed (one lstat otherwise).
@@ -332,6 +390,10 @@ function Gateway:run()
     while slept < self.reload_every * 1000 do
       core.msleep(TICK)
       slept = slept + TICK
+      local fetch = self.fetching
+      if fetch and not fetch.done and os.time() - fetch.started >= self.jwks_timeout then
+        self:give_up(fetch)
+      end
       if self.wanted and os.time() - self.refreshed_at >= self.min_refetch then
         break
       end
@@ -404,7 +466,7 @@ function M.gateway(opts, log)
     name = opts.name, header = opts.header, keys_file = opts.keys_file,
     jwks_uri = opts.jwks_uri, jwks_timeout = opts.jwks_timeout,
     reload_every = opts.reload_every, min_refetch = opts.min_refetch, problems = {}, log = log,
-    wanted = false, refreshed_at = 0,
+    wanted = false, refreshed_at = 0, generation = 0, answered = 0, in_flight = 0,
   }, Gateway)
   if self.keys_file then
     -- A source without a URI, fed with the file's text: it never touches the network.
@@ -416,6 +478,8 @@ function M.gateway(opts, log)
     local set, err = self.keys:set_keys(text)
     if not set then
       error(("%s: keys_file %s: %s"):format(self.name, self.keys_file, err), 0)
+    elseif #set == 0 then
+      error(("%s: keys_file %s: malformed: the key set is empty"):format(self.name, self.keys_file), 0)
     end
     self.keys_signature = signature(read)
     log.Info(("%s: keys_file %s: %d keys in use"):format(self.name, self.keys_file, #set))

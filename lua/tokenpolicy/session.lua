@@ -518,8 +518,8 @@ local function revoke_token(ctx, e, token)
     if opts.dry_run then
       return act("revoke", target, true, nil, "would call Arvados' logout")
     end
-    local ok, msg, code = core.arvados_logout(net_opts({ host = host, token = token, scheme = scheme }))
-    return act("revoke", target, ok ~= nil, code, ok and "Arvados expired the token" or msg)
+    local ok, msg, code, retry = core.arvados_logout(net_opts({ host = host, token = token, scheme = scheme }))
+    return act("revoke", target, ok ~= nil, code, ok and "Arvados expired the token" or msg, retry)
   end
   if e.kind == "rucio" then
     return act("revoke", "Rucio token of " .. tostring(e.account), false, "not_revocable",
@@ -534,19 +534,19 @@ local function revoke_token(ctx, e, token)
   if opts.dry_run then
     return act("revoke", issuer, true, nil, "would revoke it at its issuer (RFC 7009)")
   end
-  local meta, msg, code = core.oidc_metadata(issuer, net_opts({}))
+  local meta, msg, code, retry = core.oidc_metadata(issuer, net_opts({}))
   if not meta then
-    return act("revoke", issuer, false, code, msg)
+    return act("revoke", issuer, false, code, msg, retry)
   end
   if not meta.revocation_endpoint then
     return act("revoke", issuer, false, "not_revocable", "the issuer publishes no revocation endpoint")
   end
   local ok
-  ok, msg, code = core.revoke(net_opts({
+  ok, msg, code, retry = core.revoke(net_opts({
     endpoint = meta.revocation_endpoint, token = token, token_type_hint = "access_token",
     client_id = ctx.client_id, client_secret = ctx.client_secret,
   }))
-  return act("revoke", meta.revocation_endpoint, ok ~= nil, code, ok and "revoked" or msg)
+  return act("revoke", meta.revocation_endpoint, ok ~= nil, code, ok and "revoked" or msg, retry)
 end
 
 -- Removes one file with remove_token (a link at the path itself is
@@ -645,7 +645,7 @@ end
 -- TOKENPOLICY_CLIENT_ID, TOKENPOLICY_CLIENT_SECRET), `timeout`, `ca_file`,
 -- `arvados_scheme` ("https"), `env`, `uid`, `now`, `config`
 -- @treturn table a report: `actions` (each `{action=, target=, ok=, code=,
--- message=}`), `ok`, `nothing_to_do`, `dry_run`; or the fail triple when
+-- message=, retry_after=}`), `ok`, `nothing_to_do`, `dry_run`; or the fail triple when
 -- the denylist cannot be opened
 function M.logout(opts)
   opts = util.check_opts(opts, LOGOUT_OPTIONS, "logout")
@@ -655,9 +655,14 @@ function M.logout(opts)
   local ctx = { opts = opts, uid = opts.uid or core.euid(), gone = {}, getenv = getenv }
   ctx.client_id = opts.client_id or getenv("TOKENPOLICY_CLIENT_ID")
   ctx.client_secret = opts.client_secret or getenv("TOKENPOLICY_CLIENT_SECRET")
-  function ctx.act(action, target, ok, code, message)
+  -- retry_after: the seconds an `unavailable` provider asked to wait
+  -- (its Retry-After), said in the message too.
+  function ctx.act(action, target, ok, code, message, retry_after)
+    if retry_after then
+      message = ("%s; the provider asks to try again in %d s"):format(message, retry_after)
+    end
     report.actions[#report.actions + 1] = { action = action, target = target, ok = ok, code = code,
-                                            message = message }
+                                            message = message, retry_after = retry_after }
     report.ok = report.ok and ok
     return ok
   end

@@ -1,4 +1,4 @@
-// A scripted local HTTP peer for spec/14-http_spec.lua (Node built-ins only).
+// A scripted local HTTP peer for the HTTP specs (14, 16, 19, 23, 33, 37; Node built-ins only).
 // usage: node http_peer.js LOGFILE
 // Listens on 127.0.0.1 at a free port and prints "PORT PID" as its first
 // line.  Every request is appended to LOGFILE as one JSON line
@@ -160,7 +160,9 @@ const routes = {
   },
   // For spec/16-jwks_spec.lua: serves the JWKS held in the file named by
   // ?file= (re-read on every request, so the spec rotates keys by rewriting
-  // it); a file holding a bare status number makes the answer that status.
+  // it); a file holding a bare status number makes the answer that status,
+  // one holding a fault mode word (hang, trickle, garbage, ...: see fault
+  // below) that fault.
   // Each fetch is in the request log, where the spec counts them.
   '/jwks-rotating': (req, res) => {
     const file = new URL(req.url, 'http://peer').searchParams.get('file');
@@ -169,6 +171,7 @@ const routes = {
       res.writeHead(Number(text.trim()));
       return res.end();
     }
+    if (/^[a-z-]+$/.test(text.trim())) return fault(req, res, text.trim(), new URLSearchParams());
     res.writeHead(200, { 'Content-Type': 'application/json' });
     return res.end(text);
   },
@@ -190,6 +193,70 @@ const routes = {
   },
 };
 
+// Fault modes for spec/37-faults_spec.lua: any path under /fault/<mode>
+// (so an issuer there has its well-known documents there too) answers
+// as <mode> says; its settings come as a query or as path segments
+// k=v (/fault/status/code=503/retry=7):
+//   hang          accepts the request and never answers
+//   trickle       the whole answer (status line first), one byte every
+//                 ?every= milliseconds (default 200)
+//   trickle-body  the status line and headers at once, then the body one
+//                 byte at a time
+//   garbage       bytes that are not HTTP, then the connection closes
+//   close         closes the connection without a byte of answer
+//   not-json      200 with an HTML body labelled application/json
+//   status        the status ?code= (default 500), with ?retry= as the
+//                 Retry-After header when given (?date=N: an HTTP date N
+//                 seconds from now) and an OAuth error body
+// /faultiss/<mode>[/k=v...]/.well-known/openid-configuration is a provider
+// whose metadata is fine and whose revocation and introspection endpoints
+// are /fault/<mode>[/k=v...].
+const FAULT_BODY = JSON.stringify({ error: 'temporarily_unavailable', error_description: 'try again later' });
+
+function trickle(socket, text, every) {
+  let at = 0;
+  const timer = setInterval(() => {
+    if (socket.destroyed || at >= text.length) {
+      clearInterval(timer);
+      if (!socket.destroyed) socket.end();
+      return;
+    }
+    socket.write(text.slice(at, at + 1));
+    at += 1;
+  }, every);
+}
+
+function fault(req, res, mode, q) {
+  const every = Number(q.get('every') || 200);
+  const body = '{"keys": [], "active": false, "issuer": "nobody"}';
+  const head = 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ' + body.length +
+    '\r\nConnection: close\r\n\r\n';
+  switch (mode) {
+    case 'hang': return undefined;
+    case 'trickle': return trickle(res.socket, head + body, every);
+    case 'trickle-body':
+      res.socket.write(head);
+      return trickle(res.socket, body, every);
+    case 'garbage':
+      res.socket.end(Buffer.from([0x00, 0xff, 0x13, 0x37, 0x0d, 0x0a, 0x6e, 0x6f, 0x70, 0x65, 0x0d, 0x0a, 0x0d, 0x0a]));
+      return undefined;
+    case 'close': return res.socket.destroy();
+    case 'not-json':
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      return res.end('<html><body>Service temporarily down</body></html>');
+    case 'status': {
+      const headers = { 'Content-Type': 'application/json' };
+      if (q.get('retry') !== null) headers['Retry-After'] = q.get('retry');
+      if (q.get('date') !== null) headers['Retry-After'] = new Date(Date.now() + 1000 * Number(q.get('date'))).toUTCString();
+      res.writeHead(Number(q.get('code') || 500), headers);
+      return res.end(FAULT_BODY);
+    }
+    default:
+      res.writeHead(404);
+      return res.end();
+  }
+}
+
 const server = http.createServer((req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
@@ -197,6 +264,21 @@ const server = http.createServer((req, res) => {
     const body = Buffer.concat(chunks).toString('latin1');
     const url = new URL(req.url, 'http://peer');
     fs.appendFileSync(log, JSON.stringify({ method: req.method, path: req.url, headers: req.headers, body }) + '\n');
+    const iss = /^\/faultiss\/(.+)\/\.well-known\/openid-configuration$/.exec(url.pathname);
+    if (iss) {
+      return json(res, 200, { issuer: base + '/faultiss/' + iss[1], revocation_endpoint: base + '/fault/' + iss[1],
+        introspection_endpoint: base + '/fault/' + iss[1] });
+    }
+    const faulty = /^\/fault\/([a-z-]+)(\/|$)/.exec(url.pathname);
+    if (faulty) {
+      // Settings come as ?k=v or as path segments k=v (an issuer has no query).
+      const q = new URLSearchParams(url.search);
+      for (const seg of url.pathname.split('/')) {
+        const kv = /^([a-z]+)=(.*)$/.exec(seg);
+        if (kv) q.set(kv[1], decodeURIComponent(kv[2]));
+      }
+      return fault(req, res, faulty[1], q);
+    }
     const route = routes[url.pathname];
     if (route) return route(req, res, body);
     if (req.method === 'DELETE' && url.pathname === '/arvados/v1/api_client_authorizations/' + ARV_UUID) {
