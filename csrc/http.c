@@ -301,29 +301,6 @@ static int fail_curl(lua_State *L, http_call *c, const http_req *req, CURLcode r
     return tp_fail(L, code, "%s: %s: %s", req->what, req->where, curl_easy_strerror(rc));
 }
 
-/* The raw-answer seam (tp.h): NULL in the library.  When set, libcurl
- * gets its socket, already connected, instead of connecting, so an answer's
- * status line, headers and body go through libcurl and every line below
- * exactly as a peer's would. */
-int (*tp_http_answer_socket)(void);
-
-static curl_socket_t answer_open(void *ud, curlsocktype purpose, struct curl_sockaddr *address)
-{
-    int fd = tp_http_answer_socket();
-    (void)ud;
-    (void)purpose;
-    (void)address;
-    return fd < 0 ? CURL_SOCKET_BAD : (curl_socket_t)fd;
-}
-
-static int answer_connected(void *ud, curl_socket_t fd, curlsocktype purpose)
-{
-    (void)ud;
-    (void)fd;
-    (void)purpose;
-    return CURL_SOCKOPT_ALREADY_CONNECTED;
-}
-
 /* Sends req, following redirects by the rules above.  Returns 0 with the
  * final status in *status and the body in c, or pushes the fail triple and
  * returns 3. */
@@ -358,10 +335,6 @@ static int http_run(lua_State *L, http_call *c, http_req *req, long *status)
         curl_easy_setopt(e, CURLOPT_PASSWORD, req->password);
     }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
-    if (tp_http_answer_socket) {
-        curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, answer_open);
-        curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, answer_connected);
-    }
 
     for (;;) {
         long left = deadline - now_ms();

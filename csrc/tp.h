@@ -219,14 +219,6 @@ TP_INTERNAL int tp_jwks_keys(lua_State *L, int idx, int *fetched);
  * KeySet pushed, else 0 with the stack unchanged. */
 TP_INTERNAL int tp_jwks_refetch(lua_State *L, int idx);
 
-/* ---- raw HTTP answers (http.c) ------------------------------------------
- * For the fuzz harness (fuzz/harness.c) only; NULL in the library.  When
- * set, every connection an HTTP call would open is instead the socket this
- * returns (-1: the connection fails), already connected and holding a raw
- * answer (status line, headers, body), so answers are read by exactly the
- * code that reads a peer's. */
-TP_INTERNAL extern int (*tp_http_answer_socket)(void);
-
 /* ---- temporary files (util.c) ------------------------------------------- */
 
 /* 16 random hex digits and a NUL into out (17 bytes), for temporary file
