@@ -50,6 +50,12 @@ function M.result(what, ...)
   return ...
 end
 
+--- As `result`, for calls that may also answer a plain nil (absent).
+function M.maybe(what, ...)
+  if select("#", ...) <= 1 and (...) == nil then return nil end
+  return M.result(what, ...)
+end
+
 --- tostring(v), which must give a string and raise nothing.
 function M.tostring(what, v)
   local s = tostring(v)

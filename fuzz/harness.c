@@ -12,11 +12,12 @@
  *
  * The harness also offers the targets one C function, fuzz_answers(list),
  * for the HTTP target: the raw answers (status line, headers, body) that
- * the next HTTP calls get, one per connection libcurl opens, through the
- * core's raw-answer seam (tp_http_answer_socket in tp.h).
+ * the next connections to its loopback server get, one per connection.
  */
+#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,7 +26,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <lualib.h>
-#include "../csrc/tp.h"
+#include "../csrc/compat.h"
 
 #ifndef FUZZ_TARGET
 #error "build with -DFUZZ_TARGET=\"<name>\""
@@ -43,62 +44,100 @@ static int target_ref = LUA_NOREF;
 
 /* ---- raw HTTP answers ----------------------------------------------------- */
 
+/* A loopback TCP server on its own thread: each connection it accepts gets
+ * the next raw answer of the current input, written whole, then the
+ * sending side is shut so the reader sees its end (a connection with no
+ * answer left gets none: an empty reply).  The server side of each
+ * connection stays open until the input is done, so no reset can cut an
+ * answer short.  libcurl connects to it like to any peer, so answers go
+ * through exactly the code a real peer's do; no seam in the core. */
 #define FUZZ_MAX_ANSWERS 8
-#define FUZZ_MAX_SOCKETS 16
+#define FUZZ_MAX_CONNS 32
 
+static pthread_mutex_t answers_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *answers[FUZZ_MAX_ANSWERS];
 static size_t answer_len[FUZZ_MAX_ANSWERS];
 static int nanswers, next_answer;
-static int our_ends[FUZZ_MAX_SOCKETS];
-static int nends;
+static int conns[FUZZ_MAX_CONNS];
+static int nconns;
+static int listener = -1, listen_port;
 
 static void answers_clear(void)
 {
+    pthread_mutex_lock(&answers_lock);
     for (int i = 0; i < nanswers; i++) free(answers[i]);
-    for (int i = 0; i < nends; i++) close(our_ends[i]);
-    nanswers = next_answer = nends = 0;
+    for (int i = 0; i < nconns; i++) close(conns[i]);
+    nanswers = next_answer = nconns = 0;
+    pthread_mutex_unlock(&answers_lock);
 }
 
-/* The next answer, written into one end of a socket pair whose other end
- * libcurl gets; our end stays open (libcurl's request goes into it) until
- * the next input, and is shut for writing so libcurl reads the answer's
- * end.  No answer left (or no room): -1, a connection that fails. */
-static int answer_socket(void)
+static void *serve(void *unused)
 {
-    int sv[2];
-    size_t off = 0;
-    if (next_answer >= nanswers || nends >= FUZZ_MAX_SOCKETS) return -1;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -1;
-    fcntl(sv[0], F_SETFL, O_NONBLOCK);
-    while (off < answer_len[next_answer]) {
-        ssize_t n = write(sv[0], answers[next_answer] + off, answer_len[next_answer] - off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;  /* the socket buffer is full: the rest is cut */
-        off += (size_t)n;
+    (void)unused;
+    for (;;) {
+        int fd = accept(listener, NULL, NULL);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            return NULL;
+        }
+        pthread_mutex_lock(&answers_lock);
+        if (next_answer < nanswers) {
+            size_t off = 0, len = answer_len[next_answer];
+            const char *a = answers[next_answer++];
+            while (off < len) {
+                ssize_t n = write(fd, a + off, len - off);
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) break;
+                off += (size_t)n;
+            }
+        }
+        shutdown(fd, SHUT_WR);
+        if (nconns < FUZZ_MAX_CONNS)
+            conns[nconns++] = fd;
+        else
+            close(fd);
+        pthread_mutex_unlock(&answers_lock);
     }
-    shutdown(sv[0], SHUT_WR);
-    our_ends[nends++] = sv[0];
-    next_answer++;
-    return sv[1];
 }
 
-/* fuzz_answers(list): the raw answers the next HTTP calls read, in order
- * (one per connection).  Replaces those of the previous input. */
+static void start_server(void)
+{
+    struct sockaddr_in a;
+    socklen_t alen = sizeof a;
+    pthread_t t;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (listener < 0 || bind(listener, (struct sockaddr *)&a, sizeof a) != 0 || listen(listener, 64) != 0 ||
+        getsockname(listener, (struct sockaddr *)&a, &alen) != 0 || pthread_create(&t, NULL, serve, NULL) != 0) {
+        perror("fuzz: the loopback answer server");
+        abort();
+    }
+    pthread_detach(t);
+    listen_port = ntohs(a.sin_port);
+}
+
+/* fuzz_answers(list) -> port: the raw answers the next connections to
+ * 127.0.0.1:port get, in order.  Replaces those of the previous input. */
 static int fuzz_answers(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     answers_clear();
+    if (listener < 0) start_server();
+    pthread_mutex_lock(&answers_lock);
     for (int i = 1; i <= FUZZ_MAX_ANSWERS && lua_rawgeti(L, 1, i) == LUA_TSTRING; i++) {
         size_t len;
         const char *s = lua_tolstring(L, -1, &len);
-        if (!(answers[nanswers] = malloc(len ? len : 1))) return luaL_error(L, "out of memory");
+        if (!(answers[nanswers] = malloc(len ? len : 1))) abort();
         memcpy(answers[nanswers], s, len);
         answer_len[nanswers++] = len;
         lua_pop(L, 1);
     }
+    pthread_mutex_unlock(&answers_lock);
     lua_pop(L, 1);
-    tp_http_answer_socket = answer_socket;
-    return 0;
+    lua_pushinteger(L, listen_port);
+    return 1;
 }
 
 /* ---- Lua line coverage ------------------------------------------------------ */

@@ -1,3 +1,4 @@
+-- luacheck: globals FUZZ_ROOT
 -- verify with fixed RSA, EC, EdDSA and HMAC keys (fuzz/verify-keys.json),
 -- every algorithm allowed.
 --
