@@ -1,0 +1,114 @@
+-- luacheck: globals fuzz_answers
+-- The command line tool (tokenpolicy.cli) on fuzzed argument vectors,
+-- token files, key files, stdin and rucio.cfg.
+--
+-- The input: one argument per line, then an empty line, then the files,
+-- separated by lines "--file--": the token file, the keys file, stdin, and
+-- the rucio.cfg.  In arguments, "@token", "@keys" and "@dir" name the token
+-- file, the keys file and the sandbox directory.
+--
+-- Everything runs in a sandbox: os.getenv answers from a made-up
+-- environment (TMPDIR, HOME, XDG_RUNTIME_DIR in the sandbox, RUCIO_CONFIG
+-- its rucio.cfg), stdout and stderr are captured, stdin is the input's,
+-- fetch_keys is served by the harness's loopback server (the keys file as
+-- the JWKS answer), and os.exit (argparse's --help and --version) ends the
+-- run instead of the process.  Only the commands that read are run:
+-- inspect, verify, status and help; an argument naming another command
+-- (logout, switch, revoke, check-long-lived, fix-long-lived) becomes
+-- "inspect", so no run removes, revokes or rewrites anything.
+--
+-- The oracle: main returns 0, 1 or 2; never an "internal error" (a Lua
+-- error inside a command); nothing printed holds the token file's token.
+local F = require "fuzzlib"
+
+local sandbox = F.sandbox()
+os.execute("mkdir -p '" .. sandbox .. "/home' '" .. sandbox .. "/run'")
+
+local ENV = {
+  TMPDIR = sandbox, HOME = sandbox .. "/home", XDG_RUNTIME_DIR = sandbox .. "/run", LOGNAME = "fuzz",
+  USER = "fuzz", NO_COLOR = "1", TERM = "dumb", RUCIO_CONFIG = sandbox .. "/rucio.cfg", PATH = "/usr/bin:/bin",
+}
+os.getenv = function(name) return ENV[name] end -- luacheck: ignore 122
+
+local Exited = setmetatable({}, { __tostring = function() return "os.exit called" end })
+os.exit = function() error(Exited, 0) end -- luacheck: ignore 122
+
+local out = {}
+local function capture()
+  return { write = function(self, ...)
+    for i = 1, select("#", ...) do out[#out + 1] = tostring((select(i, ...))) end
+    return self
+  end, flush = function(self) return self end, close = function() return true end, lines = function()
+    return function() return nil end
+  end, read = function() return nil end, setvbuf = function() return true end }
+end
+local stdin_text = ""
+io.stdout, io.stderr = capture(), capture()
+io.write = function(...) return io.stdout:write(...) end
+print = function(...) -- luacheck: ignore 121
+  local n = select("#", ...)
+  for i = 1, n do io.stdout:write(tostring((select(i, ...))), i < n and "\t" or "") end
+  io.stdout:write("\n")
+end
+io.read = function(fmt) -- luacheck: ignore 122
+  if fmt == "a" or fmt == "*a" then
+    local s = stdin_text
+    stdin_text = ""
+    return s
+  end
+  return nil
+end
+
+local tp = require "tokenpolicy"
+local core = require "tokenpolicy.core"
+local cli = require "tokenpolicy.cli"
+
+-- fetch_keys through the loopback server: the keys file is the answer.
+local keys_text = ""
+tp.fetch_keys = function(_, opts)
+  local port = fuzz_answers {
+    ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"):format(#keys_text, keys_text),
+  }
+  return core.fetch_keys(("http://127.0.0.1:%d/jwks"):format(port), opts)
+end
+
+local READING = { inspect = true, verify = true, status = true, help = true }
+local WRITING = { logout = true, switch = true, revoke = true, ["check-long-lived"] = true,
+  ["fix-long-lived"] = true }
+local FIRST = { "inspect", "verify", "status", "help", "--help", "--version" }
+
+return function(data)
+  local head, files = data:match("^(.-)\n\n(.*)$")
+  if not head then head, files = data, "" end
+  local argv = {}
+  for line in (head .. "\n"):gmatch("([^\n]*)\n") do
+    if #argv >= 16 then break end
+    -- An argument from the OS ends at its first NUL, as C strings do.
+    argv[#argv + 1] = line:match("^[^%z]*")
+  end
+  local parts = F.split(files, "\n--file--\n", 4)
+  local token, keys = parts[1] or "", parts[2] or ""
+  keys_text = keys
+  stdin_text = parts[3] or ""
+  local paths = { ["@token"] = F.write("token", token), ["@keys"] = F.write("keys", keys), ["@dir"] = sandbox }
+  F.write("rucio.cfg", parts[4] or "[client]\naccount = fuzz\n")
+  for i, a in ipairs(argv) do
+    if paths[a] then argv[i] = paths[a] end
+    if WRITING[a] then argv[i] = "inspect" end
+  end
+  if not READING[argv[1]] and argv[1] ~= "--help" and argv[1] ~= "--version" then
+    table.insert(argv, 1, FIRST[(#data % #FIRST) + 1])
+  end
+
+  for k in pairs(out) do out[k] = nil end
+  local code = cli.main(argv)
+  local text = table.concat(out)
+  if code ~= 0 and code ~= 1 and code ~= 2 then F.finding("cli", "exit code " .. tostring(code)) end
+  if text:find("internal error", 1, true) and not text:find("internal error: os.exit called", 1, true) then
+    F.finding("cli", text:sub(1, 600))
+  end
+  local secret = token:match("^%s*(.-)%s*$")
+  if #secret >= 24 and text:find(secret, 1, true) then
+    F.finding("cli", "the token file's token is in the output")
+  end
+end
