@@ -13,7 +13,8 @@ local function check(what, p, warnings)
   F.tostring(what, p)
   local now = 1800000000
   F.result("evaluate", p:evaluate({ created_at = now - 86400, expires_at = tp.null, last_used_at = now - 60 }, now))
-  F.result("long_lived", p:long_lived({ expires_at = tp.null, created_at = now, owner_uuid = "zzzzz-tpzed-000000000000001" }, now))
+  local record = { expires_at = tp.null, created_at = now, owner_uuid = "zzzzz-tpzed-000000000000001" }
+  F.result("long_lived", p:long_lived(record, now))
 end
 
 return function(data)

@@ -43,8 +43,8 @@ local function capture()
   end, read = function() return nil end, setvbuf = function() return true end }
 end
 local stdin_text = ""
-io.stdout, io.stderr = capture(), capture()
-io.write = function(...) return io.stdout:write(...) end
+io.stdout, io.stderr = capture(), capture() -- luacheck: ignore 122
+io.write = function(...) return io.stdout:write(...) end -- luacheck: ignore 122
 print = function(...) -- luacheck: ignore 121
   local n = select("#", ...)
   for i = 1, n do io.stdout:write(tostring((select(i, ...))), i < n and "\t" or "") end
@@ -84,7 +84,7 @@ return function(data)
   for line in (head .. "\n"):gmatch("([^\n]*)\n") do
     if #argv >= 16 then break end
     -- An argument from the OS ends at its first NUL, as C strings do.
-    argv[#argv + 1] = line:match("^[^%z]*")
+    argv[#argv + 1] = line:match("^[^\0]*")
   end
   local parts = F.split(files, "\n--file--\n", 4)
   local token, keys = parts[1] or "", parts[2] or ""

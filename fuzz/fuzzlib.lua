@@ -4,8 +4,6 @@
 -- (fuzz/harness.c) aborts on any Lua error out of it.  The oracles here
 -- raise with a message that says what was broken, so that the crash
 -- report explains the finding.
-local core = require "tokenpolicy.core"
-
 local M = {}
 
 --- The codes a fail triple may carry (DESIGN.md and docs/api.md).

@@ -92,10 +92,6 @@ write("fuzz/corpus/keys/pem-ed25519", public_pem(ed))
 write(dir .. "/k.pem", rsa)
 write("fuzz/corpus/keys/cert", run("openssl req -x509 -new -key " .. dir .. "/k.pem -subj /CN=fuzz -days 1"))
 write("fuzz/corpus/keys/jwk-oct", hmac_jwk)
-local list = {}
-for _, pem in ipairs { public_pem(rsa), public_pem(p256), public_pem(p384) } do
-  list[#list + 1] = pem
-end
 -- A JWKS the way providers publish them: public JWKs (from node's jose
 -- would do too; here from the key sets' own facts is not possible, so the
 -- JWK form is made by openssl's parameters).
