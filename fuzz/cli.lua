@@ -109,6 +109,14 @@ return function(data)
   end
   local secret = token:match("^%s*(.-)%s*$")
   if #secret >= 24 and text:find(secret, 1, true) then
-    F.finding("cli", "the token file's token is in the output")
+    -- Unless it is the output's own wording: the same run with another
+    -- token prints it too.
+    F.write("token", "neutral-token-for-comparison")
+    for k in pairs(out) do out[k] = nil end
+    keys_text, stdin_text = keys, parts[3] or ""
+    cli.main(argv)
+    if not table.concat(out):find(secret, 1, true) then
+      F.finding("cli", "the token file's token is in the output")
+    end
   end
 end
