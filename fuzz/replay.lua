@@ -11,6 +11,8 @@
 -- and exits 0, or prints the input and the error and exits 1.
 -- luacheck: globals FUZZ_ROOT fuzz_answers
 local target = assert(arg[1], "usage: replay.lua TARGET FILE...")
+-- The cli target replaces io.stdout and os.exit: keep the real ones.
+local stdout, exit = io.stdout, os.exit
 FUZZ_ROOT = os.getenv("PWD") or "."
 
 local peer, peer_dir, gen = nil, nil, 0
@@ -52,12 +54,8 @@ if peer then
   peer.handle:close()
   os.execute("rm -rf '" .. peer_dir .. "'")
 end
--- The cli target replaces io.stdout: write through the real one.
-local stdout = io.open("/dev/stdout", "w")
 if failed then
   stdout:write("FAILED ", failed, "\n")
-  stdout:close()
-  os.exit(1, true)
+  exit(1, true)
 end
 stdout:write(("ok %d inputs\n"):format(#arg - 1))
-stdout:close()

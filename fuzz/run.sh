@@ -4,8 +4,8 @@
 # executions, executions per second, coverage (edges at start -> at end)
 # and the corpus size at start -> at end.  Exits 1 when any target crashed
 # (or found a leak, a timeout or ran out of memory); the crashing input and
-# libFuzzer's log are kept under fuzz-findings/<target>/ in the current
-# directory, to be committed as a regression (fuzz/regressions/<target>/).
+# libFuzzer's log are kept under BINDIR/findings/<target>/, to be
+# committed as a regression (fuzz/regressions/<target>/).
 #
 #   sh fuzz/run.sh BINDIR SECONDS JOBS TARGET...
 #
@@ -16,6 +16,7 @@ set -u
 bindir=$1 seconds=$2 jobs=$3
 shift 3
 root=$(cd "$(dirname "$0")/.." && pwd)
+findings=$(cd "$bindir" && pwd)/findings
 work=$(mktemp -d "${TMPDIR:-/tmp}/tpfuzz-run.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 
@@ -40,12 +41,12 @@ run_one() {
   end_files=$(ls "$dir/corpus" | wc -l)
   echo "$t ${rc} ${runs:-0} ${cov0:-?} ${cov1:-?} $start_files $end_files" >"$work/$t.stats"
   if [ "$rc" != 0 ]; then
-    mkdir -p "fuzz-findings/$t"
-    cp "$dir/log" "fuzz-findings/$t/log"
+    mkdir -p "$findings/$t"
+    cp "$dir/log" "$findings/$t/log"
     for a in "$dir"/crash-* "$dir"/leak-* "$dir"/timeout-* "$dir"/oom-*; do
-      [ -f "$a" ] && cp "$a" "fuzz-findings/$t/"
+      [ -f "$a" ] && cp "$a" "$findings/$t/"
     done
-    echo "== $t failed (exit $rc): last lines of its log (all in fuzz-findings/$t/log)" >&2
+    echo "== $t failed (exit $rc): last lines of its log (all in $findings/$t/log)" >&2
     tail -n 40 "$dir/log" >&2
   fi
 }

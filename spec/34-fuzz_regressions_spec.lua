@@ -42,6 +42,16 @@ local function write(path, text)
   return path
 end
 
+-- bin/tokenpolicy with args (quoted here): its stdout and stderr together,
+-- and its exit status.
+local function tokenpolicy(args)
+  local cmd = ("TOKENPOLICY_LUA=%s TOKENPOLICY_BUILD=%s bin/tokenpolicy %s </dev/null 2>&1"):format(LUA, BUILD, args)
+  local pipe = assert(io.popen(cmd, "r"))
+  local out = pipe:read("a")
+  local _, _, status = pipe:close()
+  return out, status
+end
+
 describe("fuzz regressions", function()
   after_each(function() collectgarbage() end)
 
@@ -67,6 +77,27 @@ describe("fuzz regressions", function()
       os.execute("rm -rf '" .. dir .. "'")
       assert.are.equal(1, status)
       assert.matches("^FAILED " .. dir:gsub("%p", "%%%0") .. "/in: [^\n]*FINDING in selftest: input x", out)
+    end)
+  end)
+
+  describe("tokenpolicy verify --alg (found by fuzz/cli)", function()
+    -- verify raises on an algorithm name it does not support; the CLI
+    -- passed --alg through and reported an internal error.
+    for _, alg in ipairs { "HS271", "none", "rs256" } do
+      it(("refuses --alg %s as a usage error (exit 2), not an internal error"):format(alg), function()
+        local out, status = tokenpolicy("verify --jwks /dev/null --alg " .. alg .. " some.token.text")
+        assert.are.equal("tokenpolicy: argument for option '--alg' must be one of 'RS256', 'RS384', 'RS512', "
+          .. "'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'HS256', 'HS384', 'HS512'; "
+          .. "see 'tokenpolicy verify --help'\n", out)
+        assert.are.equal(2, status)
+      end)
+    end
+
+    it("still takes every supported algorithm", function()
+      local out, status = tokenpolicy("verify --jwks /dev/null --alg HS256 --alg EdDSA --alg PS512 some.token.text")
+      assert.are.equal("tokenpolicy: cannot read --jwks: io: read_config: /dev/null is a character device, "
+        .. "not a regular file; give a JWKS/PEM file or an https URL\n", out)
+      assert.are.equal(2, status)
     end)
   end)
 
