@@ -34,7 +34,13 @@ return function(data)
   local t = tp.json_decode(data)
   if type(t) == "table" then
     local tset = F.result("keys(table)", tp.keys(t))
-    if tset then check_set("keys(table)", tset) end
+    if tset then
+      local ttext = check_set("keys(table)", tset)
+      -- The same JWK as text or as a table is the same key set.
+      if text and ttext ~= text then
+        F.finding("keys(table)", ("the text gives %s, the table %s"):format(text, ttext))
+      end
+    end
   end
   -- A JwksSource fed the material: set_keys answers as keys does.
   local src = tp.jwks {}

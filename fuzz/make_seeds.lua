@@ -70,6 +70,7 @@ local claims = {
 }
 
 local n = 0
+local signed = {}
 for _, signer in ipairs(signers) do
   for _, alg in ipairs(signer[2]) do
     for i, c in ipairs(claims) do
@@ -79,11 +80,15 @@ for _, signer in ipairs(signers) do
         local token = assert(tp.sign(c, signer[1], opts))
         n = n + 1
         write(("fuzz/corpus/verify/%02d-%s"):format(n, alg), token)
+        signed[#signed + 1] = token
         if i == 1 then write(("fuzz/corpus/decode/%s"):format(alg), token) end
       end
     end
   end
 end
+
+-- The list the verify target trusts (its corpus may grow; this does not).
+write("fuzz/verify-tokens.txt", table.concat(signed, "\n") .. "\n")
 
 -- Keys: the public PEMs, a JWKS of each kind, a certificate.
 write("fuzz/corpus/keys/pem-rsa", public_pem(rsa))
