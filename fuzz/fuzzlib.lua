@@ -89,6 +89,7 @@ function M.sandbox()
     sandbox = pipe:read("l")
     pipe:close()
     assert(sandbox and sandbox:find("/tpfuzz%."), "mktemp failed")
+    M.sandbox_dir = sandbox  -- for fuzz/replay.lua, which removes it
   end
   return sandbox
 end

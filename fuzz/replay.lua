@@ -54,6 +54,8 @@ if peer then
   peer.handle:close()
   os.execute("rm -rf '" .. peer_dir .. "'")
 end
+local sandbox = package.loaded.fuzzlib and package.loaded.fuzzlib.sandbox_dir
+if sandbox then os.execute("rm -rf '" .. sandbox .. "'") end
 if failed then
   stdout:write("FAILED ", failed, "\n")
   exit(1, true)
