@@ -74,7 +74,7 @@ FUZZ_BINS     := $(foreach t,$(FUZZ_TARGETS),$(BUILD)/fuzz/$(t))
 
 fuzz: deps
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES='$(FUZZ_PACKAGES)'
-	@$(MAKE) --no-print-directory fuzz-build
+	@$(MAKE) --no-print-directory -j$(FUZZ_JOBS) fuzz-build
 	@sh fuzz/run.sh $(BUILD)/fuzz $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZ_TARGETS)
 
 fuzz-build: $(FUZZ_BINS)

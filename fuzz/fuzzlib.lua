@@ -104,6 +104,14 @@ function M.write(name, data)
   return path
 end
 
+--- The bytes of the file at path.
+function M.read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 --- A JSON value, deep-compared (tables by content; [] and {} are the same).
 function M.same(a, b, depth)
   depth = depth or 0

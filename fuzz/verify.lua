@@ -21,14 +21,7 @@ local NOW = 1800000000
 local ALGS = { "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
   "HS256", "HS384", "HS512" }
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local fixture = tp.json_decode(read(FUZZ_ROOT .. "/fuzz/verify-keys.json"))
+local fixture = tp.json_decode(F.read(FUZZ_ROOT .. "/fuzz/verify-keys.json"))
 local pem = assert(tp.keys(fixture.pem))
 -- One JWK Set of every key with its kid: PEM keys come without kids, so
 -- each PEM block is loaded alone and listed under its kid.
@@ -44,7 +37,7 @@ local keyset = assert(tp.keys(combined))  -- kid-less PEM keys: every token trie
 -- The signed tokens, one per line (the corpus holds copies, which a run
 -- of the binary on that directory adds to: never the list trusted here).
 local signed = {}
-for token in read(FUZZ_ROOT .. "/fuzz/verify-tokens.txt"):gmatch("[^\n]+") do signed[token] = true end
+for token in F.read(FUZZ_ROOT .. "/fuzz/verify-tokens.txt"):gmatch("[^\n]+") do signed[token] = true end
 assert(next(signed), "no signed tokens")
 
 local SPACE = "[ \t\n\v\f\r]"

@@ -67,6 +67,18 @@ describe("fuzz regressions", function()
     end
   end)
 
+  describe("every committed seed, replayed through its target", function()
+    for _, target in ipairs(lines_of("ls fuzz/corpus")) do
+      local files = lines_of("ls -d fuzz/corpus/" .. target .. "/*")
+      it(("fuzz/corpus/%s/ (%d seeds) passes fuzz/%s.lua's oracles"):format(target, #files, target), function()
+        assert.is_true(#files > 0)
+        local out, status = replay(target, files)
+        assert.are.equal(("ok %d inputs\n"):format(#files), out)
+        assert.are.equal(0, status)
+      end)
+    end
+  end)
+
   describe("the replay tool", function()
     it("reports an input that breaks an oracle, with the input's name", function()
       local dir = sandbox()
