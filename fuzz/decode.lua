@@ -1,7 +1,12 @@
 -- decode + tostring: any text gives a JWT object or the fail triple, and
--- the object (and its header and claims) print without raising.
+-- the object (and its header and claims) print without raising; a policy
+-- judges the text and the decoded JWT (Policy:evaluate) without raising.
 local tp = require "tokenpolicy.core"
 local F = require "fuzzlib"
+
+-- A policy judges a compact JWT given as text (decoded first).
+local policy = tp.policy { max_token_lifetime = 86400, login_token_lifetime = 3600, idle_timeout = 600,
+  refresh_before_exp = 300 }
 
 return function(data)
   local jwt = F.result("decode", tp.decode(data))
@@ -15,6 +20,12 @@ return function(data)
     -- What decode accepted, json_encode must be able to write back.
     tp.json_encode(jwt.header)
     tp.json_encode(jwt.claims)
+  end
+  local verdict = F.result("policy:evaluate", policy:evaluate(data, 1800000000))
+  if verdict then F.tostring("tostring(verdict)", verdict) end
+  if jwt then
+    verdict = F.result("policy:evaluate(jwt)", policy:evaluate(jwt, 1800000000))
+    if verdict then F.tostring("tostring(verdict)", verdict) end
   end
   -- Under a small size limit, the same text gives the same answer or too_large.
   local small, msg, code = F.result("decode(max_size)", tp.decode(data, { max_size = 64 }))
