@@ -3,8 +3,8 @@
 -- token files, key files, stdin and rucio.cfg.
 --
 -- The input: one argument per line, then an empty line, then the files,
--- separated by lines "--file--": the token file, the keys file, stdin, and
--- the rucio.cfg.  In arguments, "@token", "@keys" and "@dir" name the token
+-- separated by lines "--file--": the token file, the keys file, stdin,
+-- the rucio.cfg and the Rucio expiry file.  In arguments, "@token", "@keys" and "@dir" name the token
 -- file, the keys file and the sandbox directory.
 --
 -- Everything runs in a sandbox: os.getenv answers from a made-up
@@ -22,11 +22,13 @@
 local F = require "fuzzlib"
 
 local sandbox = F.sandbox()
-os.execute("mkdir -p '" .. sandbox .. "/home' '" .. sandbox .. "/run'")
+local rucio_dir = sandbox .. "/fuzz/.rucio_fuzz"
+os.execute(("mkdir -p '%s/home' '%s/run' '%s' && chmod 700 '%s'"):format(sandbox, sandbox, rucio_dir, rucio_dir))
 
 local ENV = {
   TMPDIR = sandbox, HOME = sandbox .. "/home", XDG_RUNTIME_DIR = sandbox .. "/run", LOGNAME = "fuzz",
   USER = "fuzz", NO_COLOR = "1", TERM = "dumb", RUCIO_CONFIG = sandbox .. "/rucio.cfg", PATH = "/usr/bin:/bin",
+  BEARER_TOKEN_FILE = sandbox .. "/token",
 }
 os.getenv = function(name) return ENV[name] end -- luacheck: ignore 122
 
@@ -86,12 +88,19 @@ return function(data)
     -- An argument from the OS ends at its first NUL, as C strings do.
     argv[#argv + 1] = line:match("^[^\0]*")
   end
-  local parts = F.split(files, "\n--file--\n", 4)
+  local parts = F.split(files, "\n--file--\n", 5)
   local token, keys = parts[1] or "", parts[2] or ""
   keys_text = keys
   stdin_text = parts[3] or ""
   local paths = { ["@token"] = F.write("token", token), ["@keys"] = F.write("keys", keys), ["@dir"] = sandbox }
   F.write("rucio.cfg", parts[4] or "[client]\naccount = fuzz\n")
+  -- The token is also where WLCG discovery (BEARER_TOKEN_FILE) and Rucio's
+  -- default layout find it, with an expiry file, for status and inspect.
+  -- Mode 0600 (as a token's owner keeps it) through the core's writer; an
+  -- empty token, which it refuses, stays 0644 from F.write.
+  core.write_token(paths["@token"], token)
+  core.write_token(F.write("fuzz/.rucio_fuzz/auth_token_for_account_fuzz", token), token)
+  F.write("fuzz/.rucio_fuzz/auth_token_exp_for_account_fuzz", parts[5] or "1800000000")
   for i, a in ipairs(argv) do
     if paths[a] then argv[i] = paths[a] end
     if WRITING[a] then argv[i] = "inspect" end
