@@ -69,7 +69,9 @@ for t in "$@"; do
   read -r name rc runs cov0 cov1 f0 f1 <"$work/$t.stats"
   result=ok
   if [ "$rc" != 0 ]; then result="FAILED (exit $rc)"; failed=1; fi
-  printf '%-10s %8s %12s %10s %15s %12s %s\n' "$name" "$seconds" "$runs" "$((runs / seconds))" \
+  rate=-
+  if [ "$seconds" -gt 0 ]; then rate=$((runs / seconds)); fi
+  printf '%-10s %8s %12s %10s %15s %12s %s\n' "$name" "$seconds" "$runs" "$rate" \
     "$cov0 -> $cov1" "$f0 -> $f1" "$result"
 done
 echo "fuzz: $# targets in $(($(date +%s) - began)) s wall time"
