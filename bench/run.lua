@@ -1,7 +1,7 @@
 -- `make bench`: tokenpolicy's rates, each next to a baseline measured in the
 -- same run on the same machine, so the ratios stay meaningful on any host.
 --
---   lua5.4 bench/run.lua PATH/TO/raw_openssl
+--   lua5.4 bench/run.lua PATH/TO/raw_openssl PATH/TO/decode_floor
 --
 -- Environment: BENCH_ROUNDS (default 5) and BENCH_SECONDS (default 1, the
 -- length of one measurement in whole seconds) trade run time for stability.
@@ -25,9 +25,9 @@
 
 local tp = require "tokenpolicy"
 
-local RAW_OPENSSL = arg[1]
-if not RAW_OPENSSL then
-  io.stderr:write("usage: lua5.4 bench/run.lua PATH/TO/raw_openssl\n")
+local RAW_OPENSSL, DECODE_FLOOR = arg[1], arg[2]
+if not RAW_OPENSSL or not DECODE_FLOOR then
+  io.stderr:write("usage: lua5.4 bench/run.lua PATH/TO/raw_openssl PATH/TO/decode_floor\n")
   os.exit(2)
 end
 local ROUNDS = math.tointeger(tonumber(os.getenv("BENCH_ROUNDS") or "")) or 5
@@ -187,6 +187,8 @@ local function make_fixtures(dir)
     local jwt = assert(tp.decode(f.token))
     f.signing_input_file = dir .. "/" .. alg .. ".signing_input"
     f.signature_file = dir .. "/" .. alg .. ".signature"
+    f.token_file = dir .. "/" .. alg .. ".token"
+    write_file(f.token_file, f.token)
     write_file(f.signing_input_file, jwt.signing_input)
     write_file(f.signature_file, jwt.signature)
   end
@@ -231,6 +233,36 @@ local function verify_benchmark(fixtures, alg, target)
   }
 end
 
+-- What decoding and parsing a token cost alone (bench/decode_floor.c):
+-- nanoseconds of base64url and of JSON, the best of ROUNDS runs (as the
+-- rates are), once per alg.
+local floors = {}
+local function decode_floor(f)
+  if not floors[f] then
+    local best = { base64url = math.huge, json = math.huge }
+    for _ = 1, ROUNDS do
+      local output = capture(shell_quote(DECODE_FLOOR) .. " " .. shell_quote(f.token_file) .. " " .. SECONDS)
+      best.base64url = math.min(best.base64url, assert(tonumber(output:match("base64url (%S+)"))))
+      best.json = math.min(best.json, assert(tonumber(output:match("json (%S+)"))))
+    end
+    floors[f] = best
+  end
+  return floors[f]
+end
+
+-- The best ratio to the reference baseline that any verifier which
+-- decodes and parses the token could reach here: the baseline's time per
+-- operation plus the floor's.
+local function print_ceiling(f)
+  return function(r)
+    local floor = decode_floor(f)
+    local ns = floor.base64url + floor.json
+    r.ceiling = 1 / (1 + r.reference.rate * ns * 1e-9)
+    print(string.format("  %-14s floor: base64url %.0f ns + JSON %.0f ns a token; with these alone a verifier "
+      .. "reaches at best %.3f", "", floor.base64url, floor.json, r.ceiling))
+  end
+end
+
 -- v:check on a verifier prepared with the same options as verify's rows.
 local function check_benchmark(fixtures, alg, target, cache)
   local f = fixtures.algs[alg]
@@ -247,6 +279,7 @@ local function check_benchmark(fixtures, alg, target, cache)
     end,
     baseline = raw_openssl_baseline(alg, f),
     target = target,
+    after = target and print_ceiling(f),
   }
 end
 
@@ -422,6 +455,75 @@ sections[#sections + 1] = {
         fn = list.contains,
         args = { list, "b3f1c2d4-6e5f-4a7b-8c9d-000000050000", NOW },
         check = function() assert(list:contains("b3f1c2d4-6e5f-4a7b-8c9d-000000050000", NOW)) end,
+      },
+    }
+  end,
+}
+
+-- The memory a process takes for loading the denylist at path: VmRSS
+-- before and after, in a fresh lua5.4 (this one's heap holds the other
+-- benchmarks), in MB.
+local function denylist_memory_mb(path)
+  local script = path .. ".memory.lua"
+  write_file(script, "local tp = require 'tokenpolicy'\n"
+    .. "local function rss() for l in io.lines('/proc/self/status') do "
+    .. "local v = l:match('^VmRSS:%s+(%d+)') if v then return tonumber(v) end end end\n"
+    .. "local before = rss() local list = assert(tp.denylist(arg[1]))\n"
+    .. "print((rss() - before) / 1024, list:count())\n")
+  local mb, count = capture("lua5.4 " .. shell_quote(script) .. " " .. shell_quote(path)):match("(%S+)%s+(%S+)")
+  return assert(tonumber(mb)), assert(tonumber(count))
+end
+
+sections[#sections + 1] = {
+  title = "Denylist at 1,000,000 entries: load (under 300 ms, 100 MB) and add (vs add to a 10-entry list)",
+  prepare = function(fixtures)
+    local big, small = fixtures.dir .. "/denylist-1m", fixtures.dir .. "/denylist-10"
+    local f = assert(io.open(big, "wb"))
+    for i = 1, 1000000, 10000 do
+      local lines = {}
+      for j = i, i + 9999 do
+        lines[#lines + 1] = ("%08x-6e5f-4a7b-8c9d-%012d %d\n"):format(j * 2654435761 % 4294967296, j, NOW + 3600 + j)
+      end
+      f:write(table.concat(lines))
+    end
+    f:close()
+    local lines = {}
+    for j = 1, 10 do lines[j] = ("small-%d %d\n"):format(j, NOW + 3600) end
+    write_file(small, table.concat(lines))
+    os.execute("chmod 600 " .. shell_quote(big) .. " " .. shell_quote(small))
+    local function load()
+      local list = assert(tp.denylist(big))
+      local n = list:count()
+      list:close()
+      return n
+    end
+    local big_list, small_list = assert(tp.denylist(big)), assert(tp.denylist(small))
+    local added = 0
+    local function add_to(list)
+      added = added + 1
+      return assert(list:add("bench-add-" .. added, NOW + 3600))
+    end
+    return {
+      {
+        name = "denylist 1M",
+        fn = load,
+        check = function() assert(load() == 1000000) end,
+        target = { min_rate = 1 / 0.3, unit = "loads/s (under 300 ms each)" },
+        after = function()
+          local mb, count = denylist_memory_mb(big)
+          assert(count == 1000000)
+          print(string.format("  %-14s memory: %.0f MB for %s entries (target < 100 MB)", "", mb, thousands(count)))
+        end,
+      },
+      {
+        name = "add at 1M",
+        fn = add_to,
+        args = { big_list },
+        check = function() assert(add_to(big_list)) end,
+        baseline = function(seconds)
+          return { { name = "add_small", rate = measure(seconds, add_to, small_list),
+                     label = "add to a 10-entry list (same file system, same fsync)" } }
+        end,
       },
     }
   end,
@@ -612,9 +714,10 @@ local function judge(r)
                          r.name, met and "PASS" or "MISS", r.added_ms, r.ours_ms, r.base_ms, t.max_added_ms), met
   elseif t and t.min_ratio then
     local met = r.reference_ratio >= t.min_ratio
-    return string.format("%-14s %-4s ratio %.3f to %s, target >= %.2f (%.3f to the faster %s)",
+    return string.format("%-14s %-4s ratio %.3f to %s, target >= %.2f (%.3f to the faster %s)%s",
                          r.name, met and "PASS" or "MISS", r.reference_ratio, r.reference.label, t.min_ratio,
-                         r.ratio, r.best_baseline.label), met
+                         r.ratio, r.best_baseline.label,
+                         r.ceiling and string.format("; decode + parse floor allows %.3f", r.ceiling) or ""), met
   elseif t and t.min_rate then
     local met = r.ours >= t.min_rate
     return string.format("%-14s %-4s %s %s, target >= %s", r.name, met and "PASS" or "MISS",
@@ -653,6 +756,7 @@ local function main(dir)
       if not ONLY or b.name:match(ONLY) then
         local r = run_benchmark(b)
         print_result(r)
+        if b.after then b.after(r) end
         table.insert(results, r)
       end
     end

@@ -1,15 +1,27 @@
-/* A persistent jti denylist: a file of "jti exp" lines shared by processes.
+/* A persistent jti denylist: a journal of "jti exp" lines shared by
+ * processes.
  *
  * The entries live in a C hash table owned by the object (see dtable
  * below): the file as read kept as one buffer of jti bytes, a dense array
  * of entries pointing into it and an open-addressing index over them, so a
  * load allocates three blocks whatever the size of the list, and
- * contains() is one hash lookup.  A load builds its table in the work
+ * contains() is one hash lookup.  A full load builds its table in the work
  * userdata and swaps it in only once complete.
- * Readers never lock: writers replace the file by renaming a complete,
- * synced temporary file over it, so a reader sees the old list or the new
- * one.  Writers serialise on an flock of a separate lock file and, under
- * it, reload what is on disk before merging, so no writer's entry is lost.
+ *
+ * The file is a journal: add appends one line (O_APPEND, fsync), so an add
+ * costs the same with ten entries or a million.  Only whole lines count: a
+ * last line without its newline is a write cut short (a crash, a full
+ * disk) and is ignored, and the next writer cuts it off before appending.
+ * When the journal holds twice as many lines as entries (a jti added again
+ * with a later expiry adds a line), and on purge, a writer compacts it:
+ * the whole list to a synced temporary file renamed over the path.
+ * Readers never lock.  A reader that loaded the file before remembers its
+ * identity and how far it read: while the inode is the same and the file
+ * only grew, reload reads the new lines alone; a new inode (a compaction)
+ * or a shorter file is read whole.
+ * Writers serialise on an flock of a separate lock file and, under it,
+ * bring their entries up to date before writing, so no writer's entry is
+ * lost.
  *
  * Every descriptor and buffer a call holds sits in a work userdata whose
  * __gc releases it (and removes a temporary file not yet renamed), so a Lua
@@ -31,6 +43,12 @@
 #define TP_DENYLIST_WORK_CLASS "tokenpolicy.DenylistWork"
 #define TP_DENYLIST_MAX_JTI 256
 #define TP_DENYLIST_MAX_SIZE ((lua_Integer)64 * 1024 * 1024)
+
+/* Bytes before the end of what was read that a reload compares. */
+#define DL_TAIL 32
+/* A journal of fewer lines is never compacted (add keeps it whatever the
+ * duplicates). */
+#define DL_COMPACT_MIN_LINES 1024
 
 /* Slots of the user value table. */
 enum { UV_PATH = 1, UV_DIR, UV_BASE };
@@ -205,6 +223,15 @@ static void place(dtable *t, uint32_t idx, uint32_t h)
     t->slots[i].hash = h;
 }
 
+/* The next capacity of a block of cap elements of size bytes each:
+ * double while small, a quarter more once the block is large (a list
+ * loaded whole from a big file grows by a few adds at a time, and doubling
+ * its blocks would double its memory for them). */
+static size_t grown(size_t cap, size_t size)
+{
+    return cap * size >= DL_BIG ? cap + cap / 4 : cap * 2;
+}
+
 /* Makes room for more entries holding bytes more jti bytes, so that as
  * many inserts then allocate nothing.  Returns 0 when out of memory; the
  * table stays valid (and unchanged in content) either way. */
@@ -215,7 +242,8 @@ static int dtable_reserve(dtable *t, size_t more, size_t bytes)
     need = t->n + more;
     if (need > t->ents_cap) {
         dentry *p;
-        cap = t->ents_cap > need / 2 ? (size_t)t->ents_cap * 2 : need;
+        cap = t->ents_cap > need / 2 ? grown(t->ents_cap, sizeof *p) : need;
+        if (cap < need) cap = need;
         if (cap > UINT32_MAX / 4) cap = need;
         p = (dentry *)blk_grow(t->ents, (size_t)t->ents_cap * sizeof *p, cap * sizeof *p, 0);
         if (!p) return 0;
@@ -224,7 +252,7 @@ static int dtable_reserve(dtable *t, size_t more, size_t bytes)
     }
     if (t->bytes_cap - t->bytes_used < bytes) {
         char *p;
-        cap = t->bytes_cap > 1024 ? t->bytes_cap * 2 : 2048;
+        cap = t->bytes_cap > 1024 ? grown(t->bytes_cap, 1) : 2048;
         if (cap - t->bytes_used < bytes) cap = t->bytes_used + bytes;
         if (!(p = (char *)blk_grow(t->bytes, t->bytes_cap, cap, 0))) return 0;
         t->bytes = p;
@@ -302,6 +330,13 @@ typedef struct denylist {
     ino_t ino;
     off_t size;
     struct timespec mtime;
+    off_t loaded;       /* the end of the last whole line read (or written) */
+    uint64_t lines;     /* whole lines in the file up to loaded */
+    /* The bytes just before loaded: a grown file with the same inode
+     * number is read from loaded on only if they are still there (an inode
+     * number freed by a compaction may come back with other content). */
+    unsigned char tail[DL_TAIL];
+    size_t tail_len;
     lua_Integer max_size;
     dtable tab;         /* freed by close */
 } denylist;
@@ -309,8 +344,9 @@ typedef struct denylist {
 /* ---- the work userdata -------------------------------------------------- */
 
 typedef struct dwork {
-    int fd, dirfd, lockfd, tmpfd;
+    int fd, dirfd, lockfd, tmpfd, appendfd;
     int tmp_made;       /* tmp exists in dirfd and is not renamed yet */
+    int created;        /* appendfd's file was created by this call */
     char tmp[48];
     char *buf;
     size_t cap, used;
@@ -323,9 +359,10 @@ static void dwork_clear(dwork *w)
     if (w->tmpfd >= 0) close(w->tmpfd);
     if (w->tmp_made && w->dirfd >= 0) unlinkat(w->dirfd, w->tmp, 0);
     if (w->dirfd >= 0) close(w->dirfd);
+    if (w->appendfd >= 0) close(w->appendfd);
     if (w->lockfd >= 0) close(w->lockfd);  /* releases the flock */
-    w->fd = w->dirfd = w->lockfd = w->tmpfd = -1;
-    w->tmp_made = 0;
+    w->fd = w->dirfd = w->lockfd = w->tmpfd = w->appendfd = -1;
+    w->tmp_made = w->created = 0;
     blk_free(w->buf, w->cap);
     w->buf = NULL;
     w->cap = w->used = 0;
@@ -347,7 +384,7 @@ static dwork *dwork_new(lua_State *L)
 {
     dwork *w = (dwork *)tp_newuserdata(L, sizeof *w);
     memset(w, 0, sizeof *w);
-    w->fd = w->dirfd = w->lockfd = w->tmpfd = -1;
+    w->fd = w->dirfd = w->lockfd = w->tmpfd = w->appendfd = -1;
     luaL_setmetatable(L, TP_DENYLIST_WORK_CLASS);
     tp_toclose(L, -1);
     return w;
@@ -455,16 +492,71 @@ static void remember(denylist *d, const struct stat *st)
     d->mtime = st->st_mtim;
 }
 
-/* Parses w's buffer into w->tab, a new table; returns 0, or 3 with the
- * fail triple pushed.  Every block is allocated before the first line is
- * read, so the loop allocates nothing.  Messages name the line, never its
- * text: it may hold a token id. */
-static int parse(lua_State *L, dwork *w, const char *path)
+/* Keeps the last DL_TAIL bytes of what was read, after the chunk of len
+ * bytes just read (ending at the new loaded offset) was added to it. */
+static void remember_tail(denylist *d, const char *chunk, size_t len)
+{
+    if (len == 0) return;  /* chunk may be NULL then */
+    if (len >= DL_TAIL) {
+        memcpy(d->tail, chunk + len - DL_TAIL, DL_TAIL);
+        d->tail_len = DL_TAIL;
+        return;
+    }
+    if (d->tail_len + len > DL_TAIL) {
+        size_t keep = DL_TAIL - len;
+        memmove(d->tail, d->tail + d->tail_len - keep, keep);
+        d->tail_len = keep;
+    }
+    memcpy(d->tail + d->tail_len, chunk, len);
+    d->tail_len += len;
+}
+
+/* Whether the bytes before d->loaded in the file at fd are the ones read
+ * last. */
+static int tail_unchanged(const denylist *d, int fd)
+{
+    unsigned char now[DL_TAIL];
+    ssize_t got;
+    if (d->tail_len == 0) return d->loaded == 0;
+    do got = pread(fd, now, d->tail_len, d->loaded - (off_t)d->tail_len);
+    while (got < 0 && errno == EINTR);
+    return got == (ssize_t)d->tail_len && memcmp(now, d->tail, d->tail_len) == 0;
+}
+
+/* The end of the last whole line of [p, p + len): 0 when there is none. */
+static size_t whole_lines_end(const char *p, size_t len)
+{
+    while (len && p[len - 1] != '\n') len--;
+    return len;
+}
+
+/* Reads the line [p, eol) into *jti, *jti_len and *exp; returns NULL, or
+ * the message (naming the line number first, never the text: it may hold a
+ * token id) pushed for `malformed`. */
+static const char *parse_line(lua_State *L, const char *p, const char *eol, const char *path, uint64_t line,
+                              size_t *jti_len, lua_Integer *exp)
+{
+    const char *sp = memchr(p, ' ', (size_t)(eol - p));
+    if (!sp || !valid_jti(p, (size_t)(sp - p)))
+        return lua_pushfstring(L, "denylist %s line %I: expected a jti (1 to 256 printable characters), a space "
+                               "and an expiry", path, (lua_Integer)line);
+    if (!parse_integer(sp + 1, eol, exp))
+        return lua_pushfstring(L, "denylist %s line %I: the expiry is not an integer", path, (lua_Integer)line);
+    *jti_len = (size_t)(sp - p);
+    return NULL;
+}
+
+/* Parses the whole lines of w's buffer into w->tab, a new table, and sets
+ * *lines to their number; a last line without a newline is a write cut
+ * short and is left out.  Returns 0, or 3 with the fail triple pushed.
+ * Every block is allocated before the first line is read, so the loop
+ * allocates nothing. */
+static int parse(lua_State *L, dwork *w, const char *path, uint64_t *lines)
 {
     dtable *t = &w->tab;
-    const char *p, *end;
-    lua_Integer line = 0, exp;
-    size_t lines = 1;  /* a last line may lack its newline */
+    const char *p, *end, *msg;
+    uint64_t line = 0;
+    size_t count = 0;
     /* The buffer becomes the table's bytes: the jtis stay where they are. */
     dtable_free(t);
     t->bytes = w->buf;
@@ -473,29 +565,82 @@ static int parse(lua_State *L, dwork *w, const char *path)
     w->buf = NULL;
     w->cap = w->used = 0;
     p = t->bytes;
-    end = t->bytes + t->bytes_used;
+    end = t->bytes + whole_lines_end(t->bytes, t->bytes_used);
     for (const char *q = p; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++)
-        lines++;
-    if (!dtable_reserve(t, lines, 0))
+        count++;
+    if (!dtable_reserve(t, count, 0))
         return tp_fail(L, "io", "denylist %s: out of memory", path);
     while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *sp;
         uint64_t hash = 0;
         uint32_t idx, slot = 0;
-        if (!eol) eol = end;  /* a last line without a newline */
-        line++;
-        sp = memchr(p, ' ', (size_t)(eol - p));
-        if (!sp || !valid_jti(p, (size_t)(sp - p)))
-            return tp_fail(L, "malformed", "denylist %s line %I: expected a jti (1 to 256 printable "
-                           "characters), a space and an expiry", path, line);
-        if (!parse_integer(sp + 1, eol, &exp))
-            return tp_fail(L, "malformed", "denylist %s line %I: the expiry is not an integer", path, line);
-        if ((idx = dtable_find(t, p, (size_t)(sp - p), &hash, &slot)) == 0)
-            dtable_link(t, slot, hash, (size_t)(p - t->bytes), (size_t)(sp - p), exp);
+        size_t len;
+        lua_Integer exp;
+        if ((msg = parse_line(L, p, eol, path, ++line, &len, &exp)))
+            return tp_fail(L, "malformed", "%s", msg);
+        if ((idx = dtable_find(t, p, len, &hash, &slot)) == 0)
+            dtable_link(t, slot, hash, (size_t)(p - t->bytes), len, exp);
         else if (t->ents[idx - 1].exp < exp)
             t->ents[idx - 1].exp = exp;  /* a duplicate: the later expiry wins */
         p = eol + 1;
+    }
+    *lines = line;
+    return 0;
+}
+
+/* Merges the whole lines of w's buffer (what was appended after
+ * d->loaded) into the entries in memory.  The lines are checked first and
+ * room is made before the first entry changes, so on a failure (3, the
+ * fail triple pushed) memory is as it was.  Sets *used to the bytes of the
+ * whole lines and *count to their number. */
+static int merge_appended(lua_State *L, denylist *d, dwork *w, const char *path, size_t *used, uint64_t *count)
+{
+    const char *p = w->buf, *end = w->buf + whole_lines_end(w->buf, w->used), *msg;
+    uint64_t line = d->lines;
+    size_t jti_bytes = 0, n = 0, len;
+    lua_Integer exp;
+    for (const char *q = p; q < end; n++) {
+        const char *eol = memchr(q, '\n', (size_t)(end - q));
+        if ((msg = parse_line(L, q, eol, path, ++line, &len, &exp)))
+            return tp_fail(L, "malformed", "%s", msg);
+        jti_bytes += len;
+        q = eol + 1;
+    }
+    if (n && !dtable_reserve(&d->tab, n, jti_bytes))
+        return tp_fail(L, "io", "denylist %s: out of memory", path);
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        uint64_t hash = 0;
+        uint32_t idx, slot = 0;
+        parse_line(L, p, eol, path, 0, &len, &exp);  /* checked above */
+        if ((idx = dtable_find(&d->tab, p, len, &hash, &slot)) == 0)
+            dtable_insert(&d->tab, slot, hash, p, len, exp);
+        else if (d->tab.ents[idx - 1].exp < exp)
+            d->tab.ents[idx - 1].exp = exp;
+        p = eol + 1;
+    }
+    *used = (size_t)(end - w->buf);
+    *count = n;
+    return 0;
+}
+
+/* Reads from w->fd at offset into w's buffer, to the end of the file. */
+static int read_rest(lua_State *L, const denylist *d, dwork *w, const char *path, off_t offset, off_t size)
+{
+    w->used = 0;
+    if (!dwork_reserve(w, (size_t)(size - offset) + 1))  /* + 1: the end shows without growing */
+        return tp_fail(L, "io", "denylist %s: out of memory", path);
+    for (;;) {
+        ssize_t got;
+        if (w->used == w->cap && !dwork_reserve(w, 4096))  /* it grew meanwhile */
+            return tp_fail(L, "io", "denylist %s: out of memory", path);
+        got = pread(w->fd, w->buf + w->used, w->cap - w->used, offset + (off_t)w->used);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return tp_fail(L, "io", "denylist %s: %s", path, strerror(errno));
+        if (got == 0) break;
+        w->used += (size_t)got;
+        if ((lua_Integer)w->used + (lua_Integer)offset > d->max_size)
+            return tp_fail(L, "too_large", "denylist %s grew over the limit of %I bytes", path, d->max_size);
     }
     return 0;
 }
@@ -509,6 +654,8 @@ static int load(lua_State *L, int idx, denylist *d, dwork *w, int *changed)
     struct stat st;
     memset(&st, 0, sizeof st);
     int top = lua_gettop(L), r, missing = 0;
+    off_t loaded = 0;
+    uint64_t lines = 0;
     *changed = 0;
     path = lua_tostring(L, push_slot(L, idx, UV_PATH));
     w->fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
@@ -537,28 +684,34 @@ static int load(lua_State *L, int idx, denylist *d, dwork *w, int *changed)
             lua_settop(L, top);
             return 0;
         }
-        /* The file is replaced by rename, never changed in place, so its
-         * size does not move; reading to the end costs nothing more. */
-        w->used = 0;
-        if (!dwork_reserve(w, (size_t)st.st_size + 1))  /* + 1: the end shows without growing */
-            return tp_fail(L, "io", "denylist %s: out of memory", path);
-        for (;;) {
-            ssize_t got;
-            if (w->used == w->cap && !dwork_reserve(w, 4096))  /* it grew after all */
-                return tp_fail(L, "io", "denylist %s: out of memory", path);
-            got = read(w->fd, w->buf + w->used, w->cap - w->used);
-            if (got < 0 && errno == EINTR) continue;
-            if (got < 0) return tp_fail(L, "io", "denylist %s: %s", path, strerror(errno));
-            if (got == 0) break;
-            w->used += (size_t)got;
-            if ((lua_Integer)w->used > d->max_size)
-                return tp_fail(L, "too_large", "denylist %s grew over the limit of %I bytes", path, d->max_size);
+        if (d->known && d->exists && d->dev == st.st_dev && d->ino == st.st_ino && st.st_size >= d->loaded &&
+            tail_unchanged(d, w->fd)) {
+            /* The same journal, grown: only what was appended is read. */
+            size_t used = 0;
+            uint64_t count = 0;
+            if ((r = read_rest(L, d, w, path, d->loaded, st.st_size)) != 0 ||
+                (r = merge_appended(L, d, w, path, &used, &count)) != 0)
+                return r;
+            close(w->fd);
+            w->fd = -1;
+            remember(d, &st);
+            d->loaded += (off_t)used;
+            d->lines += count;
+            remember_tail(d, w->buf, used);
+            lua_settop(L, top);
+            *changed = count > 0;
+            return 0;
         }
+        if ((r = read_rest(L, d, w, path, 0, st.st_size)) != 0)
+            return r;
         close(w->fd);
         w->fd = -1;
-        if ((r = parse(L, w, path)) != 0)
+        loaded = (off_t)whole_lines_end(w->buf, w->used);
+        if ((r = parse(L, w, path, &lines)) != 0)
             return r;
     }
+    d->tail_len = 0;  /* the table's bytes are the file as read */
+    if (loaded) remember_tail(d, w->tab.bytes, (size_t)loaded);
     {
         /* The old table goes to w, whose clear or __gc frees it. */
         dtable old = d->tab;
@@ -571,6 +724,8 @@ static int load(lua_State *L, int idx, denylist *d, dwork *w, int *changed)
     } else {
         remember(d, &st);
     }
+    d->loaded = loaded;
+    d->lines = lines;
     lua_settop(L, top);
     *changed = 1;
     return 0;
@@ -705,6 +860,10 @@ static int rewrite(lua_State *L, int idx, denylist *d, dwork *w)
         goto failed;
     }
     remember(d, &st);
+    d->loaded = (off_t)w->used;
+    d->lines = d->tab.n;  /* serialize writes one line an entry */
+    d->tail_len = 0;
+    remember_tail(d, w->buf, w->used);
     lua_pop(L, 2);
     return 0;
 failed:
@@ -714,10 +873,91 @@ failed:
 
 /* ---- methods ------------------------------------------------------------ */
 
+/* Opens the journal for appending (creating it, 0600, when missing; never
+ * through a symbolic link), the lock held.  Returns 0, or 3 with the fail
+ * triple pushed. */
+static int open_journal(lua_State *L, int idx, dwork *w)
+{
+    const char *path = lua_tostring(L, push_slot(L, idx, UV_PATH));
+    const char *base = lua_tostring(L, push_slot(L, idx, UV_BASE));
+    struct stat st;
+    const int flags = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+    w->appendfd = openat(w->dirfd, base, flags);
+    if (w->appendfd < 0 && errno == ENOENT) {
+        /* The first add makes the file; its name is durable once the
+         * directory is synced (append_journal). */
+        w->appendfd = openat(w->dirfd, base, flags | O_CREAT | O_EXCL, 0600);
+        w->created = w->appendfd >= 0;
+    }
+    if (w->appendfd < 0) {
+        if (errno == ELOOP)
+            return tp_fail(L, "symlink", "denylist %s is a symbolic link, which is never followed", path);
+        return tp_fail(L, "io", "denylist %s: opening it to append: %s", path, strerror(errno));
+    }
+    if (fstat(w->appendfd, &st) != 0)
+        return tp_fail(L, "io", "denylist %s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return tp_fail(L, "io", "denylist %s is not a regular file", path);
+    lua_pop(L, 2);
+    return 0;
+}
+
+/* Appends w's buffer (whole lines) to the journal, which load has just
+ * brought memory up to, and syncs it.  A torn last line left by an
+ * earlier writer is cut off first; on a failure the file is cut back to
+ * what it was, so a full disk leaves the old file byte for byte.  Returns
+ * 0, or 3 with the fail triple pushed; touches no entry in memory. */
+static int append_journal(lua_State *L, int idx, denylist *d, dwork *w)
+{
+    const char *path = lua_tostring(L, push_slot(L, idx, UV_PATH));
+    struct stat st;
+    int err;
+    const char *step = "writing";
+    if (fstat(w->appendfd, &st) != 0 || st.st_dev != d->dev || st.st_ino != d->ino) {
+        /* Not the file load read: someone replaced it without the lock. */
+        d->known = 0;
+        return tp_fail(L, "io", "denylist %s: replaced while locked; try again", path);
+    }
+    if ((lua_Integer)d->loaded + (lua_Integer)w->used > d->max_size)
+        return tp_fail(L, "too_large", "denylist %s would have %I bytes, over the limit of %I", path,
+                       (lua_Integer)d->loaded + (lua_Integer)w->used, d->max_size);
+    if (st.st_size > d->loaded && ftruncate(w->appendfd, d->loaded) != 0) {
+        err = errno;
+        step = "cutting off a torn last line";
+        goto failed;
+    }
+    if (tp_write_all(w->appendfd, w->buf, w->used) != 0 || fsync(w->appendfd) != 0) {
+        err = errno;
+        /* Back to the old content; should even that fail, the torn line
+         * is ignored by readers and cut off by the next writer. */
+        if (ftruncate(w->appendfd, d->loaded) != 0) d->known = 0;
+        goto failed;
+    }
+    if (w->created && fsync(w->dirfd) != 0 && errno != EINVAL && errno != EROFS) {
+        err = errno;
+        step = "syncing its directory";
+        goto failed;
+    }
+    if (fstat(w->appendfd, &st) != 0) {
+        err = errno;
+        goto failed;
+    }
+    remember(d, &st);
+    d->loaded += (off_t)w->used;
+    d->lines++;
+    remember_tail(d, w->buf, w->used);
+    lua_pop(L, 1);
+    return 0;
+failed:
+    return tp_fail(L, "io", "denylist %s: %s: %s", path, step, strerror(err));
+}
+
 /***
  * Adds a jti, durably: when it returns, the entry is on disk.  Under the
- * lock it reloads the file first, so concurrent writers lose nothing; an
- * entry already there keeps the later of the two expiries.
+ * lock it first reads what other writers appended, so concurrent writers
+ * lose nothing; an entry already there keeps the later of the two
+ * expiries.  One line is appended to the file, whatever the list's size;
+ * when the file holds twice as many lines as entries it is compacted.
  * @function Denylist:add
  * @tparam string jti 1 to 256 printable ASCII characters, no spaces
  * @tparam integer exp the expiry (epoch seconds)
@@ -736,12 +976,12 @@ static int tp_denylist_add(lua_State *L)
     lua_Integer exp = check_integer(L, 3, "exp");
     lua_settop(L, 3);
     w = dwork_new(L);
-    if ((r = lock(L, 1, w)) != 0 || (r = load(L, 1, d, w, &changed)) != 0) {
+    if ((r = lock(L, 1, w)) != 0 || (r = open_journal(L, 1, w)) != 0 || (r = load(L, 1, d, w, &changed)) != 0) {
         dwork_clear(w);
         return r;
     }
     /* Memory changes only once the file has: room for the entry is made
-     * first, so nothing can fail after the rename. */
+     * first, so nothing can fail after the append. */
     idx = dtable_find(t, jti, len, &hash, &slot);
     if (idx == 0 || t->ents[idx - 1].exp < exp) {
         if (idx == 0) {
@@ -751,11 +991,12 @@ static int tp_denylist_add(lua_State *L)
             }
             dtable_find(t, jti, len, &hash, &slot);  /* the index may have grown */
         }
-        if (!serialize(t, w, idx, idx ? NULL : jti, len, exp)) {
+        w->used = 0;
+        if (!append_line(w, jti, len, exp)) {
             dwork_clear(w);
             return tp_fail(L, "io", "denylist %s: out of memory", lua_tostring(L, push_slot(L, 1, UV_PATH)));
         }
-        if ((r = rewrite(L, 1, d, w)) != 0) {
+        if ((r = append_journal(L, 1, d, w)) != 0) {
             dwork_clear(w);
             return r;
         }
@@ -763,6 +1004,12 @@ static int tp_denylist_add(lua_State *L)
             dtable_insert(t, slot, hash, jti, len, exp);
         else
             t->ents[idx - 1].exp = exp;
+        /* Compacting is housekeeping: the entry is on disk already, so a
+         * failure here (rewrite leaves the journal as it was) is not the
+         * add's. */
+        if (d->lines >= DL_COMPACT_MIN_LINES && d->lines >= 2 * (uint64_t)t->n && serialize(t, w, 0, NULL, 0, 0) &&
+            rewrite(L, 1, d, w) != 0)
+            lua_pop(L, 3);
     }
     dwork_clear(w);
     lua_pushboolean(L, 1);

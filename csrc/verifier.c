@@ -46,6 +46,11 @@
 #define SCAN_DEPTH 16
 #define SCAN_KEYS 128
 
+/* Stack slots v:check may use above its 3 arguments: on a cache hit
+ * (within the LUA_MINSTACK every C call gets), and on the full path. */
+#define HIT_STACK 16
+#define FULL_STACK 24
+
 /* Upvalues of every function here. */
 #define UP_VIEW_MT lua_upvalueindex(1)
 #define UP_NAMES lua_upvalueindex(2)      /* member name -> field index; "totable" -> the method */
@@ -948,7 +953,11 @@ static int tp_verifier_check(lua_State *L)
 
     o.now = arg_now(L, 3);
     lua_settop(L, 3);
-    luaL_checkstack(L, 24, "verifier");
+    /* A cache hit needs few slots; Lua gives every C call LUA_MINSTACK
+     * (20) free ones, so asking for what the full path needs (below) only
+     * there spares a hit the stack reallocation it would cost in a fresh
+     * coroutine, as HAProxy runs each request in. */
+    luaL_checkstack(L, HIT_STACK, "verifier");
     tp_getuservalue(L, 1);
     uv = lua_gettop(L);
     lua_rawgeti(L, uv, UV_KEYS);
@@ -978,6 +987,7 @@ static int tp_verifier_check(lua_State *L)
         v->misses++;
     }
 
+    luaL_checkstack(L, FULL_STACK, "verifier");
     if (o.iss) { lua_rawgeti(L, uv, UV_ISS); o.iss = lua_gettop(L); }
     if (o.aud) { lua_rawgeti(L, uv, UV_AUD); o.aud = lua_gettop(L); }
     if (o.require) { lua_rawgeti(L, uv, UV_REQUIRE); o.require = lua_gettop(L); }

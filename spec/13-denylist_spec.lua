@@ -78,7 +78,8 @@ describe("denylist", function()
       assert.is_true(list:contains("j", 150))
       assert(list:add("j", 300))
       assert.is_true(list:contains("j", 250))
-      assert.are.equal("j 300\n", read_file(path))
+      -- the journal: the later expiry is appended, the earlier one wrote nothing
+      assert.are.equal("j 200\nj 300\n", read_file(path))
     end)
 
     it("purges entries whose exp <= now and says how many", function()
@@ -177,9 +178,10 @@ describe("denylist", function()
       assert.is_true(again:contains("g-1", 999))
       assert.is_true(again:contains("g-300", 1999))
       assert.is_false(again:contains("g-150", 0))
+      -- the purge wrote the 150 left, then two lines were appended
       local lines = 0
       for _ in read_file(path):gmatch("\n") do lines = lines + 1 end
-      assert.are.equal(151, lines)
+      assert.are.equal(152, lines)
     end)
 
     it("merges duplicate lines of a file, keeping the later expiry", function()
@@ -189,7 +191,8 @@ describe("denylist", function()
       assert.is_true(list:contains("d", 8))
       assert.is_false(list:contains("d", 9))
       assert(list:add("e", 2))
-      assert.are.equal("d 9\ne 2\n", read_file(path))
+      assert.are.equal("d 5\ne 1\nd 9\nd 7\ne 2\n", read_file(path))
+      assert.are.equal(2, assert(tp.denylist(path)):count())
     end)
 
     it("tells apart jtis that share long prefixes", function()
@@ -293,8 +296,17 @@ describe("denylist", function()
       end
     end)
 
-    it("accepts a last line without a newline", function()
+    it("ignores a last line without its newline (a write cut short) and cuts it off at the next add", function()
       write_file(path, "a 1\nb 2")
+      local list = assert(tp.denylist(path))
+      assert.are.equal(1, list:count())
+      assert.is_false(list:contains("b", 0))
+      assert(list:add("c", 3))
+      assert.are.equal("a 1\nc 3\n", read_file(path))
+      -- a line cut inside its jti is no entry either
+      write_file(path, "a 1\nc 3\nSECRE")
+      assert.is_false(list:reload())  -- no whole line was added
+      assert.are.equal(2, list:count())
       assert.are.equal(2, assert(tp.denylist(path)):count())
     end)
 
@@ -346,6 +358,77 @@ describe("denylist", function()
     it("reports a directory at the path as io", function()
       sh("mkdir " .. path)
       assert.are.equal("io", select(3, tp.denylist(path)))
+    end)
+  end)
+
+  describe("the journal", function()
+    local function line_count(text)
+      local n = 0
+      for _ in text:gmatch("\n") do n = n + 1 end
+      return n
+    end
+
+    it("appends one line per add, whatever the size of the list", function()
+      local lines = {}
+      for i = 1, 2000 do lines[i] = ("old-%d 99\n"):format(i) end
+      write_file(path, table.concat(lines))
+      local before = read_file(path)
+      local list = assert(tp.denylist(path))
+      assert(list:add("new-1", 99))
+      assert.are.equal(before .. "new-1 99\n", read_file(path))
+    end)
+
+    it("reloads only what was appended while the file keeps its inode", function()
+      local lines = {}
+      for i = 1, 10 do lines[i] = ("line-%02d 99\n"):format(i) end
+      write_file(path, table.concat(lines))
+      local reader = assert(tp.denylist(path))
+      -- Break the first line in place (same size, same inode), outside the
+      -- bytes a reload compares: only a reader that read it again would see.
+      local f = assert(io.open(path, "r+b"))
+      f:write("line 01 99")
+      f:close()
+      assert.are.equal("malformed", select(3, tp.denylist(path)))  -- read whole, it fails
+      write_file(path .. ".tail", "appended 99\n")
+      sh("cat " .. path .. ".tail >> " .. path)
+      assert.is_true(reader:reload())
+      assert.are.equal(11, reader:count())
+      assert.is_true(reader:contains("appended", 0))
+    end)
+
+    it("reads a compacted (renamed) file whole", function()
+      local reader = assert(tp.denylist(path))
+      local writer = assert(tp.denylist(path))
+      for i = 1, 5 do assert(writer:add("p-" .. i, i)) end
+      assert(reader:reload())
+      assert.are.equal(5, reader:count())
+      assert.are.equal(3, writer:purge(3))
+      assert.is_true(reader:reload())
+      assert.are.equal(2, reader:count())
+      assert.is_false(reader:contains("p-1", 0))
+    end)
+
+    it("reads a file that shrank whole", function()
+      local list = assert(tp.denylist(path))
+      assert(list:add("a", 9))
+      assert(list:add("b", 9))
+      write_file(path, "c 9\n")
+      assert.is_true(list:reload())
+      assert.are.equal(1, list:count())
+      assert.is_true(list:contains("c", 0))
+    end)
+
+    it("compacts once it holds twice as many lines as entries (1,024 lines at least)", function()
+      local list = assert(tp.denylist(path))
+      assert(list:add("other", 5))
+      for i = 1, 1021 do assert(list:add("again", 100 + i)) end
+      assert.are.equal(1022, line_count(read_file(path)))
+      assert(list:add("again", 5000))      -- line 1,023
+      assert(list:add("again", 5001))      -- line 1,024: compacted to the two entries
+      assert.are.equal("other 5\nagain 5001\n", read_file(path))
+      assert.are.equal(2, assert(tp.denylist(path)):count())
+      assert(list:add("third", 7))
+      assert.are.equal("other 5\nagain 5001\nthird 7\n", read_file(path))
     end)
   end)
 

@@ -116,7 +116,8 @@ describe("the tokenpolicy command", function()
       assert.are.equal(0, r.code)
       assert.are.equal("", r.err)
       assert.matches("^Usage: tokenpolicy", r.out)
-      for _, name in ipairs { "status", "inspect", "verify", "logout", "switch", "revoke", "help" } do
+      for _, name in ipairs { "status", "inspect", "verify", "logout", "switch", "revoke", "deny", "denylist",
+                              "help" } do
         assert.matches("\n   " .. name .. " ", r.out, 1, true)
       end
       assert.matches("Exit status: 0 fine, 1 a finding", r.out, 1, true)
@@ -131,7 +132,8 @@ describe("the tokenpolicy command", function()
     end)
 
     it("--help on every command shows examples; help COMMAND prints the same", function()
-      for _, name in ipairs { "status", "inspect", "verify", "logout", "switch", "revoke", "help" } do
+      for _, name in ipairs { "status", "inspect", "verify", "logout", "switch", "revoke", "deny", "denylist",
+                              "help" } do
         local r = run { name, "--help" }
         assert.are.equal(0, r.code, name)
         assert.matches("^Usage: tokenpolicy " .. name, r.out)
@@ -183,7 +185,8 @@ describe("the tokenpolicy command", function()
         .. "see 'tokenpolicy status --help'" },
       { { "help", "frob" },
         "tokenpolicy: argument 'name' must be one of 'status', 'inspect', 'verify', 'logout', 'switch', "
-        .. "'revoke', 'check-long-lived', 'fix-long-lived', 'help'; see 'tokenpolicy help --help'" },
+        .. "'revoke', 'deny', 'denylist', 'check-long-lived', 'fix-long-lived', 'help'; "
+        .. "see 'tokenpolicy help --help'" },
       { { "verify", "-", "--jwks", "x", "--leeway", "soon" },
         "tokenpolicy: --leeway must be a number of seconds; see 'tokenpolicy verify --help'" },
     }
@@ -638,6 +641,72 @@ describe("the tokenpolicy command", function()
       local r = run({ "switch", "bob", "--persist" }, { env = env })
       assert.are.equal(0, r.code, r.err)
       assert.are.equal("[client]\naccount = bob\n# a comment that stays\n", slurp(env.RUCIO_CONFIG))
+    end)
+  end)
+
+  describe("deny and denylist", function()
+    local list
+    before_each(function()
+      list = dir .. "/denied"
+      os.remove(list)
+      os.remove(list .. ".lock")
+    end)
+
+    it("deny adds a jti until an epoch time, a +duration or an ISO time; denylist looks it up", function()
+      local r = run { "deny", "cli-0001", "--exp", tostring(now + 3600), "--denylist", list }
+      assert.are.same({ code = 0, err = "",
+        out = "denied cli-0001 until " .. os.date("!%Y-%m-%d %H:%M:%S UTC", now + 3600) .. "\n" }, r)
+      local before = os.time()
+      r = run({ "deny", "cli-0002", "--exp", "+2h", "--json" }, { env = { TOKENPOLICY_DENYLIST = list } })
+      local after = os.time()
+      assert.are.equal(0, r.code)
+      local answer = tp.json_decode(r.out)
+      assert.are.equal("cli-0002", answer.jti)
+      assert.is_true(answer.exp >= before + 7200 and answer.exp <= after + 7200)
+      assert.are.equal(2, answer.count)
+      r = run { "deny", "cli-0003", "--exp", "2026-12-01T12:00:00Z", "--denylist", list }
+      assert.are.equal(0, r.code)
+      local written = tp.denylist(list)
+      assert.is_true(written:contains("cli-0003", 1796126399))
+      assert.is_false(written:contains("cli-0003", 1796126400))
+      assert.are.same({ code = 0, out = "3\n", err = "" }, run { "denylist", "count", "--denylist", list })
+      assert.are.same({ code = 0, out = "denied\n", err = "" },
+        run { "denylist", "contains", "cli-0001", "--denylist", list })
+      assert.are.same({ code = 1, out = "not denied\n", err = "" },
+        run { "denylist", "contains", "cli-0001", "--at", tostring(now + 3600), "--denylist", list })
+      assert.are.same({ code = 1, out = "not denied\n", err = "" },
+        run { "denylist", "contains", "other", "--denylist", list })
+    end)
+
+    it("purges what expired at --at", function()
+      assert.are.equal(0, run({ "deny", "a", "--exp", "100", "--denylist", list }).code)
+      assert.are.equal(0, run({ "deny", "b", "--exp", "300", "--denylist", list }).code)
+      assert.are.same({ code = 0, out = "removed 1 expired entry, 1 left\n", err = "" },
+        run { "denylist", "purge", "--at", "200", "--denylist", list })
+      local r = run { "denylist", "purge", "--at", "400", "--denylist", list, "--json" }
+      assert.are.same({ removed = 1, count = 0, at = 400 }, tp.json_decode(r.out))
+    end)
+
+    it("refuses bad input with one line and exit 2", function()
+      local cases = {
+        { { "deny", "x", "--exp", "tomorrow", "--denylist", list },
+          '--exp: "tomorrow" is not a time: give epoch seconds, +DURATION or YYYY-MM-DDTHH:MM:SSZ' },
+        { { "deny", "x", "--exp", "2026-02-30T00:00:00Z", "--denylist", list },
+          '--exp: "2026-02-30T00:00:00Z" is not a time: give epoch seconds, +DURATION or YYYY-MM-DDTHH:MM:SSZ' },
+        { { "deny", "x", "--exp", "+soon", "--denylist", list },
+          '--exp: "+soon" is not a duration (e.g. +12h, +1d, +90m)' },
+        { { "deny", "a b", "--exp", "5", "--denylist", list },
+          "a JTI is 1 to 256 printable ASCII characters without spaces" },
+        { { "deny", "x", "--exp", "5" }, "give --denylist FILE (or set TOKENPOLICY_DENYLIST)" },
+        { { "denylist", "contains", "--denylist", list }, "denylist contains needs a JTI" },
+        { { "denylist", "purge", "x", "--denylist", list }, "denylist purge takes no JTI" },
+        { { "denylist", "count", "--denylist", dir }, "io: denylist " .. dir .. " is not a regular file" },
+      }
+      for _, case in ipairs(cases) do
+        local r = run(case[1])
+        assert.are.same({ code = 2, out = "", err = "tokenpolicy: " .. case[2] .. "\n" }, r)
+      end
+      assert.is_nil(io.open(list))  -- nothing was written
     end)
   end)
 

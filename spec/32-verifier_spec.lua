@@ -395,6 +395,28 @@ describe("verifier", function()
       assert(v:check(token, NOW))
       assert.are.same({ 0, 2, 1, 0 }, stats_of(v))
     end)
+
+    -- HAProxy runs every request in a new coroutine, whose stack starts
+    -- small: a hit must answer (and refuse) there without running short.
+    it("answers hits and refusals from fresh coroutines, with a source, a policy and a denylist", function()
+      local list = assert(tp.denylist(dir .. "/denied"))
+      local policy = assert(tp.policy { login_token_lifetime = "1h" })
+      local source = tp.jwks {}
+      assert(source:set_keys(jwks_text, NOW))
+      local v = tp.verifier { keys = source, cache = 4, policy = policy, denylist = list }
+      local token = tp.sign(claims { jti = "in-a-coroutine", auth_time = NOW - 60 }, rsa)
+      local function in_coroutine(now)
+        return coroutine.wrap(function() return v:check(token, now) end)()
+      end
+      for i = 1, 3 do
+        local c = assert(in_coroutine(NOW + i))
+        assert.are.equal("in-a-coroutine", c.jti)
+      end
+      fails("expired", in_coroutine(NOW + 3550))
+      assert(list:add("in-a-coroutine", NOW + 7200))
+      fails("revoked", in_coroutine(NOW + 5))
+      assert.are.same({ 4, 1, 1, 0 }, stats_of(v))
+    end)
   end)
 
   describe("claims", function()

@@ -28,9 +28,10 @@
 --   EXPERIMENTS  1: also run the "where the time goes" variants
 --                (experiments.lua), the same tokens outside HAProxy
 --                (outside.lua), and, with PERF=1 and perf installed, a
---                profile of HAProxy running tp.verify; with CALLGRIND=1 and
---                valgrind installed, instructions per request by shared
---                object, in HAProxy and outside it
+--                profile of HAProxy running tp.verify
+--   CALLGRIND    1 (valgrind installed): instructions per request by shared
+--                object for the configurations run (and, with EXPERIMENTS,
+--                the variants and the calls outside HAProxy)
 --
 -- HAProxy processes and the temporary directory are removed at the end,
 -- also when the run fails.
@@ -590,8 +591,9 @@ local function main()
     print_ratios(results)
     chart(list, results, fx)
   end
+  local xs = {}
   if EXPERIMENTS then
-    local xs = experiments(fx)
+    xs = experiments(fx)
     local xr = measure_all(xs, fx)
     print("")
     print_table(xs, xr, "Where the time goes (variants of one Lua action)")
@@ -603,31 +605,34 @@ local function main()
     print("")
     print("Outside HAProxy (lua5.3, same tokens, same options):")
     io.write(outside(fx))
-    if CALLGRIND then
-      print("")
-      print("Instructions per request under callgrind (user space only; HAProxy at 10 connections):")
-      local all = {}
-      for _, cfg in ipairs(list) do
-        all[cfg.id] = cfg
+  end
+  -- The configurations measured (ONLY), and the variants with EXPERIMENTS.
+  if CALLGRIND then
+    print("")
+    print("Instructions per request under callgrind (user space only; HAProxy at 10 connections):")
+    local all = {}
+    for _, cfg in ipairs(list) do
+      all[cfg.id] = cfg
+    end
+    for _, cfg in ipairs(xs) do
+      all[cfg.id] = cfg
+    end
+    for _, id in ipairs({ "a", "b", "c", "d", "e", "f", "x1", "x2", "x3", "x4", "x6", "x7", "x11", "x14" }) do
+      if all[id] then
+        print(string.format("  %-5s %-26s %s", "(" .. id .. ")", all[id].name, callgrind_haproxy(all[id], fx)))
       end
-      for _, cfg in ipairs(xs) do
-        all[cfg.id] = cfg
-      end
-      for _, id in ipairs({ "a", "b", "c", "d", "e", "f", "x1", "x2", "x3", "x4", "x6", "x7", "x11", "x14" }) do
-        if all[id] then
-          print(string.format("  %-5s %-26s %s", "(" .. id .. ")", all[id].name, callgrind_haproxy(all[id], fx)))
-        end
-      end
+    end
+    if EXPERIMENTS then
       print("  outside HAProxy, lua5.3:")
       for _, mode in ipairs({ "decode", "verify", tp.verifier and "check" or nil }) do
         print(string.format("       %-24s %s", mode, callgrind_outside(fx, mode)))
       end
     end
-    if PERF then
-      print("")
-      print("perf profile of HAProxy running (x4) tp.verify (self time, >= 1%):")
-      io.write(profile(xs[4], fx))
-    end
+  end
+  if PERF and EXPERIMENTS then
+    print("")
+    print("perf profile of HAProxy running (x4) tp.verify (self time, >= 1%):")
+    io.write(profile(xs[4], fx))
   end
   print(string.format("\nload average at end: %s", capture("cut -d' ' -f1-3 /proc/loadavg"):gsub("%s+$", "")))
 end

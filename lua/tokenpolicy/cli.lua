@@ -1,4 +1,5 @@
---- The `tokenpolicy` command: status, inspect, verify, logout, switch, revoke.
+--- The `tokenpolicy` command: status, inspect, verify, logout, switch, revoke,
+-- deny and denylist, check-long-lived and fix-long-lived.
 --
 -- `bin/tokenpolicy` runs `require("tokenpolicy.cli").main(arg)` and exits
 -- with what it returns: 0 all is well, 1 a finding (an invalid or expired
@@ -497,6 +498,110 @@ local function migration_source(args)
     or args.files and "the token caches under " .. args.files or "the records"
 end
 
+-- The denylist ------------------------------------------------------------------
+
+-- The denylist a command works on: --denylist, else TOKENPOLICY_DENYLIST.
+local function open_denylist(args)
+  local where = args.denylist
+  if where == nil or where == "" then where = os.getenv("TOKENPOLICY_DENYLIST") end
+  if where == nil or where == "" then
+    usage("give --denylist FILE (or set TOKENPOLICY_DENYLIST)")
+  end
+  local list, err = lib().denylist(where)
+  if not list then
+    usage(("%s"):format(err))
+  end
+  return list
+end
+
+--- A time on the command line: epoch seconds, "+DURATION" from now
+-- (`+12h`, `+1d`), or an ISO 8601 UTC time (`2026-12-01T12:00:00Z`).
+-- @tparam string text
+-- @tparam integer now
+-- @treturn ?integer the time, or nil and a message
+function M.parse_time(text, now)
+  local n = math.tointeger(tonumber(text))
+  if n and text:match("^%-?%d+$") then return n end
+  if text:sub(1, 1) == "+" then
+    local seconds = lib().duration(text:sub(2))
+    if seconds then return now + seconds end
+    return nil, ("%q is not a duration (e.g. +12h, +1d, +90m)"):format(text)
+  end
+  local y, mo, d, h, mi, sec = text:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)Z$")
+  if y then
+    y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
+    if mo >= 1 and mo <= 12 and d >= 1 and d <= 31 and h <= 23 and mi <= 59 and sec <= 59 then
+      -- Days since 1970-01-01 of a proleptic Gregorian date (civil calendar).
+      local yy = mo <= 2 and y - 1 or y
+      local era = yy // 400
+      local yoe = yy - era * 400
+      local doy = (153 * (mo + (mo > 2 and -3 or 9)) + 2) // 5 + d - 1
+      local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+      local t = (era * 146097 + doe - 719468) * 86400 + h * 3600 + mi * 60 + sec
+      local back = os.date("!*t", t)  -- 2026-02-30 comes back as March
+      if back.day == d and back.month == mo then return t end
+    end
+  end
+  return nil, ("%q is not a time: give epoch seconds, +DURATION or YYYY-MM-DDTHH:MM:SSZ"):format(text)
+end
+
+local function time_option(args, name, now)
+  local t, err = M.parse_time(args[name], now)
+  if not t then usage(("--%s: %s"):format(name:gsub("_", "-"), err)) end
+  return t
+end
+
+-- A jti as a denylist holds it (tp.denylist raises on others).
+local function check_jti(jti)
+  if #jti > 256 or not jti:match("^[\33-\126]+$") then
+    usage("a JTI is 1 to 256 printable ASCII characters without spaces")
+  end
+end
+
+function commands.deny(args)
+  check_jti(args.jti)
+  local now = os.time()
+  local exp = time_option(args, "exp", now)
+  local list = open_denylist(args)
+  local ok, err = list:add(args.jti, exp)
+  if not ok then usage(err) end
+  if args.json then
+    say(json({ ok = true, jti = args.jti, exp = exp, count = list:count() }))
+  else
+    say(("%s %s until %s"):format(out.paint("green", "denied"), args.jti, os.date("!%Y-%m-%d %H:%M:%S UTC", exp)))
+  end
+  list:close()
+  return 0
+end
+
+commands.denylist = function(args)
+  local now = args.at and time_option(args, "at", os.time()) or os.time()
+  local list = open_denylist(args)
+  local result, status
+  if args.action == "count" then
+    result, status = { count = list:count() }, 0
+    if not args.json then say(tostring(result.count)) end
+  elseif args.action == "contains" then
+    if not args.jti then usage("denylist contains needs a JTI") end
+    local denied = list:contains(args.jti, now)
+    result, status = { jti = args.jti, denied = denied, at = now }, denied and 0 or 1
+    if not args.json then
+      say(denied and out.paint("red", "denied") or out.paint("green", "not denied"))
+    end
+  else
+    if args.jti then usage("denylist purge takes no JTI") end
+    local removed, err = list:purge(now)
+    if not removed then usage(err) end
+    result, status = { removed = removed, count = list:count(), at = now }, 0
+    if not args.json then
+      say(("removed %d expired %s, %d left"):format(removed, removed == 1 and "entry" or "entries", list:count()))
+    end
+  end
+  if args.json then say(json(result)) end
+  list:close()
+  return status
+end
+
 commands["check-long-lived"] = function(args)
   local policy = migrate_policy(args)
   local now = args.now and parse_now(args.now) or nil
@@ -667,14 +772,39 @@ local function build_parser()
     :argname("F")
   revoke:flag("--json"):description("Print JSON.")
 
+  local deny = parser:command("deny")
+    :summary("Deny a token id (jti) at gateways until a time.")
+    :description("Add a jti to a denylist file, durably, until --exp; gateways reading that denylist refuse "
+      .. "tokens with that jti from their next reload. The denylist from --denylist or TOKENPOLICY_DENYLIST.")
+    :epilog("Examples:\n  tokenpolicy deny 6f1c9a2e-jti --exp +12h --denylist /var/lib/gw/denylist\n"
+      .. "  tokenpolicy deny 6f1c9a2e-jti --exp 2026-12-01T12:00:00Z")
+  deny:argument("jti"):argname("JTI"):description("The token's jti claim (tokenpolicy inspect shows it).")
+  deny:option("--exp"):argname("TIME"):count(1)
+    :description("Until when: epoch seconds, +DURATION (+12h, +1d) or YYYY-MM-DDTHH:MM:SSZ; use the token's exp.")
+  deny:option("--denylist"):argname("FILE"):description("The denylist (default: TOKENPOLICY_DENYLIST).")
+  deny:flag("--json"):description("Print JSON.")
+
+  local denylist = parser:command("denylist")
+    :summary("Count, look up or purge a denylist.")
+    :description("count: the entries (expired ones until purged). contains JTI: exit 0 if denied at --at "
+      .. "(default now), 1 if not. purge: remove the entries expired at --at.")
+    :epilog("Examples:\n  tokenpolicy denylist count --denylist /var/lib/gw/denylist\n"
+      .. "  tokenpolicy denylist contains 6f1c9a2e-jti\n  tokenpolicy denylist purge --at +0s")
+  denylist:argument("action"):argname("ACTION"):choices { "count", "contains", "purge" }
+    :description("count, contains or purge.")
+  denylist:argument("jti"):args("?"):argname("JTI"):description("The jti (contains only).")
+  denylist:option("--denylist"):argname("FILE"):description("The denylist (default: TOKENPOLICY_DENYLIST).")
+  denylist:option("--at"):argname("TIME"):description("The time to judge at (default now).")
+  denylist:flag("--json"):description("Print JSON.")
+
   add_migrate_commands(parser)
 
   local help = parser:command("help"):summary("Show help for a command.")
     :description("Show the help of tokenpolicy or of one command.")
     :epilog("Examples:\n  tokenpolicy help\n  tokenpolicy help verify")
   help:argument("name"):args("?"):description("The command.")
-    :choices { "status", "inspect", "verify", "logout", "switch", "revoke", "check-long-lived", "fix-long-lived",
-               "help" }
+    :choices { "status", "inspect", "verify", "logout", "switch", "revoke", "deny", "denylist", "check-long-lived",
+               "fix-long-lived", "help" }
 
   -- argparse's own usage errors: one line and exit 2 (its default prints
   -- the usage and exits 1, which would read as "a finding").
