@@ -1,21 +1,25 @@
 -- luacheck: globals fuzz_answers
 -- The command line tool (tokenpolicy.cli) on fuzzed argument vectors,
--- token files, key files, stdin and rucio.cfg.
+-- token files, key files, stdin, rucio.cfg and denylists.
 --
 -- The input: one argument per line, then an empty line, then the files,
 -- separated by lines "--file--": the token file, the keys file, stdin,
--- the rucio.cfg and the Rucio expiry file.  In arguments, "@token", "@keys" and "@dir" name the token
--- file, the keys file and the sandbox directory.
+-- the rucio.cfg, the Rucio expiry file and the denylist.  In arguments,
+-- "@token", "@keys" and "@dir" name the token file, the keys file and the
+-- sandbox directory.
 --
 -- Everything runs in a sandbox: os.getenv answers from a made-up
 -- environment (TMPDIR, HOME, XDG_RUNTIME_DIR in the sandbox, RUCIO_CONFIG
--- its rucio.cfg), stdout and stderr are captured, stdin is the input's,
+-- its rucio.cfg, BEARER_TOKEN_FILE the token file, TOKENPOLICY_DENYLIST its
+-- denylist), stdout and stderr are captured, stdin is the input's,
 -- fetch_keys is served by the harness's loopback server (the keys file as
 -- the JWKS answer), and os.exit (argparse's --help and --version) ends the
--- run instead of the process.  Only the commands that read are run:
--- inspect, verify, status and help; an argument naming another command
--- (logout, switch, revoke, check-long-lived, fix-long-lived) becomes
--- "inspect", so no run removes, revokes or rewrites anything.
+-- run instead of the process.  Only these commands run: inspect, verify,
+-- status and help, which read, and deny and denylist on the sandbox's
+-- denylist (any --denylist, or a prefix of it, is rewritten to name it);
+-- an argument naming another command (logout, switch, revoke,
+-- check-long-lived, fix-long-lived) becomes "inspect", so no run removes,
+-- revokes or rewrites anything outside the sandbox.
 --
 -- The oracle: main returns 0, 1 or 2; never an "internal error" (a Lua
 -- error inside a command); nothing printed holds the token file's token.
@@ -28,7 +32,7 @@ os.execute(("mkdir -p '%s/home' '%s/run' '%s' && chmod 700 '%s'"):format(sandbox
 local ENV = {
   TMPDIR = sandbox, HOME = sandbox .. "/home", XDG_RUNTIME_DIR = sandbox .. "/run", LOGNAME = "fuzz",
   USER = "fuzz", NO_COLOR = "1", TERM = "dumb", RUCIO_CONFIG = sandbox .. "/rucio.cfg", PATH = "/usr/bin:/bin",
-  BEARER_TOKEN_FILE = sandbox .. "/token",
+  BEARER_TOKEN_FILE = sandbox .. "/token", TOKENPOLICY_DENYLIST = sandbox .. "/denylist",
 }
 os.getenv = function(name) return ENV[name] end -- luacheck: ignore 122
 
@@ -74,10 +78,10 @@ tp.fetch_keys = function(_, opts)
   return core.fetch_keys(("http://127.0.0.1:%d/jwks"):format(port), opts)
 end
 
-local READING = { inspect = true, verify = true, status = true, help = true }
+local READING = { inspect = true, verify = true, status = true, help = true, deny = true, denylist = true }
 local WRITING = { logout = true, switch = true, revoke = true, ["check-long-lived"] = true,
   ["fix-long-lived"] = true }
-local FIRST = { "inspect", "verify", "status", "help", "--help", "--version" }
+local FIRST = { "inspect", "verify", "status", "help", "deny", "denylist", "--help", "--version" }
 
 return function(data)
   local head, files = data:match("^(.-)\n\n(.*)$")
@@ -88,7 +92,7 @@ return function(data)
     -- An argument from the OS ends at its first NUL, as C strings do.
     argv[#argv + 1] = line:match("^[^\0]*")
   end
-  local parts = F.split(files, "\n--file--\n", 5)
+  local parts = F.split(files, "\n--file--\n", 6)
   local token, keys = parts[1] or "", parts[2] or ""
   keys_text = keys
   stdin_text = parts[3] or ""
@@ -101,9 +105,18 @@ return function(data)
   core.write_token(paths["@token"], token)
   core.write_token(F.write("fuzz/.rucio_fuzz/auth_token_for_account_fuzz", token), token)
   F.write("fuzz/.rucio_fuzz/auth_token_exp_for_account_fuzz", parts[5] or "1800000000")
+  F.write("denylist", parts[6] or "jti-1 1800000100\n")
+  os.remove(sandbox .. "/denylist.lock")
   for i, a in ipairs(argv) do
     if paths[a] then argv[i] = paths[a] end
     if WRITING[a] then argv[i] = "inspect" end
+    -- deny and denylist write only the sandbox's denylist: a --denylist
+    -- (or a prefix of it) names that file, whatever the input says.
+    if a:find("^%-%-d") and ("--denylist"):sub(1, #a) == a then
+      argv[i] = "--denylist=" .. sandbox .. "/denylist"
+    elseif a:find("^%-%-denylist=") then
+      argv[i] = "--denylist=" .. sandbox .. "/denylist"
+    end
   end
   if not READING[argv[1]] and argv[1] ~= "--help" and argv[1] ~= "--version" then
     table.insert(argv, 1, FIRST[(#data % #FIRST) + 1])
