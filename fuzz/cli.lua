@@ -27,7 +27,8 @@ local F = require "fuzzlib"
 
 local sandbox = F.sandbox()
 local rucio_dir = sandbox .. "/fuzz/.rucio_fuzz"
-os.execute(("mkdir -p '%s/home' '%s/run' '%s' && chmod 700 '%s'"):format(sandbox, sandbox, rucio_dir, rucio_dir))
+os.execute(F.SH .. ("mkdir -p '%s/home' '%s/run' '%s'"):format(sandbox, sandbox, rucio_dir))
+os.execute(F.SH .. ("chmod 700 '%s'"):format(rucio_dir))
 
 local ENV = {
   TMPDIR = sandbox, HOME = sandbox .. "/home", XDG_RUNTIME_DIR = sandbox .. "/run", LOGNAME = "fuzz",

@@ -80,12 +80,17 @@ function M.split(s, sep, max)
   return out
 end
 
+--- The prefix of every command a target runs: without the sanitizer
+-- preload of `make asan` (spec 34 replays targets under it), which makes
+-- LeakSanitizer abort tools such as mktemp that never free.
+M.SH = "env -u LD_PRELOAD "
+
 -- The sandbox directory of this process, made once under TMPDIR (the
 -- runner, fuzz/run.sh, points TMPDIR at a directory it removes).
 local sandbox
 function M.sandbox()
   if not sandbox then
-    local pipe = assert(io.popen("mktemp -d \"${TMPDIR:-/tmp}/tpfuzz.XXXXXX\"", "r"))
+    local pipe = assert(io.popen(M.SH .. "mktemp -d \"${TMPDIR:-/tmp}/tpfuzz.XXXXXX\"", "r"))
     sandbox = pipe:read("l")
     pipe:close()
     assert(sandbox and sandbox:find("/tpfuzz%."), "mktemp failed")

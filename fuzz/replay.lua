@@ -7,7 +7,8 @@
 --
 -- Like fuzz/harness.c: FUZZ_ROOT is the current directory, fuzz_answers
 -- feeds raw HTTP answers (here through fuzz/answer_peer.js, a Node peer),
--- and any Lua error out of the target is a finding.  Prints "ok N inputs"
+-- and any Lua error out of the target is a finding.  Every command it runs
+-- goes without the sanitizer preload of `make asan` (env -u LD_PRELOAD).  Prints "ok N inputs"
 -- and exits 0, or prints the input and the error and exits 1.
 -- luacheck: globals FUZZ_ROOT fuzz_answers
 local target = assert(arg[1], "usage: replay.lua TARGET FILE...")
@@ -18,12 +19,12 @@ FUZZ_ROOT = os.getenv("PWD") or "."
 local peer, peer_dir, gen = nil, nil, 0
 function fuzz_answers(list)
   if not peer then
-    peer_dir = assert(io.popen("mktemp -d"):read("l"))
+    peer_dir = assert(io.popen("env -u LD_PRELOAD mktemp -d"):read("l"))
     local handle = assert(io.popen("exec env -u LD_PRELOAD node fuzz/answer_peer.js " .. peer_dir, "r"))
     local port, pid = assert(handle:read("l")):match("^(%d+) (%d+)$")
     peer = { handle = handle, port = tonumber(port), pid = pid }
   end
-  os.execute("rm -f '" .. peer_dir .. "'/answer.*")
+  os.execute("env -u LD_PRELOAD rm -f '" .. peer_dir .. "'/answer.*")
   for i, a in ipairs(list) do
     local f = assert(io.open(peer_dir .. "/answer." .. i, "wb"))
     f:write(a)
@@ -50,12 +51,12 @@ for i = 2, #arg do
   end
 end
 if peer then
-  os.execute("kill " .. peer.pid)
+  os.execute("env -u LD_PRELOAD kill " .. peer.pid)
   peer.handle:close()
-  os.execute("rm -rf '" .. peer_dir .. "'")
+  os.execute("env -u LD_PRELOAD rm -rf '" .. peer_dir .. "'")
 end
 local sandbox = package.loaded.fuzzlib and package.loaded.fuzzlib.sandbox_dir
-if sandbox then os.execute("rm -rf '" .. sandbox .. "'") end
+if sandbox then os.execute("env -u LD_PRELOAD rm -rf '" .. sandbox .. "'") end
 if failed then
   stdout:write("FAILED ", failed, "\n")
   exit(1, true)
