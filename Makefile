@@ -20,7 +20,8 @@ DEB_PACKAGES := liblua5.4-dev liblua5.3-dev lua5.4 lua5.3 libcjose-dev \
 BUILD   ?= build
 MODULES := $(foreach v,$(LUA_VERSIONS),$(BUILD)/$(v)/tokenpolicy/core.so)
 
-.PHONY: all deps test spec lint asan valgrind werror cppcheck bench bench-migrate bench-haproxy demo clean
+.PHONY: all deps test spec lint asan valgrind werror cppcheck fuzz fuzz-build bench bench-migrate bench-haproxy \
+	demo clean
 
 all: $(MODULES)
 
@@ -101,6 +102,36 @@ cppcheck: deps
 	@for v in $(LUA_VERSIONS); do \
 		cppcheck $(CPPCHECK_FLAGS) $(DEFS) -Icsrc -I/usr/include/lua$$v csrc || exit 1; \
 	done
+
+# libFuzzer targets (docs/fuzzing.md): each fuzz/<target>.lua is one binary,
+# fuzz/harness.c with the C core's sources under ASan and UBSan, run for
+# FUZZ_SECONDS each on a copy of fuzz/corpus/<target>/ (FUZZ_JOBS at once);
+# any crash fails.  Its own packages: clang, and libFuzzer's runtime.
+FUZZ_PACKAGES := clang libclang-rt-14-dev
+FUZZ_SECONDS  ?= 30
+FUZZ_JOBS     ?= 2
+FUZZ_TARGETS  ?= decode verify keys json duration rucio_cfg classify arvados denylist http cli
+FUZZ_CC       := clang
+FUZZ_FLAGS    := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_BINS     := $(foreach t,$(FUZZ_TARGETS),$(BUILD)/fuzz/$(t))
+
+fuzz: deps
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES='$(FUZZ_PACKAGES)'
+	@$(MAKE) --no-print-directory -j$(FUZZ_JOBS) fuzz-build
+	@sh fuzz/run.sh $(BUILD)/fuzz $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZ_TARGETS)
+
+# The core's objects once, then one small harness object and link per target.
+FUZZ_OBJS := $(patsubst csrc/%.c,$(BUILD)/fuzz/obj/%.o,$(SOURCES))
+fuzz-build: $(FUZZ_BINS)
+.SECONDARY: $(FUZZ_OBJS)
+$(BUILD)/fuzz/obj/%.o: csrc/%.c $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(WARN) $(FUZZ_FLAGS:-fsanitize=fuzzer,%=-fsanitize=fuzzer-no-link,%) $(DEFS) \
+		-I/usr/include/lua5.4 -c -o $@ $<
+$(BUILD)/fuzz/%: fuzz/harness.c $(FUZZ_OBJS) $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(WARN) $(FUZZ_FLAGS) $(DEFS) -I/usr/include/lua5.4 -DFUZZ_TARGET='"$*"' \
+		-DFUZZ_ROOT='"$(CURDIR)"' -o $@ fuzz/harness.c $(FUZZ_OBJS) -llua5.4 $(LIBS)
 
 bench: deps all $(BUILD)/bench/raw_openssl $(BUILD)/bench/decode_floor
 	@LUA_PATH='lua/?.lua;lua/?/init.lua;bench/?.lua;;' LUA_CPATH='$(BUILD)/5.4/?.so;;' \

@@ -767,6 +767,9 @@ local function build_parser(argv)
   verify:option("--aud"):description("An accepted audience."):argname("A")
   verify:option("--alg"):argname("A"):description("An accepted algorithm (repeat for more; default RS*, PS*, ES*).")
     :count("*")
+    -- verify raises on a name it does not support: a usage error here.
+    :choices { "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+               "HS256", "HS384", "HS512" }
   verify:option("--leeway"):argname("S"):description("Seconds of clock skew allowed (default 60)."):convert(function(s)
     local n = math.tointeger(tonumber(s))
     if not n or n < 0 then return nil, "--leeway must be a number of seconds" end

@@ -511,6 +511,12 @@ local function rucio(ctx, out)
     if why and not problem then
       problem = why .. ": the Rucio client stops on it"
     end
+    -- No path or name holds a NUL byte (Python's open refuses one): the
+    -- value is not used, so no primitive is handed a path it must refuse.
+    if value and value:find("\0", 1, true) then
+      problem = problem or ("malformed: [client] %s holds a NUL byte: the Rucio client stops on it"):format(option)
+      return nil
+    end
     return value
   end
 
