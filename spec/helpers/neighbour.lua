@@ -231,4 +231,64 @@ io.write("\0RESULT\0", tp.json_encode({ value = chunk() }))
   return nil, out
 end
 
+--- Runs `op` in a new process (as root) with a deadline and measures the
+-- memory it takes: `setup` and `op` are chunks returning a function each;
+-- setup(arg) makes the input (not measured), op(input, arg) returns a
+-- table, to which `growth_mb` is added: the peak resident set (VmHWM,
+-- reset through /proc/self/clear_refs just before op) less the resident
+-- set before op, in MiB.
+-- @treturn table|nil op's table, or nil and "timeout" or the output
+function M.measure(setup, op, value, seconds)
+  local code = [[
+local function kb(field)
+  for line in io.lines("/proc/self/status") do
+    local v = line:match("^" .. field .. ":%s+(%d+) kB")
+    if v then return math.tointeger(tonumber(v)) end
+  end
+end
+local setup = (function() ]] .. setup .. [[ end)()
+local op = (function() ]] .. op .. [[ end)()
+local input = setup(arg)
+collectgarbage()
+collectgarbage()
+local f = assert(io.open("/proc/self/clear_refs", "w"))
+f:write("5")
+f:close()
+local base = kb("VmRSS")
+local out = op(input, arg)
+out.growth_mb = (kb("VmHWM") - base) // 1024
+return out
+]]
+  return M.run(nil, code, value, seconds)
+end
+
+--- A local HTTP server (node) answering GET /<path> with the file
+-- `<dir>/<path with every character but letters, digits, ".", "_" and
+-- "-" made "_">` as application/json, 404 when there is none.
+-- @treturn table `{base=, stop=}`
+function M.serve(dir)
+  local script = [[
+const http = require('http'), fs = require('fs'), path = require('path');
+const dir = process.argv[1];
+const server = http.createServer((req, res) => {
+  const name = new URL(req.url, 'http://x').pathname.replace(/[^A-Za-z0-9._-]/g, '_');
+  fs.readFile(path.join(dir, name), (err, body) => {
+    if (err) { res.writeHead(404); res.end(); return; }
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end(body);
+  });
+});
+server.listen(0, '127.0.0.1', () => console.log(server.address().port + ' ' + process.pid));
+]]
+  local handle = assert(io.popen("exec env -u LD_PRELOAD node -e " .. quote(script) .. " " .. quote(dir), "r"))
+  local port, pid = assert(handle:read("l")):match("^(%d+) (%d+)$")
+  return {
+    base = "http://127.0.0.1:" .. port,
+    stop = function()
+      os.execute("kill " .. pid)
+      handle:close()
+    end,
+  }
+end
+
 return M
