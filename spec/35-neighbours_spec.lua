@@ -209,7 +209,7 @@ local CASES = {
     keep = function(s) return { s.base, s.dir .. "/theirs" } end,
     ops = function(s) return { { "read", s.token }, { "write", s.token }, { "status" }, { "logout" } } end,
     expect = {
-      "not_owner",
+      "symlink",
       "symlink",
       {
         "~tmp/tpuser/.rucio_tpuser/auth_token_for_account_tpacct not_owner,insecure_permissions,symlink",
@@ -227,7 +227,7 @@ local CASES = {
     keep = function(s) return { s.base, s.dir .. "/mine" } end,
     ops = function(s) return { { "read", s.token }, { "write", s.token }, { "status" }, { "logout" } } end,
     expect = {
-      "ok",
+      "symlink",
       "symlink",
       { "~tmp/tpuser/.rucio_tpuser/auth_token_for_account_tpacct symlink" },
       { "remove symlink ~tmp/tpuser/.rucio_tpuser/auth_token_for_account_tpacct" },
@@ -244,7 +244,7 @@ local CASES = {
     keep = function(s) return { s.rucio, s.dir .. "/mine" } end,
     ops = function(s) return { { "read", s.token }, { "write", s.token }, { "status" }, { "logout" } } end,
     expect = {
-      "ok",
+      "symlink",
       "not_owner",
       {
         "~tmp/tpuser/.rucio_tpuser/auth_token_for_account_tpacct symlink,not_owner,insecure_permissions",
@@ -444,5 +444,39 @@ describe("logout's code for a Rucio directory it leaves in place", function()
       "remove ok ~tmp/tpuser/.rucio_tpuser/auth_token_for_account_tpacct",
       "remove io ~tmp/tpuser/.rucio_tpuser",
     }, logout_lines())
+  end)
+end)
+
+describe("a link among the directories of a token path", function()
+  local users, s
+  before_each(function()
+    users = nb.users()
+    s = nb.sandbox(users)
+    -- the user's own link to a directory of theirs, holding a token
+    nb.mkdir(s.dir .. "/mine", users.user, "700")
+    nb.file(s.dir .. "/mine/token", "users.own.token", users.user)
+    nb.link(s.dir .. "/mine", s.dir .. "/linked", users.user)
+  end)
+  after_each(function() nb.remove(s) end)
+
+  it("is not read through by read_token, which walks as write_token (only root's links are followed)", function()
+    local result, err = nb.run(users.user, [[
+local _, msg, code = tp.read_token(arg.path)
+return { code, msg }
+]], { path = s.dir .. "/linked/token" }, 20)
+    assert.is_table(result, err)
+    assert.are.same({ "symlink", "symlink: read_token: " .. s.dir .. "/linked is a symbolic link (owned by uid "
+      .. users.user.uid .. " in a directory of uid 0); only root's links in directories only root can change are "
+      .. "followed" }, result)
+  end)
+
+  it("still leaves a BEARER_TOKEN_FILE active in discovery: the tools follow it", function()
+    local env = { BEARER_TOKEN_FILE = s.dir .. "/linked/token", XDG_RUNTIME_DIR = s.tmp }
+    local result, err = nb.run(users.user, [[
+local c = tp.discover({ scheme = "wlcg", env = arg.env })[1]
+return { c.variable, c.exists, c.active, c.empty == nil, c.problem == nil }
+]], { env = env }, 20)
+    assert.is_table(result, err)
+    assert.are.same({ "BEARER_TOKEN_FILE", true, true, true, true }, result)
   end)
 end)

@@ -238,8 +238,8 @@ local function file_entry(e, uid, token_out)
   for _, f in ipairs(findings or {}) do
     add_finding(e, f.code)
   end
-  -- read_token follows links among the directories of a path: a linked
-  -- token directory (a neighbour's trap) is reported, never read through.
+  -- A linked token directory (a neighbour's trap) is reported and not
+  -- read (read_token would refuse it too, unless root's).
   for _, code in ipairs(e.findings) do
     if code == "symlink" then
       return
