@@ -149,6 +149,12 @@ end
 return out
 ]]
 
+-- The usual calls on the sandbox's path `key` ("token", "bt"): read it,
+-- write it, status, logout.
+local function usual(key)
+  return function(s) return { { "read", s[key] }, { "write", s[key] }, { "status" }, { "logout" } } end
+end
+
 -- What the neighbour (N) made before the user (U) came, each case with
 -- what every call gives; `keep` are the paths that must come through
 -- unchanged (the neighbour's things and the user's other files).
@@ -207,7 +213,7 @@ local CASES = {
       nb.link(s.dir .. "/theirs", s.base, u.neighbour)
     end,
     keep = function(s) return { s.base, s.dir .. "/theirs" } end,
-    ops = function(s) return { { "read", s.token }, { "write", s.token }, { "status" }, { "logout" } } end,
+    ops = usual "token",
     expect = {
       "symlink",
       "symlink",
@@ -225,7 +231,7 @@ local CASES = {
       nb.link(s.dir .. "/mine", s.base, u.neighbour)
     end,
     keep = function(s) return { s.base, s.dir .. "/mine" } end,
-    ops = function(s) return { { "read", s.token }, { "write", s.token }, { "status" }, { "logout" } } end,
+    ops = usual "token",
     expect = {
       "symlink",
       "symlink",
@@ -242,7 +248,7 @@ local CASES = {
       nb.link(s.dir .. "/mine", s.rucio, u.neighbour)
     end,
     keep = function(s) return { s.rucio, s.dir .. "/mine" } end,
-    ops = function(s) return { { "read", s.token }, { "write", s.token }, { "status" }, { "logout" } } end,
+    ops = usual "token",
     expect = {
       "symlink",
       "not_owner",
@@ -280,14 +286,14 @@ local CASES = {
     name = "<tmp>/tpuser is the neighbour's FIFO",
     setup = function(s, u) nb.fifo(s.base, u.neighbour) end,
     keep = function(s) return { s.base } end,
-    ops = function(s) return { { "read", s.token }, { "write", s.token }, { "status" }, { "logout" } } end,
+    ops = usual "token",
     expect = { "not_found", "not_found", {  }, { "nothing to do" } },
   },
   {
     name = "bt_u<uid> is the neighbour's FIFO",
     setup = function(s, u) nb.fifo(s.bt, u.neighbour) end,
     keep = function(s) return { s.bt } end,
-    ops = function(s) return { { "read", s.bt }, { "write", s.bt }, { "status" }, { "logout" } } end,
+    ops = usual "bt",
     expect = {
       "io",
       "not_owner",
@@ -299,7 +305,7 @@ local CASES = {
     name = "bt_u<uid> is the neighbour's socket",
     setup = function(s, u) nb.socket(s.bt, u.neighbour) end,
     keep = function(s) return { s.bt } end,
-    ops = function(s) return { { "read", s.bt }, { "write", s.bt }, { "status" }, { "logout" } } end,
+    ops = usual "bt",
     expect = {
       "io",
       "not_owner",
@@ -311,7 +317,7 @@ local CASES = {
     name = "bt_u<uid> is the neighbour's file, with a token of theirs",
     setup = function(s, u) nb.file(s.bt, "neighbours.own.token", u.neighbour, "644") end,
     keep = function(s) return { s.bt } end,
-    ops = function(s) return { { "read", s.bt }, { "write", s.bt }, { "status" }, { "logout" } } end,
+    ops = usual "bt",
     expect = {
       "not_owner",
       "not_owner",
@@ -327,7 +333,7 @@ local CASES = {
       nb.link(s.dir .. "/mine/secret", s.bt, u.neighbour)
     end,
     keep = function(s) return { s.bt, s.dir .. "/mine" } end,
-    ops = function(s) return { { "read", s.bt }, { "write", s.bt }, { "status" }, { "logout" } } end,
+    ops = usual "bt",
     expect = { "symlink", "not_owner", { "~tmp/bt_u<uid> symlink" }, { "remove not_owner ~tmp/bt_u<uid>" } },
   },
   {
