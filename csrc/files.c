@@ -786,9 +786,10 @@ static int tp_files_info__tostring(lua_State *L)
 /***
  * Reads a token file safely: never through a symbolic link (at the file,
  * or among its directories unless root made it where only root can change
- * it, as write_token walks them), never from a FIFO or device, only from a file of the expected owner that nobody else
- * can access, and at most `max_size` bytes.  Leading and trailing
- * whitespace (C isspace) is stripped.
+ * it, as write_token walks them), never from a FIFO or device, only from a
+ * file of the expected owner that nobody else can access, and at most
+ * `max_size` bytes.  Leading and trailing whitespace (C isspace) is
+ * stripped.
  * @function read_token
  * @tparam string path
  * @tparam[opt] table opts `uid` (the expected owner, default the effective
