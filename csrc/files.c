@@ -697,9 +697,25 @@ static int read_token(lua_State *L, work *w, const char *path, const file_opts *
     size_t max = (size_t)o->max_size, used = 0, start, end;
     struct stat st;
     char mode[8];
-    int insecure, r;
+    int insecure, r, fd;
+    const char *slash = strrchr(path, '/');
+    const char *name = slash ? slash + 1 : path;
     /* O_NONBLOCK: a FIFO planted at the path must not hang the caller. */
-    int fd = work_keep(w, open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+    const int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+    if (*name == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+        /* A directory by its very name: refused below as one. */
+        fd = work_keep(w, open(path, flags));
+    } else {
+        /* The directories walked as write_token walks them: a link among
+         * them is followed only when root made it where only root can
+         * change it, so a neighbour's link (or one swapped in between a
+         * check and this read) never leads the read elsewhere. */
+        walk k;
+        walk_init(&k, L, w, "read_token", path, o->uid, 0);
+        if ((r = walk_to_parent(&k)) != 0)
+            return r;
+        fd = work_keep(w, openat(k.fd, name, flags));
+    }
     if (fd < 0)
         return fail_open(L, errno, "read_token", path);
     if (fstat(fd, &st) != 0)
@@ -768,10 +784,12 @@ static int tp_files_info__tostring(lua_State *L)
 }
 
 /***
- * Reads a token file safely: never through a symbolic link, never from a
- * FIFO or device, only from a file of the expected owner that nobody else
- * can access, and at most `max_size` bytes.  Leading and trailing
- * whitespace (C isspace) is stripped.
+ * Reads a token file safely: never through a symbolic link (at the file,
+ * or among its directories unless root made it where only root can change
+ * it, as write_token walks them), never from a FIFO or device, only from a
+ * file of the expected owner that nobody else can access, and at most
+ * `max_size` bytes.  Leading and trailing whitespace (C isspace) is
+ * stripped.
  * @function read_token
  * @tparam string path
  * @tparam[opt] table opts `uid` (the expected owner, default the effective

@@ -308,6 +308,11 @@ local function holds_token(path, st)
   end
   -- Asked for nothing but whether a token is there, whoever owns it.
   local token, msg, code = core.read_token(path, { allow_insecure = true, uid = st.uid })
+  if code == "symlink" then
+    -- A link among the directories, which read_token follows only when
+    -- root's; the tools follow any: judged by the file's size, unopened.
+    return st.type == "file" and st.size > 0
+  end
   if token then
     if not token:find(B64TOKEN) then
       return false, not_b64token(path)

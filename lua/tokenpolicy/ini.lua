@@ -69,9 +69,14 @@ local fail = util.fail
 -- A file read in Python's text mode ends lines at "\n", "\r\n" or "\r".
 local function split_lines(text)
   local lines, pos, n = {}, 1, #text
+  -- The next "\r" is looked for again only once passed: looking from
+  -- every line to the end of a text without one made splitting quadratic.
+  local cr = text:find("\r", 1, true)
   while pos <= n do
     local s, e = text:find("\r?\n", pos)
-    local cr = text:find("\r", pos, true)
+    if cr and cr < pos then
+      cr = text:find("\r", pos, true)
+    end
     if cr and (not s or cr < s) then
       s, e = cr, cr
     end

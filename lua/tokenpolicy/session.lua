@@ -238,8 +238,8 @@ local function file_entry(e, uid, token_out)
   for _, f in ipairs(findings or {}) do
     add_finding(e, f.code)
   end
-  -- read_token follows links among the directories of a path: a linked
-  -- token directory (a neighbour's trap) is reported, never read through.
+  -- A linked token directory (a neighbour's trap) is reported and not
+  -- read (read_token would refuse it too, unless root's).
   for _, code in ipairs(e.findings) do
     if code == "symlink" then
       return
@@ -625,11 +625,17 @@ local function remove_cache_dir(ctx, dir)
     return act("remove", dir, false, code, msg .. "; left in place")
   end
   if #result.skipped > 0 then
-    local why = {}
+    -- not_owner when only other users' entries kept it ("it belongs to
+    -- uid N", remove_tree's reason); io when something else did (it was
+    -- swapped or refilled meanwhile, a mount point, a system error).
+    local why, code_ = {}, "not_owner"
     for _, sk in ipairs(result.skipped) do
       why[#why + 1] = sk.path .. ": " .. sk.reason
+      if not sk.reason:find("^it belongs to uid %d+$") then
+        code_ = "io"
+      end
     end
-    return act("remove", dir, false, "not_owner", "left in place: " .. table.concat(why, "; "))
+    return act("remove", dir, false, code_, "left in place: " .. table.concat(why, "; "))
   end
   return act("remove", dir, true, nil, "removed the directory")
 end
