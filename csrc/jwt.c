@@ -525,6 +525,12 @@ int tp_jwt_check_alg(lua_State *L, const tp_jwt_header *h, unsigned algs, int *a
     return 0;
 }
 
+/* Signature verifications one token may cost when its kid does not
+ * choose the key (no kid, or one no key has): without this bound a token
+ * that names no kid would be tried against every key of a large set (with
+ * a 10,000-key JWKS, 10,000 RSA verifications for one forged token). */
+#define TP_MAX_UNNAMED_TRIES 16
+
 int tp_jwt_check_signature(lua_State *L, int keys, const tp_jwt_header *h, int alg, const tp_jws *j,
                            tp_keyset **used)
 {
@@ -557,6 +563,9 @@ int tp_jwt_check_signature(lua_State *L, int keys, const tp_jwt_header *h, int a
         if (!tp_key_can_verify(key)) continue;  /* key_ops without verify */
         pool++;
         if (!key_fits(key, alg)) continue;
+        if (!kid_known && tried == TP_MAX_UNNAMED_TRIES)
+            return tp_fail(L, "unknown_key", "the token names no key (kid) and more than %d keys fit alg %s: "
+                           "a kid is needed to choose", TP_MAX_UNNAMED_TRIES, tp_algs[alg].name);
         tried++;
         if (!signature_length_ok(key, alg, j->plen[2])) continue;
         verified = tp_key_verify(set, key, alg, (const unsigned char *)j->token, j->input_len, j->part[2],
@@ -580,7 +589,8 @@ int tp_jwt_check_signature(lua_State *L, int keys, const tp_jwt_header *h, int a
  * Verifies a JWT's signature with a key set, then its claims.
  *
  * Keys: with a `kid`, keys of that kid (or, when none has it, keys without
- * a kid); without a `kid`, every key.  Only keys that fit the algorithm
+ * a kid); without a `kid`, every key, up to 16 that fit the algorithm
+ * (more: `unknown_key`, a kid is needed).  Only keys that fit the algorithm
  * (type, curve, HMAC size, a JWK's `alg`) are tried.  Time checks use
  * `leeway`: expired when `now - leeway >= exp`, not yet valid when
  * `now + leeway < nbf`, issued in the future when `iat > now + leeway`.

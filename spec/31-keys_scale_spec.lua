@@ -159,6 +159,46 @@ describe("keys at gateway scale", function()
     end)
   end)
 
+  describe("a token whose kid chooses no key", function()
+    -- Keys without a kid, and a token naming none (or a kid no key has):
+    -- at most 16 fitting keys are tried, so a forged token cannot cost a
+    -- verification per key of a large set.
+    local function unnamed(n)
+      return string.format('{"kty":"oct","k":"%s"}', secret_b64(n))
+    end
+    local function set_of(count)
+      local entries = {}
+      for i = 1, count do entries[i] = unnamed(i) end
+      return assert(tp.keys(jwks(entries)))
+    end
+    local function token_of(n, kid)
+      return assert(tp.sign(CLAIMS, signer(unnamed(n)), { alg = "HS256", kid = kid }))
+    end
+
+    it("is verified by any of 16 fitting keys", function()
+      local set = set_of(16)
+      for _, n in ipairs { 1, 16 } do
+        assert.are.equal("alice", assert(verify(token_of(n), set)).sub)
+        assert.are.equal("alice", assert(verify(token_of(n, "not-in-the-set"), set)).sub)
+      end
+      expect.fails("bad_signature", verify(token_of(17), set))
+    end)
+
+    it("is unknown_key when more than 16 keys fit, past the 16th", function()
+      local set = set_of(17)
+      assert.are.equal("alice", assert(verify(token_of(16), set)).sub)
+      for _, kid in ipairs { false, "not-in-the-set" } do
+        local ok, msg, code = verify(token_of(17, kid or nil), set)
+        assert.is_nil(ok)
+        assert.are.equal("unknown_key", code)
+        assert.are.equal("unknown_key: the token names no key (kid) and more than 16 keys fit alg HS256: "
+          .. "a kid is needed to choose", msg)
+      end
+      local v = tp.verifier { keys = set, algs = "HS256" }
+      expect.fails("unknown_key", v:check(token_of(17), NOW))
+    end)
+  end)
+
   describe("the cap on the number of keys", function()
     local function oct_set(n)
       local entries = {}
