@@ -15,22 +15,8 @@ local function sh(cmd)
   assert(os.execute(cmd), cmd)
 end
 
--- Runs bin/tokenpolicy with args under `env -i` (plus opts.env): {code=, out=, err=}.
-local function run(args, env)
-  local words = { "env", "-i", "PATH=/usr/bin:/bin", "TOKENPOLICY_LUA=" .. LUA, "TOKENPOLICY_BUILD=" .. BUILD }
-  for _, name in ipairs { "LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS" } do
-    if os.getenv(name) then words[#words + 1] = quote(name .. "=" .. os.getenv(name)) end
-  end
-  for k, v in pairs(env or {}) do words[#words + 1] = quote(k .. "=" .. v) end
-  words[#words + 1] = "bin/tokenpolicy"
-  for _, a in ipairs(args) do words[#words + 1] = quote(a) end
-  local out, err = os.tmpname(), os.tmpname()
-  local _, _, code = os.execute(table.concat(words, " ") .. " </dev/null >" .. out .. " 2>" .. err)
-  local result = { code = code, out = slurp(out), err = slurp(err) }
-  os.remove(out)
-  os.remove(err)
-  return result
-end
+-- bin/tokenpolicy under `env -i` (helpers/expect.lua).
+local run = require("helpers.expect").run_cli
 
 local RECORDS = tp.json_encode {
   { id = 1, user_id = 2, owner_uuid = "zzzzz-tpzed-bbbbbbbbbbbbbbb", expires_at = tp.null,

@@ -50,4 +50,25 @@ function expect.write_file(path, text)
   f:close()
 end
 
+--- Runs bin/tokenpolicy with the list args under `env -i` (a PATH, the Lua
+-- under test and its build, the sanitizer settings of `make asan`, plus
+-- the table env) with no stdin: `{ code =, out =, err = }`.
+function expect.run_cli(args, env)
+  local lua = "lua" .. _VERSION:match("%d+%.%d+")
+  local build = os.getenv("TOKENPOLICY_TEST_BUILD") or ("build/" .. _VERSION:match("%d+%.%d+"))
+  local words = { "env", "-i", "PATH=/usr/bin:/bin", "TOKENPOLICY_LUA=" .. lua, "TOKENPOLICY_BUILD=" .. build }
+  for _, name in ipairs { "LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS" } do
+    if os.getenv(name) then words[#words + 1] = expect.quote(name .. "=" .. os.getenv(name)) end
+  end
+  for k, v in pairs(env or {}) do words[#words + 1] = expect.quote(k .. "=" .. v) end
+  words[#words + 1] = "bin/tokenpolicy"
+  for _, a in ipairs(args) do words[#words + 1] = expect.quote(a) end
+  local out, err = os.tmpname(), os.tmpname()
+  local _, _, code = os.execute(table.concat(words, " ") .. " </dev/null >" .. out .. " 2>" .. err)
+  local result = { code = code, out = expect.read_file(out), err = expect.read_file(err) }
+  os.remove(out)
+  os.remove(err)
+  return result
+end
+
 return expect
