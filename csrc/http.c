@@ -64,7 +64,8 @@ __attribute__((destructor)) static void curl_stop(void)
  * a function the call runs) releases the handle, its connection and the
  * body at once; on Lua 5.3 its __gc does, at the next collection. */
 typedef struct http_call {
-    CURL *easy;
+    CURL *easy;         /* the configured handle, never performed itself */
+    CURL *xfer;         /* a fresh copy of easy for the transfer under way */
     CURLU *url;
     struct curl_slist *headers;
     char *scratch;      /* a curl_easy_escape result until Lua holds a copy */
@@ -110,6 +111,7 @@ static int calls_open;
 
 static void http_call_close(http_call *c)
 {
+    if (c->xfer) curl_easy_cleanup(c->xfer);
     if (c->easy) {
         __atomic_sub_fetch(&calls_open, 1, __ATOMIC_RELAXED);
         curl_easy_cleanup(c->easy);
@@ -361,13 +363,20 @@ static int http_run(lua_State *L, http_call *c, http_req *req, long *status)
                                                                                     : HTTP_CONNECT_TIMEOUT_MS);
         c->len = 0;
         c->too_large = 0;
-        rc = curl_easy_perform(e);
+        /* Every transfer (a redirect, metadata's second URL) runs on a
+         * fresh copy of the configured handle: libcurl 7.88 keeps the last
+         * header of a transfer for a folded line of the next one on the
+         * same handle, after freeing it, so an answer starting with a
+         * folded line read freed memory (found by the http fuzz target). */
+        if (c->xfer) curl_easy_cleanup(c->xfer);
+        if (!(c->xfer = curl_easy_duphandle(e))) return luaL_error(L, "out of memory");
+        rc = curl_easy_perform(c->xfer);
         if (rc != CURLE_OK) return fail_curl(L, c, req, rc);
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
+        curl_easy_getinfo(c->xfer, CURLINFO_RESPONSE_CODE, status);
         if (!req->follow || !(*status == 301 || *status == 302 || *status == 303 || *status == 307 ||
                               *status == 308))
             return 0;
-        curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &location);
+        curl_easy_getinfo(c->xfer, CURLINFO_REDIRECT_URL, &location);
         if (!location) return 0;  /* a 3xx without Location is the answer */
         if (req->hops >= HTTP_MAX_REDIRECTS)
             return tp_fail(L, "http", "%s: %s: more than %d redirects", req->what, req->where, HTTP_MAX_REDIRECTS);
@@ -477,7 +486,7 @@ static lua_Integer retry_after(http_call *c)
 {
     struct curl_header *h;
     const char *v;
-    if (curl_easy_header(c->easy, "Retry-After", 0, CURLH_HEADER, -1, &h) != CURLHE_OK) return -1;
+    if (!c->xfer || curl_easy_header(c->xfer, "Retry-After", 0, CURLH_HEADER, -1, &h) != CURLHE_OK) return -1;
     v = h->value;
     if (*v >= '0' && *v <= '9') {
         lua_Integer n = 0;
