@@ -20,7 +20,7 @@ DEB_PACKAGES := liblua5.4-dev liblua5.3-dev lua5.4 lua5.3 libcjose-dev \
 BUILD   ?= build
 MODULES := $(foreach v,$(LUA_VERSIONS),$(BUILD)/$(v)/tokenpolicy/core.so)
 
-.PHONY: all deps test spec lint asan valgrind werror cppcheck fuzz fuzz-build bench bench-migrate bench-haproxy \
+.PHONY: all deps test spec spec-valgrind-skipped lint asan valgrind werror cppcheck fuzz fuzz-build bench bench-migrate bench-haproxy \
 	demo clean
 
 all: $(MODULES)
@@ -83,6 +83,13 @@ asan: deps
 # suppressions in .ci/valgrind.supp, the specs it skips in .ci/valgrind-skip.txt.
 valgrind: deps all
 	@bash spec/run.sh -m valgrind -j $(VALGRIND_JOBS) $(BUILD) $(LUA_VERSIONS)
+
+# The specs valgrind skips (.ci/valgrind-skip.txt), on the same normal build:
+# with `make valgrind` every spec runs on that build once (CI runs these two,
+# not `make spec`, and every spec again under `make asan`).
+spec-valgrind-skipped: deps all
+	@bash spec/run.sh -o .ci/valgrind-skip.txt -j $(SPEC_JOBS) -t "valgrind-skipped specs, plain" \
+		$(BUILD) $(LUA_VERSIONS)
 
 # gcc and clang, warnings as errors (WARN has -Werror): gcc builds $(BUILD),
 # clang build/clang.
