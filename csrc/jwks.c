@@ -88,7 +88,9 @@ static int jwks_fetch(lua_State *L, int idx, tp_jwks *s, lua_Integer now)
     lua_getfield(L, uv, "fetch");
     lua_getfield(L, uv, "url");
     lua_getfield(L, uv, "http");
-    lua_call(L, 2, 3);
+    /* four results: the set, or nil, message, code and (for `unavailable`)
+     * the Retry-After seconds, which a failed refresh passes on */
+    lua_call(L, 2, 4);
     s->fetches++;
     s->attempt_at = now;
     s->attempted = 1;
@@ -100,6 +102,7 @@ static int jwks_fetch(lua_State *L, int idx, tp_jwks *s, lua_Integer now)
         lua_remove(L, uv);
         return 1;
     }
+    lua_setfield(L, uv, "retry_after");
     lua_setfield(L, uv, "code");
     lua_setfield(L, uv, "err");
     s->failed = 1;
@@ -107,15 +110,21 @@ static int jwks_fetch(lua_State *L, int idx, tp_jwks *s, lua_Integer now)
     return 0;
 }
 
-/* Pushes the fail triple of the last failed fetch. */
+/* Pushes the fail triple of the last failed fetch, and the Retry-After
+ * seconds as a fourth value when the provider gave them. */
 static int jwks_push_failure(lua_State *L, int idx)
 {
     tp_getuservalue(L, idx);
     lua_pushnil(L);
     lua_getfield(L, -2, "err");
     lua_getfield(L, -3, "code");
-    lua_remove(L, -4);
-    return 3;
+    if (lua_getfield(L, -4, "retry_after") == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_remove(L, -4);
+        return 3;
+    }
+    lua_remove(L, -5);
+    return 4;
 }
 
 /* Pushes the current set and returns 1, or pushes the fail triple of the
