@@ -72,7 +72,7 @@ end
 -- font changes and zero-width escapes removed.
 local function roff_text(source)
   return (source:gsub("\\%-", "-"):gsub("\\f%[[^%]]*%]", ""):gsub("\\f%(..", ""):gsub("\\f.", "")
-    :gsub("\\&", ""):gsub("\\%%", ""))
+    :gsub("\\&", ""):gsub("\\%%", ""):gsub("\\%(dq", '"'))
 end
 
 -- The man page's sections (.SH, with their subsections) and subsections
