@@ -276,7 +276,12 @@ describe("the documentation", function()
         for _, block in ipairs(blocks) do
           if block.lang == "sh" then
             for _, line in ipairs(block.lines) do
-              local command_line = line:gsub("^%$ ", "")
+              -- A prompt and variable assignments (TZ=UTC) come before the command.
+              local command_line = line:gsub("^%s*%$ ", "")
+              repeat
+                local before = command_line
+                command_line = command_line:gsub("^[%a_][%w_]*=%S*%s+", "")
+              until command_line == before
               local command, rest = command_line:match("^tokenpolicy ([^%s]+)(.*)")
               if not command then command, rest = command_line:match("%$%(tokenpolicy ([^%s%)]+)(.*)") end
               if command then
