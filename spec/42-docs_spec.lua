@@ -4,6 +4,7 @@
 -- code reads; both man pages render without a groff warning; every
 -- relative link of the Markdown docs reaches a file; and the commands the
 -- user guides show are commands and options that exist.
+local tp = require "tokenpolicy"
 local expect = require "helpers.expect"
 
 local slurp, quote = expect.read_file, expect.quote
@@ -11,7 +12,8 @@ local run = expect.run_cli
 
 local MAN1, MAN3 = "man/tokenpolicy.1", "man/tokenpolicy.3"
 
--- Output of a shell command, and whether it succeeded.
+-- Output of a shell command, and whether it succeeded. Each command is
+-- run under `env -i`, so that no sanitizer runtime is preloaded into it.
 local function capture(cmd)
   local pipe = assert(io.popen(cmd))
   local text = pipe:read("a")
@@ -109,11 +111,20 @@ local function has_word(text, word)
   return text:find("%f[%w%-]" .. word:gsub("%p", "%%%0") .. "%f[^%w%-]") ~= nil
 end
 
--- Every file under `dir` whose name ends with `suffix`.
-local function files_under(dir, suffix)
-  local list = {}
-  local out = capture("find " .. quote(dir) .. " -type f -name " .. quote("*" .. suffix) .. " | sort")
-  for path in out:gmatch("[^\n]+") do list[#list + 1] = path end
+-- Every file under `dir` (recursively) whose name ends with `suffix`,
+-- listed by the core (no `find` child: under `make asan` every child gets
+-- the sanitizer runtimes).
+local function files_under(dir, suffix, list)
+  list = list or {}
+  for _, name in ipairs(assert(tp.list_dir(dir))) do
+    local path = dir .. "/" .. name
+    local st = assert(tp.stat(path))
+    if st.type == "directory" then
+      files_under(path, suffix, list)
+    elseif st.type == "file" and name:sub(-#suffix) == suffix then
+      list[#list + 1] = path
+    end
+  end
   return list
 end
 
