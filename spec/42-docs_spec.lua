@@ -148,6 +148,25 @@ local function markdown(path)
   return prose, blocks
 end
 
+-- The anchors of a Markdown file's headings, as GitHub makes them:
+-- lower case, every character but letters, digits, spaces, '-' and '_'
+-- dropped (inline code marks and arrows included), spaces made '-'; a
+-- repeated heading gets "-1", "-2", ...
+local function anchors(path)
+  local prose = markdown(path)
+  local set, seen = {}, {}
+  for _, line in ipairs(prose) do
+    local title = line:match("^#+%s+(.-)%s*#*%s*$")
+    if title then
+      local slug = title:lower():gsub("[^%w%s%-_]", ""):gsub("%s", "-")
+      local n = seen[slug]
+      seen[slug] = (n or -1) + 1
+      set[n and (slug .. "-" .. (n + 1)) or slug] = true
+    end
+  end
+  return set
+end
+
 describe("the documentation", function()
   after_each(function() collectgarbage() end)
 
@@ -246,7 +265,7 @@ describe("the documentation", function()
     local pages = files_under("docs", ".md")
     pages[#pages + 1] = "README.md"
 
-    it("every relative link of docs/*.md and README.md reaches a file", function()
+    it("every relative link of docs/*.md and README.md reaches a file (and a heading of it)", function()
       local broken = {}
       for _, page in ipairs(pages) do
         local dir = page:match("^(.*)/") or "."
@@ -259,10 +278,19 @@ describe("the documentation", function()
           local ref = plain:match("^%s*%[[^%]]+%]:%s*(%S+)")
           if ref then targets[#targets + 1] = ref end
           for _, target in ipairs(targets) do
-            local file = target:gsub("#.*$", "")
-            if file ~= "" and not target:find("^%a[%w+.-]*:") then
-              local f = io.open(dir .. "/" .. file, "rb")
-              if f then f:close() else broken[#broken + 1] = page .. ": " .. target end
+            local file, fragment = target:match("^([^#]*)#?(.*)$")
+            if not target:find("^%a[%w+.-]*:") then
+              local path = file == "" and page or (dir .. "/" .. file)
+              local f = io.open(path, "rb")
+              if not f then
+                broken[#broken + 1] = page .. ": " .. target
+              else
+                f:close()
+                -- A heading of a Markdown file: the fragment must name one.
+                if fragment ~= "" and path:find("%.md$") and not anchors(path)[fragment] then
+                  broken[#broken + 1] = page .. ": " .. target .. " (no such heading)"
+                end
+              end
             end
           end
         end
