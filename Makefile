@@ -14,7 +14,7 @@ HEADERS := $(wildcard csrc/*.h)
 # Debian packages the build, the specs and the demo need.
 DEB_PACKAGES := liblua5.4-dev liblua5.3-dev lua5.4 lua5.3 libcjose-dev \
 	libjansson-dev libyajl-dev libcurl4-openssl-dev libssl-dev lua-busted lua-check luarocks openssl nodejs lua-yaml \
-	lua-argparse bsdutils postgresql lua-dbi-postgresql haproxy curl \
+	lua-argparse bsdutils postgresql lua-dbi-postgresql haproxy curl groff-base \
 	$(CI_PACKAGES)
 
 BUILD   ?= build
