@@ -1,20 +1,44 @@
--- Every script in examples/ runs, under the Lua that runs the specs.
+-- Every script in examples/ runs, under the Lua that runs the specs, and
+-- prints exactly what its header comment promises. The examples that need
+-- a peer get a real one from spec/helpers (oidc-provider, PostgreSQL,
+-- HAProxy), started here; the example is given its address.
+local tp = require "tokenpolicy"
+local expect = require "helpers.expect"
+
+local quote = expect.quote
+
 -- The interpreter of the Lua version running the specs (lua5.4, lua5.3).
 local interpreter = "lua" .. _VERSION:match("%d+%.%d+")
 
-local function run(script)
-  local cmd = ("LUA_PATH=%q LUA_CPATH=%q %s %s 2>&1"):format(
-    package.path, package.cpath, interpreter, script)
-  local pipe = assert(io.popen(cmd))
+-- Runs an example with arguments (and `env`, more variables for it) under
+-- this Lua and its build; returns the exit status, stdout and stderr.
+local function run(script, args, env)
+  local err = os.tmpname()
+  local words = { "LUA_PATH=" .. quote(package.path), "LUA_CPATH=" .. quote(package.cpath) }
+  for name, value in pairs(env or {}) do
+    words[#words + 1] = name .. "=" .. quote(value)
+  end
+  words[#words + 1] = interpreter
+  words[#words + 1] = script
+  for _, a in ipairs(args or {}) do
+    words[#words + 1] = quote(a)
+  end
+  local pipe = assert(io.popen("env " .. table.concat(words, " ") .. " 2>" .. quote(err)))
   local out = pipe:read("a")
-  local ok = pipe:close()
-  return ok, out
+  local _, _, status = pipe:close()
+  local errors = expect.read_file(err, true)
+  os.remove(err)
+  return status, out, errors
 end
 
+after_each(function() collectgarbage() end)
+
 describe("examples/demo.lua", function()
+  local status, out
+  lazy_setup(function() status, out = run("examples/demo.lua") end)
+
   it("mints, shows and verifies a token, and shows what is refused", function()
-    local ok, out = run("examples/demo.lua")
-    assert.is_true(ok, out)
+    assert.are.equal(0, status, out)
     assert.matches("tokenpolicy.KeySet: 1 key (EC P-256 kid=demo-2026 private)", out, 1, true)
     assert.matches("JWT ES256, kid demo-2026, typ at+jwt", out, 1, true)
     assert.matches("signature ES256 by key demo-2026, subject alice", out, 1, true)
@@ -25,8 +49,6 @@ describe("examples/demo.lua", function()
   end)
 
   it("finds, reads and removes a Rucio token in a sandbox", function()
-    local ok, out = run("examples/demo.lua")
-    assert.is_true(ok, out)
     assert.matches("rucio    default  exists <sandbox>/alice/.rucio_alice/auth_token_for_account_alice   <- in use",
       out, 1, true)
     assert.matches("rucio    legacy   -      <sandbox>/alice/.rucio_alice/auth_token_alice", out, 1, true)
@@ -35,12 +57,79 @@ describe("examples/demo.lua", function()
   end)
 
   it("judges sample tokens against the Arvados admin guide's policy", function()
-    local ok, out = run("examples/demo.lua")
-    assert.is_true(ok, out)
     assert.matches("max_token_lifetime 1d, login_token_lifetime 12h, idle_timeout 5m", out, 1, true)
     assert.matches("a fresh API token:           valid        long-lived: false", out, 1, true)
     assert.matches("a token that never expires:  no_expiry    long-lived: true", out, 1, true)
     assert.matches("an idle Workbench login:     idle         long-lived: false", out, 1, true)
     assert.matches("tokenpolicy.Verdict: valid, expires", out, 1, true)
+  end)
+end)
+
+describe("examples/inspect.lua", function()
+  local dir, token_file
+  before_each(function()
+    dir = expect.new_dir()
+    -- The sample token, as a token file of the user's own (0600).
+    token_file = dir .. "/token"
+    local sample = assert(tp.read_token("examples/sample/token.jwt", { allow_insecure = true }))
+    assert(tp.write_token(token_file, sample))
+  end)
+  after_each(function() expect.remove_dir(dir) end)
+
+  local function shown(file, verdict_lines)
+    return table.concat({
+      "token   " .. file .. " (438 bytes, jwt)",
+      "header",
+      "  alg  ES256",
+      "  kid  sample-2026-11",
+      "  typ  at+jwt",
+      "claims",
+      "  aud       rucio, fts",
+      "  exp       2027-01-15 09:00:00 UTC",
+      "  iat       2027-01-15 08:00:00 UTC",
+      "  iss       https://idp.example.org",
+      "  jti       sample-0001",
+      "  nbf       2027-01-15 08:00:00 UTC",
+      "  scope     storage.read:/ storage.create:/home/alice",
+      "  sub       alice",
+      "  wlcg.ver  1.0",
+    }, "\n") .. "\n" .. verdict_lines
+  end
+
+  it("shows header, claims and expiry, and verifies the sample token with the sample key set", function()
+    local status, out, err = run("examples/inspect.lua", { token_file, "examples/sample/jwks.json", "1800001800" })
+    assert.are.same({ 0, "", shown(token_file, "expiry  2027-01-15 09:00:00 UTC: valid for 30m more\n"
+      .. "verify  ok: ES256 signature by key sample-2026-11 of examples/sample/jwks.json (2 keys), subject alice\n") },
+      { status, err, out })
+  end)
+
+  it("says how long ago it expired, and refuses it, exit 1", function()
+    local status, out, err = run("examples/inspect.lua", { token_file, "examples/sample/jwks.json", "1800007200" })
+    assert.are.same({ 1, "", shown(token_file, "expiry  2027-01-15 09:00:00 UTC: expired 1h ago\n"
+      .. "verify  refused: expired: expired 1h ago\n") }, { status, err, out })
+  end)
+
+  it("refuses it with a key set that lacks its key", function()
+    local keys = dir .. "/other.jwks"
+    local sample = tp.json_decode(assert(tp.read_config("examples/sample/jwks.json")))
+    table.remove(sample.keys, 1)
+    expect.write_file(keys, tp.json_encode(sample))
+    local status, out = run("examples/inspect.lua", { token_file, keys, "1800001800" })
+    assert.are.equal(1, status)
+    assert.matches("\nverify  refused: unknown_key: ", out)
+  end)
+
+  it("inspects the sample by default, and warns that a file others can read is exposed", function()
+    local readable = dir .. "/readable"
+    expect.write_file(readable, (assert(tp.read_token(token_file))) .. "\n")
+    os.execute("chmod 644 " .. quote(readable))
+    local status, out, err = run("examples/inspect.lua", { readable, "examples/sample/jwks.json", "1800001800" })
+    assert.are.equal(0, status)
+    assert.are.equal(("warning: the token file %s is readable by others (mode 0644); fix it with: chmod 600 %s\n")
+      :format(readable, readable), err)
+    assert.are.equal(shown(readable, ""), out:match("^(.-\n)expiry"))
+    local _, default_out = run("examples/inspect.lua")
+    assert.matches("^token   examples/sample/token.jwt %(438 bytes, jwt%)\nheader\n", default_out)
+    assert.is_nil(default_out:find((assert(tp.read_token(token_file))), 1, true))
   end)
 end)
