@@ -133,3 +133,52 @@ describe("examples/inspect.lua", function()
     assert.is_nil(default_out:find((assert(tp.read_token(token_file))), 1, true))
   end)
 end)
+
+describe("examples/switch_account.lua", function()
+  it("switches between Rucio accounts in its own sandbox, and removes the sandbox", function()
+    local dir = expect.new_dir()
+    -- mktemp makes the example's sandbox under TMPDIR: here, to see it go.
+    local status, out, err = run("examples/switch_account.lua", {}, { TMPDIR = dir })
+    local left = tp.list_dir(dir)
+    expect.remove_dir(dir)
+    assert.are.same({ 0, "", {} }, { status, err, left })
+    assert.are.equal([[
+
+== jdoe's Rucio tokens
+account source   active state    expires                 path
+root    default  yes    valid    2027-01-15 09:00:00 UTC <sandbox>/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root
+alice   cache    -      valid    2027-01-15 10:00:00 UTC <sandbox>/tmp/jdoe/.rucio_jdoe/auth_token_for_account_alice
+bob     cache    -      expired  2027-01-15 07:50:00 UTC <sandbox>/tmp/jdoe/.rucio_jdoe/auth_token_for_account_bob
+
+== switch to alice
+export RUCIO_ACCOUNT=alice
+valid until 2027-01-15 10:00:00 UTC
+
+== switch to bob
+export RUCIO_ACCOUNT=bob
+the token expired at 2027-01-15 07:50:00 UTC: run rucio whoami to log in again
+
+== switch to carol
+export RUCIO_ACCOUNT=carol
+no token for carol: run rucio whoami to log in
+
+== switch to alice for good: log root out, write alice into rucio.cfg
+export RUCIO_ACCOUNT=alice
+valid until 2027-01-15 10:00:00 UTC
+ok remove <sandbox>/tmp/jdoe/.rucio_jdoe/auth_token_for_account_root: removed
+ok remove <sandbox>/tmp/jdoe/.rucio_jdoe/auth_token_exp_for_account_root: removed
+ok persist <sandbox>/rucio.cfg: [client] account = alice
+rucio.cfg now reads:
+# the site's client settings
+[client]
+rucio_host = https://rucio.example.org
+account = alice
+auth_type = userpass
+
+== jdoe's Rucio tokens after the switch
+account source   active state    expires                 path
+alice   default  yes    valid    2027-01-15 10:00:00 UTC <sandbox>/tmp/jdoe/.rucio_jdoe/auth_token_for_account_alice
+bob     cache    -      expired  2027-01-15 07:50:00 UTC <sandbox>/tmp/jdoe/.rucio_jdoe/auth_token_for_account_bob
+]], out)
+  end)
+end)
