@@ -182,3 +182,71 @@ bob     cache    -      expired  2027-01-15 07:50:00 UTC <sandbox>/tmp/jdoe/.ruc
 ]], out)
   end)
 end)
+
+describe("examples/policy_report.lua", function()
+  -- The table as the example lays it out: columns as wide as their longest cell.
+  local function table_of(rows)
+    local widths = { 0, 0, 0 }
+    for _, row in ipairs(rows) do
+      for i = 1, 3 do widths[i] = math.max(widths[i], #row[i]) end
+    end
+    local lines = {}
+    for _, row in ipairs(rows) do
+      lines[#lines + 1] = ("%-" .. widths[1] .. "s  %-" .. widths[2] .. "s  %-" .. widths[3] .. "s  %s")
+        :format(table.unpack(row))
+    end
+    return table.concat(lines, "\n") .. "\n"
+  end
+
+  it("reports the tokens of its own sandbox's users that break the policy, and removes the sandbox", function()
+    local dir = expect.new_dir()
+    local status, out, err = run("examples/policy_report.lua", {}, { TMPDIR = dir })
+    local left = tp.list_dir(dir)
+    expect.remove_dir(dir)
+    assert.are.same({ 1, "", {} }, { status, err, left })
+    local me = tp.user(tp.euid()).name
+    assert.are.equal("policy: tokens may live 1d (arvados-config.yml); judged at 2027-01-15 08:00:00 UTC\n"
+      .. table_of {
+        { "user", "token", "verdict", "expires" },
+        { "alice", "alice/.rucio_alice@atlas/auth_token_for_account_atlasprod", "exceeds_policy", "2027-02-14 08:00" },
+        { "bob", "bob/.rucio_bob/auth_token_for_account_bob", "expired", "2027-01-15 07:50" },
+        { "bob", "bob/.rucio_bob/auth_token_for_default_account", "no_expiry", "never" },
+        { me, "bt_u" .. tp.euid(), "exceeds_policy", "2027-04-15 08:00" },
+        { "carol", "carol/.rucio_carol/auth_token_for_account_carol", "valid, readable by others", "2027-01-15 10:00" },
+      }
+      .. "3 token files break the policy; 1 expired; 1 readable by others\n", out)
+  end)
+
+  it("reports on a directory it is given, with a policy from another config, and follows no link", function()
+    local dir = expect.new_dir()
+    local root = dir .. "/tmp"
+    local now = 1700000000
+    assert(tp.write_token(root .. "/dave/.rucio_dave/auth_token_for_account_dave", "dave-/CN=dave-webui-0123"))
+    assert(tp.write_token(root .. "/dave/.rucio_dave/auth_token_exp_for_account_dave", tostring(now + 13 * 3600)))
+    assert(tp.write_token(root .. "/erin/.rucio_erin/auth_token_for_account_erin", "erin-/CN=erin-webui-0123"))
+    assert(tp.write_token(root .. "/erin/.rucio_erin/auth_token_exp_for_account_erin", tostring(now + 3600)))
+    assert(os.execute(("mkdir %s && ln -s /etc %s"):format(quote(root .. "/frank"),
+      quote(root .. "/frank/.rucio_frank"))))
+    local config = dir .. "/config.yml"
+    expect.write_file(config, "Clusters:\n  zzzzz:\n    Login:\n      TokenLifetime: 12h\n")
+    local status, out, err = run("examples/policy_report.lua", { root, tostring(now), config })
+    expect.remove_dir(dir)
+    assert.are.same({ 1, "" }, { status, err })
+    assert.are.equal("policy: tokens may live 12h (config.yml); judged at 2023-11-14 22:13:20 UTC\n"
+      .. table_of {
+        { "user", "token", "verdict", "expires" },
+        { "dave", "dave/.rucio_dave/auth_token_for_account_dave", "exceeds_policy", "2023-11-15 11:13" },
+      }
+      .. "skipped frank/.rucio_frank: a symbolic link: not followed\n"
+      .. "1 token files break the policy; 0 expired; 0 readable by others\n", out)
+  end)
+
+  it("exits 0 when no token breaks the policy", function()
+    local dir = expect.new_dir()
+    local status, out = run("examples/policy_report.lua", { dir, "1700000000" })
+    expect.remove_dir(dir)
+    assert.are.same({ 0, "policy: tokens may live 1d (arvados-config.yml); judged at 2023-11-14 22:13:20 UTC\n"
+      .. "user  token  verdict  expires\n0 token files break the policy; 0 expired; 0 readable by others\n" },
+      { status, out })
+  end)
+end)
