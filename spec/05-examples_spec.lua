@@ -250,3 +250,65 @@ describe("examples/policy_report.lua", function()
       { status, out })
   end)
 end)
+
+describe("examples/migrate_dry_run.lua (a real PostgreSQL)", function()
+  local postgres = require "helpers.postgres"
+  local pg
+
+  lazy_setup(function()
+    pg = postgres.new()
+    pg:create_arvados()
+    pg:psql(expect.read_file("examples/sample/arvados-tokens.sql"))
+  end)
+  lazy_teardown(function()
+    if pg then pg:stop() end
+  end)
+
+  -- Every column of every row, in order.
+  local function rows()
+    return pg:psql("SELECT a.* FROM api_client_authorizations a ORDER BY id;")
+      .. pg:psql("SELECT u.* FROM users u ORDER BY id;")
+  end
+
+  it("prints the rake tasks' lines for the sample rows, and changes nothing", function()
+    local before = rows()
+    local status, out, err = run("examples/migrate_dry_run.lua", { pg:conninfo(), "1800000000" })
+    assert.are.same({ 1, "" }, { status, err })
+    assert.are.equal([[
+== check: the tokens that outlive the policy
+*** WARNING, found ApiClientAuthorization with invalid user: auth id: 109, user id: 99
+Found 4 long-lived tokens from users:
+alice,alice@example.org,zzzzz-tpzed-a11ce0000000001
+bob,bob@example.org,zzzzz-tpzed-b0b000000000002
+carol,carol@example.org,zzzzz-tpzed-ca4010000000003
+
+== fix, dry run: what it would do (one transaction, rolled back)
+Setting token expiration to: 2027-01-16 08:00:00 +0000
+*** WARNING, found ApiClientAuthorization with invalid user: auth id: 109, user id: 99
+4 tokens updated.
+
+dry run: 4 tokens would expire at 2027-01-16 08:00:00 UTC; nothing was changed
+to apply: tokenpolicy fix-long-lived --db CONNINFO --config examples/sample/arvados-config.yml
+]], out)
+    assert.are.equal(before, rows())
+    assert.matches("\n103|sampletoken103|0|3|||||2026-06-01 00:00:00|", before, 1, true)
+  end)
+
+  it("finds nothing a day later with a 60-day policy, and exits 0", function()
+    local config = pg.dir .. "/config.yml"
+    expect.write_file(config, "Clusters:\n  zzzzz:\n    API:\n      MaxTokenLifetime: 1440h\n")
+    pg:psql("UPDATE api_client_authorizations SET expires_at = '2027-01-20' WHERE expires_at IS NULL;")
+    local before = rows()
+    local status, out = run("examples/migrate_dry_run.lua", { pg:conninfo(), "1800086400", config })
+    assert.are.equal(0, status)
+    assert.matches("^== check: the tokens that outlive the policy\nNo long%-lived tokens found%.\n", out)
+    assert.matches("\n0 tokens updated.\n", out, 1, true)
+    assert.are.equal(before, rows())
+  end)
+
+  it("says why, in one line, when the database cannot be reached, and exits 2", function()
+    local status, out, err = run("examples/migrate_dry_run.lua", { "host=" .. pg.dir .. "/nowhere dbname=arvados" })
+    assert.are.same({ 2, "" }, { status, out })
+    assert.matches("^unreachable: PostgreSQL %(arvados%): [^\n]+\n$", err)
+  end)
+end)
