@@ -27,7 +27,7 @@ local config = arg[3] or (here .. "/sample/arvados-config.yml")
 -- The sandbox: what three users' caches could hold on a shared host.
 local function make_sandbox()
   local pipe = assert(io.popen("mktemp -d"))
-  local dir = pipe:read("l")
+  local dir = assert(pipe:read("l"), "mktemp -d failed")
   pipe:close()
   -- JWTs signed with a throw-away secret: only their claims matter here.
   local secret = assert(tp.keys { kty = "oct", k = tp.b64url_encode(("example secret "):rep(3)) })

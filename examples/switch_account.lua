@@ -21,7 +21,7 @@ local function section(title)
 end
 
 local pipe = assert(io.popen("mktemp -d"))
-local sandbox = pipe:read("l")
+local sandbox = assert(pipe:read("l"), "mktemp -d failed")
 pipe:close()
 
 -- The user's world: Rucio's temporary directory, HOME and rucio.cfg.

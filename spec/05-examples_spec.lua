@@ -312,3 +312,90 @@ to apply: tokenpolicy fix-long-lived --db CONNINFO --config examples/sample/arva
     assert.matches("^unreachable: PostgreSQL %(arvados%): [^\n]+\n$", err)
   end)
 end)
+
+describe("examples/logout_revoke.lua (a real OpenID provider)", function()
+  local oidc = require "helpers.oidc"
+  local p, dir
+  lazy_setup(function() p = oidc.start() end)
+  lazy_teardown(function() if p then oidc.stop(p) end end)
+  before_each(function()
+    dir = expect.new_dir()
+    -- Where the example's sandbox goes (mktemp -d under TMPDIR): to see it go.
+    assert(os.execute("mkdir " .. quote(dir .. "/box")))
+  end)
+  after_each(function() expect.remove_dir(dir) end)
+
+  local function credentials(extra)
+    local env = { TOKENPOLICY_CLIENT_ID = oidc.client_id, TOKENPOLICY_CLIENT_SECRET = oidc.client_secret }
+    for k, v in pairs(extra or {}) do env[k] = v end
+    return env
+  end
+
+  it("revokes the opaque token, denylists the JWT's jti, removes both files, and a second logout has nothing to do",
+    function()
+      local opaque = oidc.client_credentials(p)
+      local jwt = oidc.client_credentials(p, { resource = "https://rucio.example.org", scope = "storage.read:/" })
+      local claims = assert(tp.decode(jwt)).claims
+      assert(tp.write_token(dir .. "/given/opaque", opaque))
+      assert(tp.write_token(dir .. "/given/jwt", jwt))
+      local deny = dir .. "/denylist"
+      local status, out, err = run("examples/logout_revoke.lua",
+        { p.issuer, deny, dir .. "/given/opaque", dir .. "/given/jwt" }, credentials { TMPDIR = dir .. "/box" })
+      assert.are.same({ 0, "" }, { status, err })
+      local bt = "<sandbox>/run/bt_u" .. tp.euid()
+      local file = "<sandbox>/home/.config/bearer_token"
+      assert.are.equal(([[
+
+== before
+token 1 (opaque, BT): the provider says it is active
+token 2 (jwt, FILE): the gateway accepts it
+
+== logout, dry run
+would denylist jti JTI: would add it to tokenpolicy.Denylist DENY (0 entries)
+would remove   FILE: would remove it
+would revoke   <issuer>: would revoke it at its issuer (RFC 7009)
+would remove   BT: would remove it
+dry run: nothing was changed
+
+== logout
+ok    denylist jti JTI: added until EXP
+ok    remove   FILE: removed
+ok    revoke   <issuer>/token/revocation: revoked
+ok    remove   BT: removed
+logged out
+
+== after
+token 1 (opaque, BT): the provider says it is inactive
+token 2 (jwt, FILE): the gateway refuses it: revoked: the token's jti is on the denylist
+the denylist file holds 1 entries
+
+== logout again
+nothing to do: no tokens found
+]]):gsub("%u%u+", { BT = bt, FILE = file, JTI = claims.jti, DENY = deny,
+        EXP = os.date("!%Y-%m-%d %H:%M:%S UTC", claims.exp) }), out)
+      -- Checked here too: the provider's and the denylist file's own word.
+      local info = assert(tp.introspect { endpoint = p.introspection_endpoint, token = opaque,
+                                          client_id = oidc.client_id, client_secret = oidc.client_secret })
+      assert.is_false(info.active)
+      local list = assert(tp.denylist(deny))
+      assert.is_true(list:contains(claims.jti, claims.exp - 1))
+      list:close()
+      -- The files it was given are left alone; its sandbox is gone; no token was shown.
+      assert.are.equal(opaque, (tp.read_token(dir .. "/given/opaque")))
+      assert.are.equal(jwt, (tp.read_token(dir .. "/given/jwt")))
+      assert.are.same({}, tp.list_dir(dir .. "/box"))
+      assert.is_nil(out:find(opaque, 1, true))
+      assert.is_nil(out:find(jwt:match("[^.]+$"), 1, true))
+    end)
+
+  it("says why and exits 2 when the issuer cannot be reached, leaving nothing behind", function()
+    local gone = oidc.start()
+    oidc.stop(gone)
+    assert(tp.write_token(dir .. "/token", "opaque-token-value"))
+    local status, out, err = run("examples/logout_revoke.lua", { gone.issuer, dir .. "/denylist", dir .. "/token" },
+      credentials { TMPDIR = dir .. "/box" })
+    assert.are.same({ 2, "" }, { status, out })
+    assert.matches("^unreachable: ", err)
+    assert.are.same({}, tp.list_dir(dir .. "/box"))
+  end)
+end)
