@@ -402,3 +402,42 @@ nothing to do: no tokens found
     assert.are.same({}, tp.list_dir(dir .. "/box"))
   end)
 end)
+
+describe("examples/haproxy/haproxy.cfg (a real HAProxy)", function()
+  local haproxy = require "helpers.haproxy"
+  local crypto = require "helpers.crypto"
+  local h, key
+
+  -- HAProxy runs the example's own file; only the paths and settings its
+  -- presetenv lines take from the environment are given (helpers/haproxy.lua).
+  lazy_setup(function()
+    local pem = crypto.ec_private("P-256")
+    key = assert(tp.keys(pem, { kid = "gw-1" }))
+    local dir = haproxy.sandbox()
+    haproxy.write(dir .. "/keys.pem", crypto.public_of(pem))
+    local list = assert(tp.denylist(dir .. "/denylist"))
+    assert(list:add("revoked-jti", os.time() + 3600))
+    list:close()
+    h = haproxy.start { dir = dir, settings = { KEYS_FILE = dir .. "/keys.pem", DENYLIST = dir .. "/denylist",
+      ISS = "https://idp.example.org", AUD = "rucio" } }
+  end)
+  lazy_teardown(function() haproxy.stop(h) end)
+
+  local function bearer(jti)
+    local now = os.time()
+    local token = assert(tp.sign({ iss = "https://idp.example.org", aud = "rucio", sub = "alice", scope = "read",
+      iat = now, exp = now + 600, jti = jti }, key, { alg = "ES256" }))
+    return { authorization = "Bearer " .. token }
+  end
+
+  it("passes a valid token on to the service, which sees its subject", function()
+    local status, _, body = haproxy.get(h, bearer("fresh-jti"))
+    assert.are.same({ 200, "subject=alice\n" }, { status, body })
+  end)
+
+  it("refuses a token whose jti is on the denylist with 401 and an RFC 6750 challenge", function()
+    local status, headers, body = haproxy.get(h, bearer("revoked-jti"))
+    assert.are.same({ 401, 'Bearer realm="api", error="invalid_token", error_description="revoked"', "invalid token\n" },
+      { status, headers["www-authenticate"], body })
+  end)
+end)
