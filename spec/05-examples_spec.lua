@@ -437,7 +437,7 @@ describe("examples/haproxy/haproxy.cfg (a real HAProxy)", function()
 
   it("refuses a token whose jti is on the denylist with 401 and an RFC 6750 challenge", function()
     local status, headers, body = haproxy.get(h, bearer("revoked-jti"))
-    assert.are.same({ 401, 'Bearer realm="api", error="invalid_token", error_description="revoked"', "invalid token\n" },
-      { status, headers["www-authenticate"], body })
+    assert.are.same({ 401, 'Bearer realm="api", error="invalid_token", error_description="revoked"',
+      "invalid token\n" }, { status, headers["www-authenticate"], body })
   end)
 end)
