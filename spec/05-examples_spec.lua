@@ -33,6 +33,33 @@ end
 
 after_each(function() collectgarbage() end)
 
+describe("examples/", function()
+  local names = {}
+  for _, name in ipairs(assert(tp.list_dir("examples"))) do
+    if name:match("%.lua$") then names[#names + 1] = name end
+  end
+  local readme = expect.read_file("examples/README.md")
+  local this = expect.read_file("spec/05-examples_spec.lua")
+
+  for _, name in ipairs(names) do
+    it(name .. " starts with a comment saying what it shows and the command that runs it, is listed and is run here",
+      function()
+        -- The comment lines the file starts with.
+        local header = expect.read_file("examples/" .. name):match("^(%-%- .-)\n[^%-]")
+        assert.is_truthy(header, name .. " has no header comment")
+        assert.matches("lua5.4 examples/" .. name, header, 1, true)
+        assert.matches("[" .. name .. "](" .. name .. ")", readme, 1, true)
+        assert.matches('describe("examples/' .. name, this, 1, true)
+      end)
+  end
+
+  it("haproxy/haproxy.cfg starts with the command that runs it, and is listed", function()
+    local header = expect.read_file("examples/haproxy/haproxy.cfg"):match("^(# .-)\n[^#]")
+    assert.matches("haproxy -db -f examples/haproxy/haproxy.cfg", header, 1, true)
+    assert.matches("[haproxy/haproxy.cfg](haproxy/haproxy.cfg)", readme, 1, true)
+  end)
+end)
+
 describe("examples/demo.lua", function()
   local status, out
   lazy_setup(function() status, out = run("examples/demo.lua") end)
@@ -307,7 +334,10 @@ to apply: tokenpolicy fix-long-lived --db CONNINFO --config examples/sample/arva
   end)
 
   it("says why, in one line, when the database cannot be reached, and exits 2", function()
-    local status, out, err = run("examples/migrate_dry_run.lua", { "host=" .. pg.dir .. "/nowhere dbname=arvados" })
+    -- LuaDBI's driver leaks the connection object of a failed connect (not
+    -- ours to fix, see spec 30): `make asan`'s leak check is off for it.
+    local status, out, err = run("examples/migrate_dry_run.lua", { "host=" .. pg.dir .. "/nowhere dbname=arvados" },
+      { ASAN_OPTIONS = (os.getenv("ASAN_OPTIONS") or "") .. ":detect_leaks=0" })
     assert.are.same({ 2, "" }, { status, out })
     assert.matches("^unreachable: PostgreSQL %(arvados%): [^\n]+\n$", err)
   end)
