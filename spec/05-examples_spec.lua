@@ -177,7 +177,12 @@ describe("examples/inspect.lua", function()
     assert.are.equal(shown(readable, ""), out:match("^(.-\n)expiry"))
     local _, default_out = run("examples/inspect.lua")
     assert.matches("^token   examples/sample/token.jwt %(438 bytes, jwt%)\nheader\n", default_out)
-    assert.is_nil(default_out:find((assert(tp.read_token(token_file))), 1, true))
+    -- Never a piece of the token: neither its payload segment nor its signature.
+    local _, payload, signature = (assert(tp.read_token(token_file))):match("^([^.]+)%.([^.]+)%.([^.]+)$")
+    for _, piece in ipairs { payload, signature } do
+      assert.is_nil(default_out:find(piece, 1, true))
+      assert.is_nil(out:find(piece, 1, true))
+    end
   end)
 end)
 
@@ -438,6 +443,7 @@ nothing to do: no tokens found
       assert.are.equal(jwt, (tp.read_token(dir .. "/given/jwt")))
       assert.are.same({}, tp.list_dir(dir .. "/box"))
       assert.is_nil(out:find(opaque, 1, true))
+      assert.is_nil(out:find(jwt:match("%.([^.]+)%."), 1, true))
       assert.is_nil(out:find(jwt:match("[^.]+$"), 1, true))
     end)
 
