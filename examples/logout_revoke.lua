@@ -49,6 +49,12 @@ local keys = check(tp.fetch_keys(metadata.jwks_uri))
 local denylist = check(tp.denylist(denylist_path))
 local gateway = tp.verifier { keys = keys, iss = issuer, denylist = denylist }
 
+-- The user's tokens, read as tokenpolicy reads token files (theirs, 0600).
+local tokens = {}
+for i, file in ipairs(token_files) do
+  tokens[i] = check(tp.read_token(file))
+end
+
 local pipe = assert(io.popen("mktemp -d"))
 local sandbox = assert(pipe:read("l"), "mktemp -d failed")
 pipe:close()
@@ -65,10 +71,8 @@ local env = {
   TOKENPOLICY_ISSUER = issuer, TOKENPOLICY_CLIENT_ID = client_id, TOKENPOLICY_CLIENT_SECRET = client_secret,
 }
 local places = { env.XDG_RUNTIME_DIR .. "/bt_u" .. UID, env.HOME .. "/.config/bearer_token" }
-local tokens = {}
-for i, file in ipairs(token_files) do
-  tokens[i] = check(tp.read_token(file))
-  assert(tp.write_token(places[i], tokens[i]))
+for i, token in ipairs(tokens) do
+  assert(tp.write_token(places[i], token))
 end
 if places[2] and tokens[2] then
   env.BEARER_TOKEN_FILE = places[2]

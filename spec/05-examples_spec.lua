@@ -447,6 +447,16 @@ nothing to do: no tokens found
       assert.is_nil(out:find(jwt:match("[^.]+$"), 1, true))
     end)
 
+  it("refuses a token file others can read, exits 2 and leaves nothing behind", function()
+    expect.write_file(dir .. "/token", "opaque-token-value")
+    assert(os.execute("chmod 644 " .. quote(dir .. "/token")))
+    local status, out, err = run("examples/logout_revoke.lua", { p.issuer, dir .. "/denylist", dir .. "/token" },
+      credentials { TMPDIR = dir .. "/box" })
+    assert.are.same({ 2, "" }, { status, out })
+    assert.matches("^insecure_permissions: [^\n]*" .. dir:gsub("%p", "%%%0") .. "/token", err)
+    assert.are.same({}, tp.list_dir(dir .. "/box"))
+  end)
+
   it("says why and exits 2 when the issuer cannot be reached, leaving nothing behind", function()
     local gone = oidc.start()
     oidc.stop(gone)
