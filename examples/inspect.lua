@@ -10,7 +10,8 @@
 --   JWKS_FILE   the issuer's key set (a JWK Set, a JWK, or PEM public keys)
 --   NOW         the time to judge at, in epoch seconds (the sample token is
 --               valid from 1800000000, 2027-01-15 08:00 UTC, for one hour)
--- Exit status: 0 when the token verifies, 1 when it does not.
+-- Exit status: 0 when the token verifies, 1 when it does not, 2 when a file
+-- cannot be read.
 local tp = require "tokenpolicy"
 
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
@@ -79,8 +80,15 @@ else
   print(("expiry  %s: expired %s ago"):format(utc(exp), tp.format_duration(now - exp)))
 end
 
-local material = assert(tp.read_config(keys_file))
-local keys = assert(tp.keys(material))
+local material, why_not = tp.read_config(keys_file)
+local keys
+if material then
+  keys, why_not = tp.keys(material)
+end
+if not keys then
+  io.stderr:write(keys_file, ": ", why_not, "\n")
+  os.exit(2)
+end
 -- No iss or aud given: this checks the signature and the times only. A
 -- service would also pass iss = its issuer and aud = its own name.
 local claims, header = tp.verify(token, keys, { now = now })

@@ -166,6 +166,12 @@ describe("examples/inspect.lua", function()
     assert.matches("\nverify  refused: unknown_key: ", out)
   end)
 
+  it("exits 2 and says why when the key set cannot be read", function()
+    local status, _, err = run("examples/inspect.lua", { token_file, dir .. "/missing.jwks", "1800001800" })
+    assert.are.equal(2, status)
+    assert.matches("^" .. dir:gsub("%p", "%%%0") .. "/missing%.jwks: not_found: [^\n]+\n$", err)
+  end)
+
   it("inspects the sample by default, and warns that a file others can read is exposed", function()
     local readable = dir .. "/readable"
     expect.write_file(readable, (assert(tp.read_token(token_file))) .. "\n")
