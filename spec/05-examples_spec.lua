@@ -343,7 +343,7 @@ carol,carol@example.org,zzzzz-tpzed-ca4010000000003
 == fix, dry run: what it would do (one transaction, rolled back)
 Setting token expiration to: 2027-01-16 08:00:00 +0000
 *** WARNING, found ApiClientAuthorization with invalid user: auth id: 109, user id: 99
-4 tokens updated.
+4 tokens would be updated (dry run: nothing was changed).
 
 dry run: 4 tokens would expire at 2027-01-16 08:00:00 UTC; nothing was changed
 to apply: tokenpolicy fix-long-lived --db CONNINFO --config examples/sample/arvados-config.yml
@@ -360,7 +360,7 @@ to apply: tokenpolicy fix-long-lived --db CONNINFO --config examples/sample/arva
     local status, out = run("examples/migrate_dry_run.lua", { pg:conninfo(), "1800086400", config })
     assert.are.equal(0, status)
     assert.matches("^== check: the tokens that outlive the policy\nNo long%-lived tokens found%.\n", out)
-    assert.matches("\n0 tokens updated.\n", out, 1, true)
+    assert.matches("\n0 tokens would be updated (dry run: nothing was changed).\n", out, 1, true)
     assert.are.equal(before, rows())
   end)
 
