@@ -967,10 +967,12 @@ static int read_password_file(lua_State *L, rlink *r, const char *path)
         return tp_fail(L, "io", "redis password file %s is not a regular file", path);
     }
     if (st.st_mode & 0007) {
+        char mode[8];
         close(fd);
+        snprintf(mode, sizeof mode, "%03o", (unsigned)(st.st_mode & 0777));
         return tp_fail(L, "insecure_permissions",
-                       "redis password file %s can be read or written by others (mode %o): chmod o-rwx it", path,
-                       (int)(st.st_mode & 0777));
+                       "redis password file %s can be read or written by others (mode %s): chmod o-rwx it", path,
+                       mode);
     }
     while (used < sizeof buf && (n = read(fd, buf + used, sizeof buf - used)) != 0) {
         if (n < 0) {

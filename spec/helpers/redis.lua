@@ -105,7 +105,8 @@ end
 -- The arguments of redis-server for this server.
 function Server:args()
   local a = {
-    "--bind 127.0.0.1", "--dir " .. quote(self.dir), "--daemonize yes",
+    -- 127.0.0.2 too: an address the TLS certificate does not name
+    "--bind 127.0.0.1 127.0.0.2", "--dir " .. quote(self.dir), "--daemonize yes",
     "--pidfile " .. quote(self.dir .. "/redis.pid"), "--logfile " .. quote(self.dir .. "/redis.log"),
     "--protected-mode no",
   }
