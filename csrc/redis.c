@@ -998,7 +998,7 @@ static int read_password_file(lua_State *L, rlink *r, const char *path)
 
 /* A timeout option in seconds (fractions allowed), as milliseconds: the
  * one kind of option the shared readers do not cover (as in http.c). */
-static long opt_seconds(lua_State *L, int arg, const char *name, long dflt_ms)
+static long timeout_ms_of(lua_State *L, int arg, const char *name, long dflt_ms)
 {
     long ms = dflt_ms;
     if (lua_type(L, arg) == LUA_TTABLE) {
@@ -1038,8 +1038,8 @@ int tp_redis_open(lua_State *L, int url_idx, int opts, int *sync)
     r = (rlink *)tp_newuserdata(L, sizeof *r);
     memset(r, 0, sizeof *r);
     luaL_setmetatable(L, TP_REDIS_LINK_CLASS);
-    r->connect_ms = opt_seconds(L, opts, "connect_timeout", 1000);
-    r->io_ms = opt_seconds(L, opts, "timeout", 1000);
+    r->connect_ms = timeout_ms_of(L, opts, "connect_timeout", 1000);
+    r->io_ms = timeout_ms_of(L, opts, "timeout", 1000);
     r->log_max = tp_opt_integer(L, opts, "log_max", RD_LOG_MAX, 100);
     r->full_due = 1;
     memcpy(r->last_id, "0-0", 4);
