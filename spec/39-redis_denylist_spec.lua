@@ -257,6 +257,20 @@ describe("tp.denylist on Redis", function()
       assert.are.equal(1, b:count())  -- an expired entry never enters a view
     end)
 
+    it("fails with redis_error when a key holds something else, and keeps its view", function()
+      local url, prefix = fresh()
+      local dl = assert(tp.denylist(url))
+      assert(dl:add("before", os.time() + 600))
+      srv:cli("DEL", prefix .. "deny")
+      srv:cli("SET", prefix .. "deny", "not a sorted set")
+      local msg = fails("redis_error", dl:add("after", os.time() + 600))
+      assert.matches("WRONGTYPE", msg, 1, true)
+      assert.is_false(dl:contains("after"))
+      srv:cli("DEL", prefix .. "log")
+      fails("redis_error", dl:reload())  -- a full sync is due: the set is read
+      assert.is_true(dl:contains("before"))
+    end)
+
     it("refuses a listed jti in tp.verifier with revoked", function()
       local url = fresh()
       local key = assert(tp.keys(crypto.rsa_private(), { kid = "k1" }))

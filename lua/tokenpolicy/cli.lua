@@ -372,7 +372,7 @@ local function open_denylist(args, sync)
   local where = args.denylist
   if where == nil or where == "" then where = os.getenv("TOKENPOLICY_DENYLIST") end
   if where == nil or where == "" then
-    usage("give --denylist FILE or URL (or set TOKENPOLICY_DENYLIST)")
+    usage("give --denylist FILE (or set TOKENPOLICY_DENYLIST)")
   end
   local opts
   if is_redis_url(where) then
