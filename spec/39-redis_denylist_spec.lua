@@ -48,6 +48,31 @@ end
 
 math.randomseed(os.time() + (tonumber(tostring({}):match("0x(%x+)"), 16) or 0))
 
+-- A server (started with opts) and a scratch directory for the enclosing
+-- describe, handed to set once started; both go at its end.
+local function fixture(opts, set)
+  local srv, dir
+  lazy_setup(function()
+    srv = redis.start(opts)
+    dir = expect.new_dir()
+    set(srv, dir)
+  end)
+  lazy_teardown(function()
+    if srv then srv:stop() end
+    if dir then expect.remove_dir(dir) end
+  end)
+end
+
+-- Runs fn(server) with a server of its own (started with opts), which is
+-- stopped even when fn fails.
+local function with_server(opts, fn)
+  local s = redis.start(opts)
+  local ok, err = pcall(fn, s)
+  if s.pid then sh("kill -CONT " .. s.pid .. " 2>/dev/null") end
+  s:stop()
+  assert(ok, err)
+end
+
 describe("tp.denylist on Redis", function()
   local srv, dir
   local n = 0
@@ -57,14 +82,7 @@ describe("tp.denylist on Redis", function()
     return srv:url("/0?prefix=c" .. n .. ":" .. (extra or "")), "c" .. n .. ":"
   end
 
-  lazy_setup(function()
-    srv = redis.start()
-    dir = expect.new_dir()
-  end)
-  lazy_teardown(function()
-    if srv then srv:stop() end
-    if dir then expect.remove_dir(dir) end
-  end)
+  fixture(nil, function(s, d) srv, dir = s, d end)
 
   describe("the object", function()
     it("adds, looks up, counts and purges, and the entries are in Redis", function()
@@ -290,8 +308,7 @@ describe("tp.denylist on Redis", function()
 
   describe("fail-static", function()
     it("keeps its view when Redis is down, fails add clearly, and catches up when it is back", function()
-      local s = redis.start()
-      local ok, err = pcall(function()
+      with_server(nil, function(s)
         local url = s:url("/0?prefix=fs:")
         local a = assert(tp.denylist(url))
         assert(a:add("known", os.time() + 600))
@@ -315,20 +332,15 @@ describe("tp.denylist on Redis", function()
         assert.is_true(b:contains("after"))
         assert.is_true(b:contains("known"))
       end)
-      s:stop()
-      assert(ok, err)
     end)
 
     it("keeps the entries across a restart with appendonly persistence", function()
-      local s = redis.start { persist = true }
-      local ok, err = pcall(function()
+      with_server({ persist = true }, function(s)
         local url = s:url("/0?prefix=p:")
         assert(assert(tp.denylist(url)):add("durable", os.time() + 600))
         s:restart()
         assert.is_true(assert(tp.denylist(url)):contains("durable"))
       end)
-      s:stop()
-      assert(ok, err)
     end)
 
     it("gives up connecting within connect_timeout", function()
@@ -340,8 +352,7 @@ describe("tp.denylist on Redis", function()
     end)
 
     it("gives up waiting for an answer within timeout", function()
-      local s = redis.start()
-      local ok, err = pcall(function()
+      with_server(nil, function(s)
         local dl = assert(tp.denylist(s:url("/0?prefix=t:"), { timeout = 0.4 }))
         sh("kill -STOP " .. s.pid)  -- the kernel still accepts; nobody answers
         local t0 = clock()
@@ -351,9 +362,6 @@ describe("tp.denylist on Redis", function()
         assert.is_true(took >= 0.35 and took < 0.4 + 0.5, tostring(took))
         assert.matches("no answer within 400 ms", msg, 1, true)
       end)
-      sh("kill -CONT " .. tostring(s.pid) .. " 2>/dev/null")
-      s:stop()
-      assert(ok, err)
     end)
   end)
 end)
@@ -371,14 +379,7 @@ describe("tp.denylist on Redis with a password", function()
     end
   end
 
-  lazy_setup(function()
-    srv = redis.start { password = PASSWORD }
-    dir = expect.new_dir()
-  end)
-  lazy_teardown(function()
-    if srv then srv:stop() end
-    if dir then expect.remove_dir(dir) end
-  end)
+  fixture({ password = PASSWORD }, function(s, d) srv, dir = s, d end)
 
   it("authenticates with the password from the URL, a file or the environment, and never shows it", function()
     local file = dir .. "/redis.pass"
@@ -455,15 +456,8 @@ describe("tp.denylist on Redis with a password", function()
 end)
 
 describe("tp.denylist on Redis over TLS", function()
-  local srv, dir
-  lazy_setup(function()
-    srv = redis.start { tls = true }
-    dir = expect.new_dir()
-  end)
-  lazy_teardown(function()
-    if srv then srv:stop() end
-    if dir then expect.remove_dir(dir) end
-  end)
+  local srv
+  fixture({ tls = true }, function(s) srv = s end)
 
   it("works with the server's CA, by address and by name", function()
     local dl = assert(tp.denylist(srv:url("/0?prefix=tls:"), { ca_file = srv.ca_file }))
@@ -493,14 +487,7 @@ end)
 
 describe("the command line on a Redis denylist", function()
   local srv, dir
-  lazy_setup(function()
-    srv = redis.start()
-    dir = expect.new_dir()
-  end)
-  lazy_teardown(function()
-    if srv then srv:stop() end
-    if dir then expect.remove_dir(dir) end
-  end)
+  fixture(nil, function(s, d) srv, dir = s, d end)
 
   it("denies, counts, looks up and purges through bin/tokenpolicy", function()
     local url = srv:url("/0?prefix=cli:")
