@@ -234,6 +234,40 @@ describe("tp.denylist on Redis", function()
       assert.is_true(b:contains("second"))
     end)
 
+    it("answers every mutated answer with a count or a fail triple, never shrinking the view", function()
+      local url = fresh()
+      local a = assert(tp.denylist(url))
+      for i = 1, 5 do assert(a:add("m-" .. i, os.time() + 600)) end
+      local b = assert(tp.denylist(url, { sync = false }))
+      local answers = { exchange(srv, dir, b:sync_request()) }  -- a full one
+      assert(b:sync_apply(answers[1]))
+      assert(a:add("m-6", os.time() + 600))
+      answers[2] = exchange(srv, dir, b:sync_request())  -- an incremental one
+      local codes = { redis_protocol = true, redis_error = true, redis_auth = true }
+      math.randomseed(39)
+      for round = 1, 3000 do
+        local text = answers[round % 2 + 1]
+        local at = math.random(1, #text)
+        local kind = round % 3
+        if kind == 0 then
+          text = text:sub(1, at - 1) .. string.char(math.random(0, 255)) .. text:sub(at + 1)
+        elseif kind == 1 then
+          text = text:sub(1, at - 1) .. text:sub(at + math.random(1, 8))
+        else
+          text = text:sub(1, at) .. text:sub(math.random(1, #text))
+        end
+        local before = b:count()
+        local added, msg, code = b:sync_apply(text)
+        if added == nil then
+          assert.is_true(codes[code] == true, tostring(msg))
+        else
+          assert.are.equal("number", math.type(added) and "number")
+        end
+        assert.is_true(b:count() >= before)
+      end
+      assert.is_true(b:contains("m-1"))
+    end)
+
     it("resyncs fully when the log was trimmed past its last sync", function()
       local url, prefix = fresh()
       local now = os.time()
