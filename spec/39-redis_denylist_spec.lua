@@ -147,6 +147,17 @@ describe("tp.denylist on Redis", function()
       assert.are.same({ false, 0 }, { lazy:reload() })
     end)
 
+    it("works as an ACL user allowed only the commands docs/denylist.md lists, on its keys", function()
+      srv:cli("ACL", "SETUSER", "gateway", "on", ">acl-pw-0123", "~acl:*", "+multi", "+exec", "+echo", "+select",
+        "+quit", "+zremrangebyscore", "+zrange", "+zadd", "+xadd", "+xrange", "+xrevrange")
+      local url = ("redis://gateway:acl-pw-0123@127.0.0.1:%d/0?prefix=acl:"):format(srv.port)
+      local dl = assert(tp.denylist(url))
+      assert(dl:add("acl-1", os.time() + 60))
+      assert.are.same({ true, 1 }, { assert(tp.denylist(url, { sync = false })):reload() })
+      local msg = fails("redis_error", tp.denylist(url:gsub("prefix=acl:", "prefix=other:")))
+      assert.matches("NOPERM", msg, 1, true)
+    end)
+
     it("raises on misuse", function()
       local url = fresh()
       local dl = assert(tp.denylist(url, { sync = false }))
