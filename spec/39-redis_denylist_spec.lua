@@ -154,7 +154,7 @@ describe("tp.denylist on Redis", function()
       local dl = assert(tp.denylist(url))
       assert(dl:add("acl-1", os.time() + 60))
       assert.are.same({ true, 1 }, { assert(tp.denylist(url, { sync = false })):reload() })
-      local msg = fails("redis_error", tp.denylist(url:gsub("prefix=acl:", "prefix=other:")))
+      local msg = fails("redis_error", tp.denylist((url:gsub("prefix=acl:", "prefix=other:"))))
       assert.matches("NOPERM", msg, 1, true)
     end)
 
