@@ -30,6 +30,8 @@ external_dependencies = {
   JANSSON = { library = "jansson" },
   YAJL = { library = "yajl" },
   CURL = { library = "curl" },
+  HIREDIS = { library = "hiredis" },
+  SSL = { library = "ssl" },
   CRYPTO = { library = "crypto" },
 }
 -- The "command" type rather than "builtin": one compiler run builds the C
@@ -44,10 +46,11 @@ build = {
 set -e
 mkdir -p "$(LIBDIR)/tokenpolicy"
 $(CC) $(CFLAGS) $(LIBFLAG) -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I"$(LUA_INCDIR)" \
-  -I"$(CJOSE_INCDIR)" -I"$(JANSSON_INCDIR)" -I"$(YAJL_INCDIR)" -I"$(CURL_INCDIR)" -I"$(CRYPTO_INCDIR)" \
+  -I"$(CJOSE_INCDIR)" -I"$(JANSSON_INCDIR)" -I"$(YAJL_INCDIR)" -I"$(CURL_INCDIR)" -I"$(HIREDIS_INCDIR)" \
+  -I"$(SSL_INCDIR)" -I"$(CRYPTO_INCDIR)" \
   -o "$(LIBDIR)/tokenpolicy/core.so" csrc/*.c \
-  -L"$(CJOSE_LIBDIR)" -L"$(JANSSON_LIBDIR)" -L"$(YAJL_LIBDIR)" -L"$(CURL_LIBDIR)" -L"$(CRYPTO_LIBDIR)" \
-  -lcjose -ljansson -lyajl -lcurl -lcrypto
+  -L"$(CJOSE_LIBDIR)" -L"$(JANSSON_LIBDIR)" -L"$(YAJL_LIBDIR)" -L"$(CURL_LIBDIR)" -L"$(HIREDIS_LIBDIR)" \
+  -L"$(SSL_LIBDIR)" -L"$(CRYPTO_LIBDIR)" -lcjose -ljansson -lyajl -lcurl -lhiredis -lssl -lcrypto
 cd lua
 for f in $(find tokenpolicy -type f -name '*.lua'); do
   mkdir -p "$(LUADIR)/${f%/*}"
