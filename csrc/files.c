@@ -1,3 +1,8 @@
+/***
+ * Token files and the facts discovery needs: safe reads, writes and
+ * removals, stat, users and groups (docs/files.md).
+ * @module tokenpolicy.core
+ */
 /* Files: the facts discovery needs about paths and users (lstat, the
  * password database), and the safe token file primitives.
  *

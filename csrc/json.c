@@ -1,3 +1,7 @@
+/***
+ * JSON for Lua code (integers stay integers) and `tokenpolicy.null`.
+ * @module tokenpolicy.core
+ */
 /* JSON <-> Lua on jansson, the JSON null sentinel, json_encode and
  * json_decode for Lua code, and the resource box. */
 #include <errno.h>

@@ -1,3 +1,7 @@
+/***
+ * Key sets: JWK Sets, single JWKs and PEM (docs/jwks.md).
+ * @module tokenpolicy.core
+ */
 /* Key sets: import JWK Sets, single JWKs and PEM (SPKI public keys, X.509
  * certificates, PKCS#1/PKCS#8 private keys) into cjose keys, with the
  * metadata verify needs to bind algorithms to keys. */

@@ -1,3 +1,8 @@
+/***
+ * Lifetime policies: durations and the Arvados token lifetime rules
+ * (docs/policy.md).
+ * @module tokenpolicy.core
+ */
 /* Lifetime policy: Go-style durations, the Arvados token lifetime rules
  * (API.MaxTokenLifetime, Login.TokenLifetime, Login.IssueTrustedTokens,
  * Workbench.IdleTimeout), and the evaluation of JWTs and token records
