@@ -1,7 +1,7 @@
 --- Reading an Arvados cluster configuration (config.yml) into a token policy.
 --
--- `require "tokenpolicy"` offers `policy_from_arvados` from this module,
--- loaded on first use; lyaml is loaded only when a file is to be read, so a
+-- `require "tokenpolicy"` offers `policy_from_arvados` from this module as
+-- `tp.policy_from_arvados`; lyaml is loaded only when a file is to be read, so a
 -- parsed table needs neither YAML nor I/O. The policy itself is the C
 -- core's (`tp.policy{...}`): this module only reads the configuration the
 -- way Arvados' config loader does.

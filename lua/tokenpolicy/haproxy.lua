@@ -193,6 +193,8 @@ function Gateway:problem(what, message)
   end
 end
 
+--- Logs, once, that a problem `problem` logged is over.
+-- @tparam string what the source of the problem, as given to `problem`
 function Gateway:solved(what)
   if self.problems[what] then
     self.problems[what] = nil
@@ -208,7 +210,10 @@ local function empty_set(text)
   return set ~= nil and #set == 0
 end
 
--- Feeds key material to the source; a failure keeps the previous keys.
+--- Feeds key material to the source; a failure keeps the previous keys.
+-- @tparam string what where the text came from, for the log
+-- @tparam string text a JWK Set, a JWK or PEM
+-- @treturn boolean whether the keys were replaced
 function Gateway:feed(what, text)
   if empty_set(text) then
     self:problem(what, "malformed: the key set is empty (keeping the previous keys)")
@@ -342,7 +347,7 @@ function Gateway:reload_denylist()
   return changed
 end
 
--- One round of the task: every source of change, each cheap when nothing changed.
+--- One round of the task: every source of change, each cheap when nothing changed.
 function Gateway:refresh()
   if self.keys_file then
     self:reload_keys_file()

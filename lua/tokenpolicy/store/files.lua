@@ -283,6 +283,7 @@ end
 --- Makes a store over the token caches under `opts.root`.
 -- @tparam table opts `{ root= }` (default "/tmp")
 -- @treturn table the store
+-- @function new
 local function new(opts)
   opts = util.check_opts(opts, { root = "string", now = "number" }, "store.files", 1)
   return setmetatable({ root = opts.root or "/tmp", now = opts.now }, Store)

@@ -100,6 +100,7 @@ end
 --- Makes a memory store over `records` (kept, not copied: fix updates them).
 -- @tparam {table,...} records
 -- @treturn table the store
+-- @function new
 local function new(records)
   if type(records) ~= "table" then
     util.argerror(1, "store.memory", "table of records expected, got " .. type(records), 3)
