@@ -184,6 +184,16 @@ end
 local Gateway = {}
 Gateway.__index = Gateway
 
+--- One line: the action's name, where its keys come from and how many
+-- problems it has now (each was logged when it appeared).
+function Gateway:__tostring()
+  local problems = 0
+  for _ in pairs(self.problems) do problems = problems + 1 end
+  local source = self.keys_file and ("keys_file " .. self.keys_file) or ("jwks_uri " .. printable_uri(self.jwks_uri))
+  return ("tokenpolicy.haproxy.Gateway %s: %s, %d problem%s"):format(self.name, source, problems,
+    problems == 1 and "" or "s")
+end
+
 --- Logs a problem once: a problem that repeats at every reload is logged
 -- when it first appears and when it changes, not every time.
 function Gateway:problem(what, message)

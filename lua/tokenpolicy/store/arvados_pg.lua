@@ -255,6 +255,11 @@ function Store:close()
   end
 end
 
+-- The database (never the password, which the store does not hold).
+Store.__tostring = function(self)
+  return ("tokenpolicy.store.arvados_pg (%s%s)"):format(self.where or "?", self.dbh and "" or ", closed")
+end
+
 -- The `password` setting of a conninfo string (to keep it out of messages).
 local function conninfo_password(conninfo)
   return conninfo:match("password%s*=%s*'([^']*)'") or conninfo:match("password%s*=%s*([^%s']+)")

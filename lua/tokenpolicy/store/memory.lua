@@ -94,7 +94,8 @@ function Store:close() -- luacheck: ignore 212
 end
 
 Store.__tostring = function(self)
-  return ("tokenpolicy.store.memory (%d records)"):format(#self.records)
+  local n = #self.records
+  return ("tokenpolicy.store.memory (%d record%s)"):format(n, n == 1 and "" or "s")
 end
 
 --- Makes a memory store over `records` (kept, not copied: fix updates them).
