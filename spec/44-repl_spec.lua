@@ -61,7 +61,7 @@ local function lua_classes()
       for _, v in pairs(value) do visit(v, name, module) end
     end
   end
-  local pipe = assert(io.popen("cd lua && find tokenpolicy -name '*.lua' | sort", "r"))
+  local pipe = assert(io.popen("cd lua && find tokenpolicy -name '*.lua'", "r"))
   for path in pipe:lines() do
     local module = require((path:gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")))
     if type(module) == "table" then
