@@ -1755,8 +1755,8 @@ static void push_shown(lua_State *L, int idx)
     lua_remove(L, -2);
 }
 
-/* Appends to the string at the top the items of the list at list, each
- * after sep, with prefix before each one. */
+/* Appends to the string at the top the items of the list at list (an
+ * absolute index), shown as push_shown shows them, sep between two. */
 static void add_items(lua_State *L, int list, const char *sep)
 {
     lua_Integer n = (lua_Integer)lua_rawlen(L, list);

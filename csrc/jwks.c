@@ -420,6 +420,8 @@ static int tp_jwks__tostring(lua_State *L)
     return 1;
 }
 
+#define TP_JWKS_STATS_CLASS "tokenpolicy.JwksStats"
+
 /***
  * Counters for monitoring: `fetches` (attempts), `fed` (successful
  * `set_keys` calls), `fetched_at` (when the current set was fetched or
@@ -441,7 +443,7 @@ static int tp_jwks_stats_method(lua_State *L)
     }
     lua_pushboolean(L, s->failed);
     lua_setfield(L, -2, "failed");
-    luaL_setmetatable(L, "tokenpolicy.JwksStats");
+    luaL_setmetatable(L, TP_JWKS_STATS_CLASS);
     return 1;
 }
 
@@ -463,7 +465,7 @@ static int tp_jwks_stats__tostring(lua_State *L)
         lua_pushfstring(L, "keys of %s", tp_format_utc(when, lua_tointeger(L, -1)));
     else
         lua_pushliteral(L, "no keys yet");
-    lua_pushfstring(L, "tokenpolicy.JwksStats: fetches %I, fed %I, %s, failed %s", fetches, fed,
+    lua_pushfstring(L, "%s: fetches %I, fed %I, %s, failed %s", TP_JWKS_STATS_CLASS, fetches, fed,
                     lua_tostring(L, -1), failed ? "true" : "false");
     return 1;
 }
@@ -487,7 +489,7 @@ void tp_open_jwks(lua_State *L)
     tp_register_class(L, TP_JWKS_CLASS, meta, methods, 1);
     {
         static const luaL_Reg stats_meta[] = { { "__tostring", tp_jwks_stats__tostring }, { NULL, NULL } };
-        tp_register_class(L, "tokenpolicy.JwksStats", stats_meta, NULL, 0);
+        tp_register_class(L, TP_JWKS_STATS_CLASS, stats_meta, NULL, 0);
     }
     /* Fetching is given, not linked: the fetch function (fetch_keys from
      * http.c, registered before this) becomes an upvalue of jwks and is

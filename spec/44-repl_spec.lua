@@ -138,6 +138,8 @@ describe("what tostring shows", function()
     os.execute("chmod 0644 " .. expect.quote(dir .. "/open"))
     os.execute("mkdir -m 0700 " .. expect.quote(dir .. "/tree") .. " && printf x > " .. expect.quote(dir .. "/tree/a"))
     expect.write_file(dir .. "/keys.jwks", '{"keys":[' .. MAC_JWK .. "]}")
+    os.execute("mkdir -m 0700 " .. expect.quote(dir .. "/esc"))
+    expect.write_file(dir .. "/esc/a\27[31mb", "x")
   end)
 
   lazy_teardown(function()
@@ -208,6 +210,9 @@ describe("what tostring shows", function()
     { "user", function() return tp.user() end, "tokenpolicy.User: <name> (uid <uid>), home <home>" },
     { "groups", function() return tp.groups() end, "tokenpolicy.GroupIds: <*>" },
     { "list_dir", function() return tp.list_dir(dir .. "/tree") end, "tokenpolicy.DirNames: 1 name: a" },
+    -- a name someone else chose reaches no terminal as an escape sequence
+    { "list_dir of a hostile name", function() return tp.list_dir(dir .. "/esc") end,
+      "tokenpolicy.DirNames: 1 name: a?[31mb" },
     { "audit with no findings", function() return tp.audit(dir .. "/tok") end, "no findings" },
     { "audit's findings", function() return tp.audit(dir .. "/open") end, "<*>0644<*>" },
     { "an audit finding", function() return tp.audit(dir .. "/open")[1] end, "<*>0644<*>" },
