@@ -14,14 +14,14 @@ HEADERS := $(wildcard csrc/*.h)
 # Debian packages the build, the specs and the demo need.
 DEB_PACKAGES := liblua5.4-dev liblua5.3-dev lua5.4 lua5.3 libcjose-dev \
 	libjansson-dev libyajl-dev libcurl4-openssl-dev libssl-dev lua-busted lua-check luarocks openssl nodejs lua-yaml \
-	lua-argparse bsdutils postgresql lua-dbi-postgresql haproxy curl groff-base libhiredis-dev redis-server \
+	lua-argparse bsdutils postgresql lua-dbi-postgresql haproxy curl groff-base libhiredis-dev redis-server lua-ldoc \
 	$(CI_PACKAGES)
 
 BUILD   ?= build
 MODULES := $(foreach v,$(LUA_VERSIONS),$(BUILD)/$(v)/tokenpolicy/core.so)
 
-.PHONY: all deps test spec spec-valgrind-skipped lint asan valgrind werror cppcheck fuzz fuzz-build bench bench-migrate bench-haproxy \
-	demo clean install uninstall
+.PHONY: all deps test spec spec-valgrind-skipped lint docs asan valgrind werror cppcheck fuzz fuzz-build bench \
+	bench-migrate bench-haproxy demo clean install uninstall
 
 all: $(MODULES)
 
@@ -71,6 +71,21 @@ LUA_FILES = $$(git ls-files '*.lua' 2>/dev/null | grep . || find . -name '*.lua'
 lint: deps
 	@luacheck -q --no-color $(LUA_FILES)
 	@luacheck -q --no-color --globals _ -- bin/tokenpolicy
+
+# The API reference: LDoc (config.ld) reads the doc comments of csrc/ and
+# lua/tokenpolicy/ into $(BUILD)/docs.  LDoc reports most problems as
+# warnings and still succeeds, so any line it prints beyond its three
+# progress lines fails the target (spec/43-reference_spec.lua checks that
+# every public function is in the result).
+LDOC_PROGRESS := ^(reading configuration from |found master module|output written to )
+docs: deps
+	@rm -rf $(BUILD)/docs
+	@out=$$(ldoc --fatalwarnings --testing -d $(BUILD)/docs . 2>&1); rc=$$?; \
+	bad=$$(printf '%s\n' "$$out" | grep -Ev '$(LDOC_PROGRESS)' | grep .); \
+	if [ $$rc != 0 ] || [ -n "$$bad" ]; then \
+		printf '%s\n' "$$bad"; echo "make docs: LDoc warnings (status $$rc)"; exit 1; \
+	fi; \
+	echo "API reference: $(BUILD)/docs/index.html"
 
 # The whole suite with AddressSanitizer and UBSan; the runtime is preloaded
 # because the Lua interpreters themselves are not instrumented.

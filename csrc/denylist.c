@@ -1,3 +1,8 @@
+/***
+ * Denylists: the jti values of revoked tokens, kept in a journal file
+ * that processes share (docs/denylist.md).
+ * @module tokenpolicy.core
+ */
 /* A persistent jti denylist: a journal of "jti exp" lines shared by
  * processes.
  *

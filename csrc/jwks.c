@@ -429,6 +429,8 @@ static int tp_jwks__tostring(lua_State *L)
     return 1;
 }
 
+#define TP_JWKS_STATS_CLASS "tokenpolicy.JwksStats"
+
 /***
  * Counters for monitoring: `fetches` (attempts), `fed` (successful
  * `set_keys` calls), `fetched_at` (when the current set was fetched or
@@ -450,6 +452,30 @@ static int tp_jwks_stats_method(lua_State *L)
     }
     lua_pushboolean(L, s->failed);
     lua_setfield(L, -2, "failed");
+    luaL_setmetatable(L, TP_JWKS_STATS_CLASS);
+    return 1;
+}
+
+/* "tokenpolicy.JwksStats: fetches 2, fed 0, keys of 2026-11-23 14:52:54
+ * UTC, failed false" ("no keys yet" before the first set). */
+static int tp_jwks_stats__tostring(lua_State *L)
+{
+    char when[32];
+    lua_Integer fetches, fed;
+    int failed;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "fetches");
+    lua_getfield(L, 1, "fed");
+    lua_getfield(L, 1, "failed");
+    fetches = lua_tointeger(L, -3);
+    fed = lua_tointeger(L, -2);
+    failed = lua_toboolean(L, -1);
+    if (lua_getfield(L, 1, "fetched_at") == LUA_TNUMBER)
+        lua_pushfstring(L, "keys of %s", tp_format_utc(when, lua_tointeger(L, -1)));
+    else
+        lua_pushliteral(L, "no keys yet");
+    lua_pushfstring(L, "%s: fetches %I, fed %I, %s, failed %s", TP_JWKS_STATS_CLASS, fetches, fed,
+                    lua_tostring(L, -1), failed ? "true" : "false");
     return 1;
 }
 
@@ -470,6 +496,10 @@ void tp_open_jwks(lua_State *L)
      * before this), so this file needs no C entry point into keys.c. */
     lua_getfield(L, -1, "keys");
     tp_register_class(L, TP_JWKS_CLASS, meta, methods, 1);
+    {
+        static const luaL_Reg stats_meta[] = { { "__tostring", tp_jwks_stats__tostring }, { NULL, NULL } };
+        tp_register_class(L, TP_JWKS_STATS_CLASS, stats_meta, NULL, 0);
+    }
     /* Fetching is given, not linked: the fetch function (fetch_keys from
      * http.c, registered before this) becomes an upvalue of jwks and is
      * kept in each source that has a URI. */

@@ -31,6 +31,9 @@ end
 --- Raised (as a table) to end a command with an exit code and one line.
 local Exit = {}
 Exit.__index = Exit
+Exit.__tostring = function(e)
+  return ("tokenpolicy: exit %d: %s"):format(e.code, e.line or "")
+end
 
 local function exit(code, line)
   error(setmetatable({ code = code, line = line }, Exit), 0)
