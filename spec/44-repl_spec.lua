@@ -73,9 +73,11 @@ local function lua_classes()
 end
 
 -- The core's classes that are never returned: the to-be-closed boxes that
--- hold a call's descriptors, buffers and handles while it runs.
+-- hold a call's descriptors, buffers and handles while it runs, and the
+-- Redis link a Denylist keeps inside (its tostring is the Denylist's).
 local INTERNAL = { ["tokenpolicy.FileWork"] = true, ["tokenpolicy.DenylistWork"] = true,
-                   ["tokenpolicy.HttpCall"] = true, ["tokenpolicy.Box"] = true }
+                   ["tokenpolicy.HttpCall"] = true, ["tokenpolicy.Box"] = true,
+                   ["tokenpolicy.RedisLink"] = true, ["tokenpolicy.RedisWork"] = true }
 
 describe("tp in the REPL", function()
   it("has every name as a plain field: no metatable makes names up", function()

@@ -924,9 +924,6 @@ local function build_parser(argv)
   return parser
 end
 
---- Runs the command line and returns the exit status.
--- @tparam {string,...} argv the arguments (the launcher's `arg`)
--- @treturn integer 0 fine, 1 a finding, 2 a usage or environment error
 -- An empty value is never a path, URL, account or token: a usage error
 -- naming the option (or the argument) it was given to, before any command
 -- reads it (the core raises on an empty path, as a misuse).
@@ -945,6 +942,9 @@ local function refuse_empty(args, argv)
   end
 end
 
+--- Runs the command line and returns the exit status.
+-- @tparam {string,...} argv the arguments (the launcher's `arg`)
+-- @treturn integer 0 fine, 1 a finding, 2 a usage or environment error
 function M.main(argv)
   local args_list = {}
   for i = 1, #argv do args_list[i] = argv[i] end
