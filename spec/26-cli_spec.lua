@@ -710,6 +710,9 @@ describe("the tokenpolicy command", function()
           "a JTI is 1 to 256 printable ASCII characters without spaces" },
         { { "deny", "x", "--exp", "5" }, "give --denylist FILE (or set TOKENPOLICY_DENYLIST)" },
         { { "denylist", "contains", "--denylist", list }, "denylist contains needs a JTI" },
+        -- found by the cli fuzz target: a JTI that is not UTF-8 made --json raise
+        { { "denylist", "contains", "j\xc9\xff", "--json", "--denylist", list },
+          "a JTI is 1 to 256 printable ASCII characters without spaces" },
         { { "denylist", "purge", "x", "--denylist", list }, "denylist purge takes no JTI" },
         { { "denylist", "count", "--denylist", dir }, "io: denylist " .. dir .. " is not a regular file" },
       }

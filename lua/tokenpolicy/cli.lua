@@ -645,6 +645,7 @@ commands.denylist = function(args)
     if not args.json then say(tostring(result.count)) end
   elseif args.action == "contains" then
     if not args.jti then usage("denylist contains needs a JTI") end
+    check_jti(args.jti)
     local denied = list:contains(args.jti, now)
     result, status = { jti = args.jti, denied = denied, at = now }, denied and 0 or 1
     if not args.json then
