@@ -399,9 +399,9 @@ function M.socket_address(host)
 end
 
 --- Records the outcome of a sync for the log: a failure is logged when
--- Redis goes from answering to not (or the reason changes, e.g. from
--- unreachable to a wrong password), not at every sync; the first good sync
--- after one is logged too.
+-- Redis goes from answering to not, not at every sync (nor when the reason
+-- changes while it stays down: a Redis restarting is refused, then slow,
+-- then loading); the first good sync after one is logged too.
 -- @tparam ?string code nil for a good sync, else the failure's code
 -- @tparam ?string message the failure's message
 function Gateway:redis_status(code, message)
@@ -413,7 +413,7 @@ function Gateway:redis_status(code, message)
     end
     return
   end
-  if self.redis_down ~= code then
+  if not self.redis_down then
     self.redis_down = code
     self.log.Warning(("%s: %s: %s (keeping the %d entries known; retrying every %g s)"):format(self.name,
       self.redis_what, message, self.denylist:count(), self.sync_every))

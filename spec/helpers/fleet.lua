@@ -1,0 +1,258 @@
+-- A fleet for integration specs: N real HAProxy gateways (Debian's haproxy,
+-- each its own process, port and sandbox, running examples/haproxy/haproxy.cfg)
+-- sharing one real redis-server.
+--
+--   local fleet = require "helpers.fleet"
+--   local redis = fleet.redis_start{ password = "..." }     -- 127.0.0.1, a free port
+--   local gws = fleet.start(3, { mode = "lua-load", settings = { KEYS_FILE = ..., DENYLIST = redis.url } })
+--   local status = haproxy.get(gws[1], { authorization = "Bearer ..." })
+--   fleet.stop(gws); fleet.redis_stop(redis)
+--
+-- The gateways are started as spec/helpers/haproxy.lua starts one (same
+-- example, same environment variables), with the fleet's settings besides:
+-- DENYLIST_FILE, SYNC_EVERY and REDIS_PASSWORD_FILE, which the example's
+-- lua-load file reads.
+local haproxy = require "helpers.haproxy"
+local expect = require "helpers.expect"
+local tp = require "tokenpolicy"
+
+local fleet = {}
+
+local quote = expect.quote
+local ROOT = tp.cwd()
+local START_TIMEOUT = 10
+-- The example's settings (as helpers.haproxy knows them) and the fleet's.
+local SETTINGS = { "KEYS_FILE", "JWKS_URI", "ISS", "AUD", "ALGS", "LEEWAY", "MAX_TOKEN_LIFETIME", "ARVADOS_CONFIG",
+  "DENYLIST", "HEADER", "CACHE_SIZE", "RELOAD_EVERY", "MIN_REFETCH", "REALM", "SCOPE", "NBTHREAD",
+  "DENYLIST_FILE", "SYNC_EVERY", "REDIS_PASSWORD_FILE" }
+-- Servers and programs we start run without the sanitizer preload of
+-- `make asan` (not ours to check).
+local CLEAN = "env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS "
+
+local function slurp(path)
+  return expect.read_file(path, true)
+end
+
+-- True while the process runs (a zombie counts as ended).
+local function alive(pid)
+  local state = slurp("/proc/" .. pid .. "/stat"):match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
+end
+
+local function random_port()
+  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+  return math.random(20000, 59999)
+end
+
+--- The current time in seconds, with fractions (for latencies).
+function fleet.now()
+  local pipe = assert(io.popen("date +%s.%N"))
+  local t = tonumber(pipe:read("l"))
+  pipe:close()
+  return t
+end
+
+-- Redis ---------------------------------------------------------------------
+
+local function redis_cli(r, args)
+  local auth = r.password and ("--no-auth-warning -a " .. quote(r.password) .. " ") or ""
+  local pipe = assert(io.popen(CLEAN .. "redis-cli -h 127.0.0.1 -p " .. r.port .. " " .. auth .. args .. " 2>&1"))
+  local out = pipe:read("a")
+  pipe:close()
+  return out
+end
+fleet.redis_cli = redis_cli
+
+local function redis_launch(r)
+  os.remove(r.dir .. "/redis.pid")
+  local conf = table.concat({
+    "bind 127.0.0.1", "port " .. r.port, "dir " .. r.dir, "daemonize yes",
+    "pidfile " .. r.dir .. "/redis.pid", "logfile " .. r.dir .. "/redis.log",
+    -- Persistence, as docs/haproxy.md asks of a fleet's Redis: a restart
+    -- (fleet.redis_restart) keeps the revocations.
+    "appendonly yes", "appendfsync always", "save \"\"",
+    r.password and ("requirepass " .. r.password) or "",
+  }, "\n") .. "\n"
+  expect.write_file(r.dir .. "/redis.conf", conf)
+  if not os.execute(CLEAN .. "redis-server " .. quote(r.dir .. "/redis.conf") .. " >/dev/null 2>&1") then
+    return false
+  end
+  for _ = 1, 100 do
+    if redis_cli(r, "ping"):find("PONG", 1, true) then
+      r.pid = slurp(r.dir .. "/redis.pid"):match("%d+")
+      return true
+    end
+    haproxy.sleep(0.05)
+  end
+  return false
+end
+
+--- Starts a redis-server on 127.0.0.1 at a free port, in a private
+-- temporary directory, with the append-only file on: `{ port=, url=, dir=,
+-- password= }` (url without the password: give it through a file,
+-- r.password_file, which holds it).
+function fleet.redis_start(opts)
+  opts = opts or {}
+  local r = { dir = haproxy.sandbox(), password = opts.password }
+  if r.password then
+    r.password_file = r.dir .. "/redis.password"
+    expect.write_file(r.password_file, r.password .. "\n")
+  end
+  for _ = 1, 8 do
+    r.port = random_port()
+    if redis_launch(r) then
+      r.url = "redis://127.0.0.1:" .. r.port .. "/0"
+      return r
+    end
+  end
+  local log = slurp(r.dir .. "/redis.log")
+  os.execute("rm -rf " .. quote(r.dir))
+  error("redis-server did not start:\n" .. log, 2)
+end
+
+--- Stops the server (its data stays in its directory for a restart).
+function fleet.redis_down(r)
+  if not r.pid then return end
+  os.execute("kill " .. r.pid .. " 2>/dev/null")
+  for i = 1, 100 do
+    if not alive(r.pid) then break end
+    if i == 60 then os.execute("kill -9 " .. r.pid .. " 2>/dev/null") end
+    haproxy.sleep(0.05)
+  end
+  r.pid = nil
+end
+
+--- Starts the server again on the same port with the same data.
+function fleet.redis_up(r)
+  assert(redis_launch(r), "redis-server did not start again:\n" .. slurp(r.dir .. "/redis.log"))
+end
+
+--- Stops the server and removes its directory.
+function fleet.redis_stop(r)
+  if not r then return end
+  fleet.redis_down(r)
+  os.execute("rm -rf " .. quote(r.dir))
+end
+
+-- HAProxy gateways -----------------------------------------------------------
+
+local function environment(opts, port)
+  local build = haproxy.build_dir()
+  local asan = os.getenv("ASAN_OPTIONS")
+  local parts = {
+    "ASAN_OPTIONS=" .. quote((asan and asan ~= "" and asan .. ":" or "") .. "detect_leaks=0"),
+    "TOKENPOLICY_HAPROXY_DIR=" .. quote(ROOT .. "/examples/haproxy"),
+    "TOKENPOLICY_LUA_DIR=" .. quote(ROOT .. "/lua"),
+    "TOKENPOLICY_BUILD=" .. quote(build),
+    "TOKENPOLICY_RUN_DIR=" .. quote(opts.dir),
+    "TOKENPOLICY_BIND=" .. quote("127.0.0.1:" .. port),
+  }
+  local settings, known = opts.settings or {}, {}
+  for _, name in ipairs(SETTINGS) do
+    known[name] = true
+    if settings[name] ~= nil then
+      parts[#parts + 1] = "TOKENPOLICY_" .. name .. "=" .. quote(settings[name])
+    else
+      table.insert(parts, 1, "-u TOKENPOLICY_" .. name)
+    end
+  end
+  for name in pairs(settings) do
+    assert(known[name], "unknown setting " .. name)
+  end
+  return "env " .. table.concat(parts, " ")
+end
+
+local function start_once(opts, port)
+  local cfg, log, pidfile = opts.dir .. "/haproxy.cfg", opts.dir .. "/haproxy.log", opts.dir .. "/haproxy.pid"
+  expect.write_file(cfg, haproxy.config(opts.mode))
+  os.remove(log)
+  assert(os.execute("{ " .. environment(opts, port) .. " haproxy -db -f " .. quote(cfg) .. " >" .. quote(log)
+    .. " 2>&1 </dev/null & echo $! >" .. quote(pidfile) .. "; }"))
+  local pid = assert(slurp(pidfile):match("^(%d+)"), "no pid for haproxy")
+  local states = opts.mode == "lua-load-per-thread" and tonumber((opts.settings or {}).NBTHREAD or 1) or 1
+  local h = { pid = pid, port = port, dir = opts.dir, log = log, base = "http://127.0.0.1:" .. port, states = states }
+  for _ = 1, START_TIMEOUT / 0.05 do
+    if not alive(pid) then
+      return nil, slurp(log)
+    end
+    if haproxy.get(h, {}, { max_time = 1 }) then
+      return h
+    end
+    haproxy.sleep(0.05)
+  end
+  local output = slurp(log)
+  haproxy.stop(h)
+  error("haproxy did not answer within " .. START_TIMEOUT .. " s:\n" .. output, 3)
+end
+
+--- Starts one gateway: opts.mode ("lua-load" or "lua-load-per-thread"),
+-- opts.settings (TOKENPOLICY_<name> values, the fleet's included), opts.dir
+-- (default: a new sandbox). Returns what helpers.haproxy's start returns;
+-- haproxy.get, haproxy.stop, haproxy.output and haproxy.count work on it.
+function fleet.start_gateway(opts)
+  opts = { mode = opts.mode, settings = opts.settings, dir = opts.dir or haproxy.sandbox() }
+  local why
+  for _ = 1, 8 do
+    local h, log = start_once(opts, random_port())
+    if h then return h end
+    why = log
+    if not log:find("cannot bind socket", 1, true) then break end
+  end
+  os.execute("rm -rf " .. quote(opts.dir))
+  error("haproxy did not start:\n" .. tostring(why), 2)
+end
+
+--- Starts n gateways with the same options, each in its own sandbox.
+function fleet.start(n, opts)
+  local list = {}
+  for i = 1, n do
+    local ok, h = pcall(fleet.start_gateway, opts)
+    if not ok then
+      fleet.stop(list)
+      error(h, 2)
+    end
+    list[i] = h
+  end
+  return list
+end
+
+--- Stops every gateway of a list (and removes their sandboxes).
+function fleet.stop(list)
+  for _, h in ipairs(list or {}) do
+    haproxy.stop(h)
+  end
+end
+
+--- Polls every gateway with `headers` until each answers `status`:
+-- returns the seconds it took from `since` (fleet.now()) for the last one,
+-- or raises after `timeout` seconds naming the gateways that did not.
+function fleet.wait_all(list, headers, status, since, timeout)
+  local pending = {}
+  for i = 1, #list do pending[i] = true end
+  local deadline = since + (timeout or 5)
+  while true do
+    local left = 0
+    for i, h in ipairs(list) do
+      if pending[i] then
+        if haproxy.get(h, headers, { max_time = 1 }) == status then
+          pending[i] = nil
+        else
+          left = left + 1
+        end
+      end
+    end
+    local now = fleet.now()
+    if left == 0 then
+      return now - since
+    end
+    if now > deadline then
+      local names = {}
+      for i in pairs(pending) do names[#names + 1] = "gateway " .. i end
+      table.sort(names)
+      error(("not every gateway answered %d within %g s: %s"):format(status, timeout or 5,
+        table.concat(names, ", ")), 2)
+    end
+  end
+end
+
+return fleet
