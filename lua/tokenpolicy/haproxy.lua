@@ -381,6 +381,13 @@ end
 
 -- The Redis sync ----------------------------------------------------------
 
+-- Seconds a sync may take on its socket (connect, send, read), at least
+-- sync_every: a Redis that hangs holds up only the sync task.
+local REDIS_TIMEOUT = 1
+
+-- Syncs one tick may run back to back when the core asks for more.
+local MAX_BATCHES = 64
+
 --- The address HAProxy's `core.tcp` takes for a host: its sockets do not
 -- resolve names (`connect` refuses "localhost"), so the host of a Redis
 -- URL must be an IP address; "localhost" is taken as 127.0.0.1.
@@ -426,6 +433,8 @@ end
 -- core. Every step yields to HAProxy instead of blocking, and is bounded by
 -- the socket's timeout. Whatever fails, the local view stays as it was.
 -- @treturn ?integer the entries added, nil when the sync failed
+-- @treturn boolean whether another sync should follow at once (the core
+--   says so after a full batch, or when a full sync is due)
 function Gateway:sync()
   local dl = self.denylist
   local socket = core.tcp()
@@ -451,10 +460,10 @@ function Gateway:sync()
   local added, message, code = dl:sync_apply(reply)
   if added == nil then
     self:redis_status(code or "redis_error", message)
-    return nil
+    return nil, false
   end
   self:redis_status(nil)
-  return added
+  return added, code == true  -- added, received, more
 end
 
 --- The sync task: a sync every `sync_every` seconds, for ever. A sync
@@ -463,9 +472,14 @@ end
 function Gateway:sync_loop()
   local pause = math.max(1, math.floor(self.sync_every * 1000 + 0.5))
   while true do
-    local ok, err = pcall(self.sync, self)
-    if not ok then
-      self:redis_status("error", "error: " .. tostring(err))
+    -- A full sync of a large set comes in batches: the next one at once,
+    -- up to MAX_BATCHES per tick.
+    for _ = 1, MAX_BATCHES do
+      local ok, added, more = pcall(self.sync, self)
+      if not ok then
+        self:redis_status("error", "error: " .. tostring(added))
+      end
+      if not (ok and more) then break end
     end
     core.msleep(pause)
   end
@@ -501,10 +515,6 @@ local function joined(list)
   end
   return table.concat(list, " ")
 end
-
--- Seconds a sync may take on its socket (connect, send, read), at least
--- sync_every: a Redis that hangs holds up only the sync task.
-local REDIS_TIMEOUT = 1
 
 -- How often (milliseconds) the sleeping task looks whether a request asked
 -- for an early reload.
@@ -601,7 +611,13 @@ end
 -- line says so, requests are served with what is known (the
 -- `denylist_file`, if any), and the sync task keeps trying.
 function Gateway:open_redis(opts)
-  local dl, err = tp.denylist(opts.denylist, opts.redis)
+  -- sync = false: the object even when Redis cannot be reached (the full
+  -- sync follows below, and its failure is not fatal).
+  local redis_opts = { sync = false }
+  for name, value in pairs(opts.redis or {}) do
+    redis_opts[name] = value
+  end
+  local dl, err = tp.denylist(opts.denylist, redis_opts)
   if not dl then
     -- A URL or an option that is wrong, a password file that cannot be
     -- read: the configuration is wrong, so HAProxy does not start. The
