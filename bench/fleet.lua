@@ -84,6 +84,7 @@ end
 local function redis_start()
   run("mkdir -p " .. q(redis.dir))
   write_file(redis.password_file, PASSWORD .. "\n")
+  run("chmod 600 " .. q(redis.password_file))
   write_file(redis.dir .. "/redis.conf", table.concat({
     "bind 127.0.0.1", "port " .. redis.port, "dir " .. redis.dir, "daemonize yes",
     "pidfile " .. redis.dir .. "/redis.pid", "logfile " .. redis.dir .. "/redis.log",

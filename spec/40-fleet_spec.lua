@@ -162,7 +162,8 @@ for _, mode in ipairs { "lua-load", "lua-load-per-thread" } do
       .. "and takes new revocations within 1 s when it is back", function()
       local revoked, claims = token(key)
       propagation(list, redis, revoked, claims)
-      local down = ("tokenpolicy-auth: denylist redis://127.0.0.1:%d: unreachable: "):format(redis.port)
+      local down = ("tokenpolicy-auth: denylist redis://127.0.0.1:%d: redis_unavailable: connecting: "):format(
+        redis.port)
       local back = ("tokenpolicy-auth: denylist redis://127.0.0.1:%d: answering again"):format(redis.port)
       local ok, err = pcall(function()
         fleet.redis_down(redis)
@@ -237,11 +238,12 @@ for _, mode in ipairs { "lua-load", "lua-load-per-thread" } do
     local cases = {
       { "refuses the password", function(dir)
         haproxy.write(dir .. "/wrong.password", "not-the-password\n")
+        os.execute("chmod 600 " .. dir .. "/wrong.password")
         return { REDIS_PASSWORD_FILE = dir .. "/wrong.password" }
       end, ": redis_auth: " },
       { "is unreachable", function()
         return { DENYLIST = ("redis://127.0.0.1:%d/0"):format(redis.port == 65000 and 65001 or 65000) }
-      end, ": " },
+      end, ": redis_unavailable: " },
     }
     for _, case in ipairs(cases) do
       it("says so in one line and serves, with the denylist file when Redis " .. case[1], function()

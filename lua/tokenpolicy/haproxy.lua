@@ -445,17 +445,20 @@ function Gateway:sync()
   else
     ok, err = socket:connect(self.redis_address, self.redis_port)
   end
-  local reply
+  local reply, step = nil, "connecting"
   if ok then
+    step = "sending"
     ok, err = socket:send(dl:sync_request())
     if ok then
+      step = "receiving"
       reply, err = socket:receive("*a")
     end
   end
   socket:close()
   if not reply then
-    self:redis_status("unreachable", "unreachable: " .. tostring(err or "no answer"))
-    return nil
+    -- The core's code and wording for the same failure of its own client.
+    self:redis_status("redis_unavailable", ("redis_unavailable: %s: %s"):format(step, tostring(err or "no answer")))
+    return nil, false
   end
   local added, message, code = dl:sync_apply(reply)
   if added == nil then

@@ -97,6 +97,7 @@ function fleet.redis_start(opts)
   if r.password then
     r.password_file = r.dir .. "/redis.password"
     expect.write_file(r.password_file, r.password .. "\n")
+    os.execute("chmod 600 " .. quote(r.password_file))  -- the core refuses one others may read
   end
   for _ = 1, 8 do
     r.port = random_port()
