@@ -7,14 +7,14 @@ CC      ?= cc
 WARN    := -std=c99 -Wall -Wextra -pedantic -Wshadow -Wmissing-prototypes -Werror
 CFLAGS  ?= -O2 -g
 DEFS    := -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
-LIBS    := -lcjose -ljansson -lyajl -lcurl -lcrypto
+LIBS    := -lcjose -ljansson -lyajl -lcurl -lhiredis -lssl -lcrypto
 SOURCES := $(wildcard csrc/*.c)
 HEADERS := $(wildcard csrc/*.h)
 
 # Debian packages the build, the specs and the demo need.
 DEB_PACKAGES := liblua5.4-dev liblua5.3-dev lua5.4 lua5.3 libcjose-dev \
 	libjansson-dev libyajl-dev libcurl4-openssl-dev libssl-dev lua-busted lua-check luarocks openssl nodejs lua-yaml \
-	lua-argparse bsdutils postgresql lua-dbi-postgresql haproxy curl \
+	lua-argparse bsdutils postgresql lua-dbi-postgresql haproxy curl libhiredis-dev redis-server \
 	$(CI_PACKAGES)
 
 BUILD   ?= build

@@ -24,17 +24,19 @@ external_dependencies = {
   JANSSON = { header = "jansson.h", library = "jansson" },
   YAJL = { header = "yajl/yajl_parse.h", library = "yajl" },
   CURL = { header = "curl/curl.h", library = "curl" },
+  HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
+  SSL = { header = "openssl/ssl.h", library = "ssl" },
   CRYPTO = { header = "openssl/evp.h", library = "crypto" },
 }
 build = {
   type = "builtin",
   modules = {
     ["tokenpolicy.core"] = {
-      sources = { "csrc/core.c", "csrc/denylist.c", "csrc/files.c", "csrc/http.c", "csrc/json.c", "csrc/jwks.c", "csrc/jwt.c", "csrc/keys.c", "csrc/policy.c", "csrc/util.c", "csrc/verifier.c" },
+      sources = { "csrc/core.c", "csrc/denylist.c", "csrc/files.c", "csrc/http.c", "csrc/json.c", "csrc/jwks.c", "csrc/jwt.c", "csrc/keys.c", "csrc/policy.c", "csrc/redis.c", "csrc/util.c", "csrc/verifier.c" },
       defines = { "_POSIX_C_SOURCE=200809L", "_DEFAULT_SOURCE" },
-      incdirs = { "$(CJOSE_INCDIR)", "$(JANSSON_INCDIR)", "$(YAJL_INCDIR)", "$(CURL_INCDIR)", "$(CRYPTO_INCDIR)" },
-      libdirs = { "$(CJOSE_LIBDIR)", "$(JANSSON_LIBDIR)", "$(YAJL_LIBDIR)", "$(CURL_LIBDIR)", "$(CRYPTO_LIBDIR)" },
-      libraries = { "cjose", "jansson", "yajl", "curl", "crypto" },
+      incdirs = { "$(CJOSE_INCDIR)", "$(JANSSON_INCDIR)", "$(YAJL_INCDIR)", "$(CURL_INCDIR)", "$(HIREDIS_INCDIR)", "$(SSL_INCDIR)", "$(CRYPTO_INCDIR)" },
+      libdirs = { "$(CJOSE_LIBDIR)", "$(JANSSON_LIBDIR)", "$(YAJL_LIBDIR)", "$(CURL_LIBDIR)", "$(HIREDIS_LIBDIR)", "$(SSL_LIBDIR)", "$(CRYPTO_LIBDIR)" },
+      libraries = { "cjose", "jansson", "yajl", "curl", "hiredis", "ssl", "crypto" },
     },
     ["tokenpolicy"] = "lua/tokenpolicy/init.lua",
     ["tokenpolicy.arvados_config"] = "lua/tokenpolicy/arvados_config.lua",

@@ -51,7 +51,9 @@
 #define DL_COMPACT_MIN_LINES 1024
 
 /* Slots of the user value table. */
-enum { UV_PATH = 1, UV_DIR, UV_BASE };
+enum { UV_PATH = 1, UV_DIR, UV_BASE, UV_LINK };
+/* A Redis denylist's UV_PATH is its printable name (never a password)
+ * and UV_LINK its link to Redis (redis.c); it has no UV_DIR or UV_BASE. */
 
 /* ---- the entry table ---------------------------------------------------- */
 
@@ -325,6 +327,7 @@ static uint32_t dtable_purge(dtable *t, lua_Integer now)
 
 typedef struct denylist {
     int open;
+    int redis;          /* the entries come from Redis (redis.c), not a file */
     int known;          /* the identity below describes what entries hold */
     int exists;         /* the file existed at the last load */
     dev_t dev;
@@ -422,6 +425,13 @@ static int push_slot(lua_State *L, int idx, int slot)
     lua_rawgeti(L, -1, slot);
     lua_remove(L, -2);
     return lua_gettop(L);
+}
+
+/* Pushes the link of the Redis denylist at idx and returns its index;
+ * fname names the method for the error a file denylist raises. */
+static int push_link(lua_State *L, int idx)
+{
+    return push_slot(L, idx, UV_LINK);
 }
 
 /* A jti may be written to the file: 1 to 256 printable ASCII bytes, no
@@ -1006,6 +1016,7 @@ static int tp_denylist_add(lua_State *L)
     uint32_t idx, slot = 0;
     lua_Integer exp = check_integer(L, 3, "exp");
     lua_settop(L, 3);
+    if (d->redis) return tp_redis_add(L, 1, push_link(L, 1), jti, len, exp);
     w = dwork_new(L);
     if ((r = lock(L, 1, w)) != 0 || (r = open_journal(L, 1, w)) != 0 || (r = load(L, 1, d, w, &changed)) != 0) {
         dwork_clear(w);
@@ -1081,9 +1092,15 @@ static int tp_denylist_contains(lua_State *L)
 static int tp_denylist_purge(lua_State *L)
 {
     denylist *d = check_denylist(L, 1);
-    lua_Integer now = check_integer(L, 2, "now"), removed;
+    lua_Integer now, removed;
     int changed, r;
     dwork *w;
+    if (d->redis) {
+        now = arg_now(L, 2);
+        lua_settop(L, 2);
+        return tp_redis_purge(L, 1, push_link(L, 1), now);
+    }
+    now = check_integer(L, 2, "now");
     lua_settop(L, 2);
     w = dwork_new(L);
     if ((r = lock(L, 1, w)) != 0 || (r = load(L, 1, d, w, &changed)) != 0) {
@@ -1133,6 +1150,7 @@ static int tp_denylist_reload(lua_State *L)
     int changed, r;
     dwork *w;
     lua_settop(L, 1);
+    if (d->redis) return tp_redis_reload(L, 1, push_link(L, 1));
     /* The cheap path: one lstat, no descriptor, no allocation. */
     path = lua_tostring(L, push_slot(L, 1, UV_PATH));
     if (lstat(path, &st) == 0 ? S_ISREG(st.st_mode) && same_file(d, &st)
@@ -1178,6 +1196,90 @@ static int tp_denylist__tostring(lua_State *L)
     return 1;
 }
 
+/* tp.denylist(url [, opts]) for a redis:// or rediss:// URL: the same
+ * object, its entries kept in step with Redis (redis.c). */
+static int new_redis(lua_State *L)
+{
+    denylist *d;
+    int sync = 1, r;
+    lua_settop(L, 2);
+    if ((r = tp_redis_open(L, 1, 2, &sync)) != 0) return r;  /* the link at 3 */
+    d = (denylist *)tp_newuserdata(L, sizeof *d);
+    memset(d, 0, sizeof *d);
+    luaL_setmetatable(L, TP_DENYLIST_CLASS);
+    lua_createtable(L, 4, 0);
+    tp_redis_push_name(L, 3);
+    lua_rawseti(L, -2, UV_PATH);
+    lua_pushvalue(L, 3);
+    lua_rawseti(L, -2, UV_LINK);
+    tp_setuservalue(L, 4);
+    d->open = 1;
+    d->redis = 1;
+    if (sync && tp_redis_reload(L, 4, 3) == 3) return 3;
+    lua_settop(L, 4);
+    return 1;
+}
+
+/* The Redis denylist at 1 (a file denylist raises: the method is Redis's). */
+static denylist *check_redis(lua_State *L, const char *method)
+{
+    denylist *d = check_denylist(L, 1);
+    if (!d->redis) luaL_error(L, "%s: this denylist is a file, not a redis:// one", method);
+    return d;
+}
+
+/***
+ * The next sync's request, for a caller that does its own I/O (HAProxy's
+ * cosockets): the whole RESP text, from AUTH/SELECT to a final QUIT, so
+ * the server closes the connection after its answer and the caller reads
+ * to the end.  It holds the password when one is configured: send it,
+ * never log it.
+ * @function Denylist:sync_request
+ * @treturn string
+ */
+static int tp_denylist_sync_request(lua_State *L)
+{
+    check_redis(L, "sync_request");
+    lua_settop(L, 1);
+    return tp_redis_sync_request(L, push_link(L, 1));
+}
+
+/***
+ * Applies the whole answer to a sync_request (every byte up to the
+ * server's close).  The view changes only when the whole answer is good.
+ * @function Denylist:sync_apply
+ * @tparam string answer
+ * @treturn integer entries new to the view (or with a later expiry)
+ * @treturn integer entries the answer carried
+ * @treturn boolean whether another sync should follow at once (a full
+ *   batch, or the log lost or trimmed past the view: a full sync is due)
+ * @return or the fail triple (`redis_auth`, `redis_error`, `redis_protocol`); the view stays
+ */
+static int tp_denylist_sync_apply(lua_State *L)
+{
+    size_t len;
+    const char *bytes;
+    check_redis(L, "sync_apply");
+    bytes = tp_check_string(L, 2, &len);
+    lua_settop(L, 2);
+    return tp_redis_sync_apply(L, 1, push_link(L, 1), bytes, len);
+}
+
+/***
+ * Where a caller doing its own I/O connects: host, port and whether to
+ * speak TLS (then the server's certificate must name host).
+ * @function Denylist:endpoint
+ * @treturn string host
+ * @treturn integer port
+ * @treturn boolean tls
+ */
+static int tp_denylist_endpoint(lua_State *L)
+{
+    check_redis(L, "endpoint");
+    lua_settop(L, 1);
+    return tp_redis_endpoint(L, push_link(L, 1));
+}
+
 /***
  * Opens the denylist at path and loads it (a missing file is an empty
  * list; the file is created by the first add).
@@ -1195,6 +1297,7 @@ static int tp_denylist_new(lua_State *L)
     denylist *d;
     dwork *w;
     int changed, r;
+    if (tp_redis_url(path, len)) return new_redis(L);
     if (strlen(path) != len) luaL_argerror(L, 1, "path contains a NUL byte");
     slash = strrchr(path, '/');
     base = slash ? slash + 1 : path;
@@ -1240,6 +1343,9 @@ void tp_open_denylist(lua_State *L)
         { "count", tp_denylist_count },
         { "reload", tp_denylist_reload },
         { "close", tp_denylist_close },
+        { "sync_request", tp_denylist_sync_request },
+        { "sync_apply", tp_denylist_sync_apply },
+        { "endpoint", tp_denylist_endpoint },
         { NULL, NULL }
     };
     static const luaL_Reg meta[] = {
@@ -1255,6 +1361,7 @@ void tp_open_denylist(lua_State *L)
     };
     tp_register_class(L, TP_DENYLIST_CLASS, meta, methods, 0);
     tp_register_class(L, TP_DENYLIST_WORK_CLASS, work_meta, NULL, 0);
+    tp_open_redis(L);
     lua_pushcfunction(L, tp_denylist_new);
     lua_setfield(L, -2, "denylist");
 }
@@ -1269,4 +1376,43 @@ int tp_denylist_denied(lua_State *L, int idx, const char *jti, size_t len, lua_I
     if (len > TP_DENYLIST_MAX_JTI) return 0;  /* never stored */
     found = dtable_find(&d->tab, jti, len, &hash, &slot);
     return found != 0 && now < d->tab.ents[found - 1].exp;
+}
+
+/* ---- for redis.c -------------------------------------------------------- */
+
+int tp_denylist_valid_jti(const char *s, size_t len)
+{
+    return valid_jti(s, len);
+}
+
+lua_Integer tp_denylist_merge(lua_State *L, int idx, const tp_dl_entry *e, size_t n)
+{
+    denylist *d = check_denylist(L, idx);
+    dtable *t = &d->tab;
+    size_t more = 0, bytes = 0;
+    lua_Integer changed = 0;
+    uint64_t hash = 0;
+    uint32_t found, slot = 0;
+    /* Room first, so that nothing fails once the view starts changing. */
+    for (size_t i = 0; i < n; i++)
+        if (dtable_find(t, e[i].jti, e[i].len, &hash, &slot) == 0) {
+            more++;
+            bytes += e[i].len;
+        }
+    if (more && !dtable_reserve(t, more, bytes)) return -1;
+    for (size_t i = 0; i < n; i++) {
+        if ((found = dtable_find(t, e[i].jti, e[i].len, &hash, &slot)) == 0) {
+            dtable_insert(t, slot, hash, e[i].jti, e[i].len, e[i].exp);
+            changed++;
+        } else if (t->ents[found - 1].exp < e[i].exp) {
+            t->ents[found - 1].exp = e[i].exp;
+            changed++;
+        }
+    }
+    return changed;
+}
+
+lua_Integer tp_denylist_forget(lua_State *L, int idx, lua_Integer now)
+{
+    return (lua_Integer)dtable_purge(&check_denylist(L, idx)->tab, now);
 }

@@ -404,4 +404,48 @@ TP_INTERNAL int tp_denylist_denied(lua_State *L, int idx, const char *jti, size_
 
 TP_INTERNAL void tp_open_verifier(lua_State *L);
 
+/* ---- the Redis backend of the denylist (redis.c) ------------------------
+ * A Denylist made from a redis:// or rediss:// URL keeps its view in
+ * denylist.c's table and reaches Redis through redis.c: denylist.c owns
+ * the object and dispatches add, purge and reload; redis.c owns the
+ * link (a private userdata in the object's user value) and changes the
+ * view only through the two functions below. */
+
+/* An entry of a sync answer: the jti points into the answer. */
+typedef struct tp_dl_entry {
+    const char *jti;
+    size_t len;
+    lua_Integer exp;
+} tp_dl_entry;
+
+/* denylist.c: merges n entries into the view of the Denylist at idx, all
+ * or nothing (a jti already there keeps the later expiry).  Returns how
+ * many were new or got a later expiry, or -1 when out of memory (the view
+ * unchanged). */
+TP_INTERNAL lua_Integer tp_denylist_merge(lua_State *L, int idx, const tp_dl_entry *e, size_t n);
+/* denylist.c: drops the view's entries expired at now; how many. */
+TP_INTERNAL lua_Integer tp_denylist_forget(lua_State *L, int idx, lua_Integer now);
+/* denylist.c: whether s can be a jti of the list (1 to 256 printable
+ * ASCII bytes, no space). */
+TP_INTERNAL int tp_denylist_valid_jti(const char *s, size_t len);
+
+/* redis.c: whether the string is a redis:// or rediss:// URL. */
+TP_INTERNAL int tp_redis_url(const char *s, size_t len);
+/* redis.c: reads the URL at url and the options at opts (raising on
+ * misuse) and pushes the link; returns 0, or 3 with the fail triple pushed
+ * above it.  *sync: whether the caller should sync at once. */
+TP_INTERNAL int tp_redis_open(lua_State *L, int url, int opts, int *sync);
+/* redis.c: pushes "redis://host:port/db prefix P" (never a password). */
+TP_INTERNAL void tp_redis_push_name(lua_State *L, int link);
+/* redis.c: the blocking operations and the sans-IO pair, for the
+ * Denylist at dl and its link at link; each returns its Lua results. */
+TP_INTERNAL int tp_redis_add(lua_State *L, int dl, int link, const char *jti, size_t len, lua_Integer exp);
+TP_INTERNAL int tp_redis_purge(lua_State *L, int dl, int link, lua_Integer now);
+TP_INTERNAL int tp_redis_reload(lua_State *L, int dl, int link);
+TP_INTERNAL int tp_redis_sync_request(lua_State *L, int link);
+TP_INTERNAL int tp_redis_sync_apply(lua_State *L, int dl, int link, const char *bytes, size_t len);
+TP_INTERNAL int tp_redis_endpoint(lua_State *L, int link);
+/* redis.c: registers its private classes (called by tp_open_denylist). */
+TP_INTERNAL void tp_open_redis(lua_State *L);
+
 #endif

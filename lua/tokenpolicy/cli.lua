@@ -342,6 +342,50 @@ function commands.status(args)
   return findings and 1 or 0
 end
 
+local function is_redis_url(where)
+  return where:match("^rediss?://") ~= nil
+end
+
+-- The options of a redis:// denylist: the password from
+-- --redis-password-file or TOKENPOLICY_REDIS_PASSWORD_FILE, else from the
+-- environment variable TOKENPOLICY_REDIS_PASSWORD (never the command
+-- line); the CA from --redis-ca-file or TOKENPOLICY_REDIS_CA_FILE.
+local function redis_options(args, sync)
+  local function pick(option, env)
+    local v = option
+    if v == nil or v == "" then v = os.getenv(env) end
+    if v ~= "" then return v end
+  end
+  local opts = { sync = sync }
+  opts.password_file = pick(args.redis_password_file, "TOKENPOLICY_REDIS_PASSWORD_FILE")
+  if not opts.password_file and (os.getenv("TOKENPOLICY_REDIS_PASSWORD") or "") ~= "" then
+    opts.password_env = "TOKENPOLICY_REDIS_PASSWORD"
+  end
+  opts.ca_file = pick(args.redis_ca_file, "TOKENPOLICY_REDIS_CA_FILE")
+  return opts
+end
+
+-- The denylist a command works on: --denylist, else TOKENPOLICY_DENYLIST;
+-- a file or a redis:// or rediss:// URL (then read from Redis at once
+-- unless sync is false).
+local function open_denylist(args, sync)
+  local where = args.denylist
+  if where == nil or where == "" then where = os.getenv("TOKENPOLICY_DENYLIST") end
+  if where == nil or where == "" then
+    usage("give --denylist FILE or URL (or set TOKENPOLICY_DENYLIST)")
+  end
+  local opts
+  if is_redis_url(where) then
+    opts = redis_options(args, sync ~= false)
+    if opts.ca_file and not where:match("^rediss://") then opts.ca_file = nil end
+  end
+  local list, err = lib().denylist(where, opts)
+  if not list then
+    usage(("%s"):format(err))
+  end
+  return list
+end
+
 function commands.logout(args)
   if args.all and args.account then
     usage("give --account A or --all, not both")
@@ -349,9 +393,14 @@ function commands.logout(args)
   local secret
   if args.revoke then secret = client_secret(nil) end
   local client_id = os.getenv("TOKENPOLICY_CLIENT_ID")
+  local denylist = args.denylist
+  if args.revoke and denylist and is_redis_url(denylist) then
+    -- Opened here, with the Redis password options; a dry run reads nothing.
+    denylist = open_denylist(args, not args.dry_run)
+  end
   local report = check(session().logout {
     scheme = args.scheme, account = args.account, all = args.all or nil, revoke = args.revoke or nil,
-    denylist = args.denylist, dry_run = args.dry_run or nil,
+    denylist = denylist, dry_run = args.dry_run or nil,
     client_id = client_id ~= "" and client_id or nil, client_secret = secret })
   if args.json then
     say(json(plain(report)))
@@ -523,20 +572,6 @@ local function migration_source(args)
 end
 
 -- The denylist ------------------------------------------------------------------
-
--- The denylist a command works on: --denylist, else TOKENPOLICY_DENYLIST.
-local function open_denylist(args)
-  local where = args.denylist
-  if where == nil or where == "" then where = os.getenv("TOKENPOLICY_DENYLIST") end
-  if where == nil or where == "" then
-    usage("give --denylist FILE (or set TOKENPOLICY_DENYLIST)")
-  end
-  local list, err = lib().denylist(where)
-  if not list then
-    usage(("%s"):format(err))
-  end
-  return list
-end
 
 --- A time on the command line: epoch seconds, "+DURATION" from now
 -- (`+12h`, `+1d`), or an ISO 8601 UTC time (`2026-12-01T12:00:00Z`).
@@ -791,8 +826,14 @@ local function build_parser(argv)
   )
   logout:option("--scheme"):description("Only this scheme."):choices { "rucio", "wlcg", "arvados" }
   logout:flag("--revoke"):description("Revoke each token at its issuer first.")
-  logout:option("--denylist"):description("Add JWTs the issuer cannot revoke to this denylist file.")
-    :argname("FILE")
+  logout:option("--denylist"):description("Add JWTs the issuer cannot revoke to this denylist (a file, or a "
+    .. "redis:// or rediss:// URL shared by gateways).")
+    :argname("FILE|URL")
+  logout:option("--redis-password-file"):argname("FILE")
+    :description("The Redis password, from this file (default: TOKENPOLICY_REDIS_PASSWORD_FILE, else the "
+      .. "variable TOKENPOLICY_REDIS_PASSWORD).")
+  logout:option("--redis-ca-file"):argname("FILE")
+    :description("The CA of a rediss:// server (default: TOKENPOLICY_REDIS_CA_FILE, else the system's).")
   logout:flag("--dry-run"):description("Change nothing; report what would be done.")
   logout:flag("--json"):description("Print JSON.")
 
@@ -828,26 +869,40 @@ local function build_parser(argv)
 
   local deny = parser:command("deny")
     :summary("Deny a token id (jti) at gateways until a time.")
-    :description("Add a jti to a denylist file, durably, until --exp; gateways reading that denylist refuse "
-      .. "tokens with that jti from their next reload. The denylist from --denylist or TOKENPOLICY_DENYLIST.")
+    :description("Add a jti to a denylist, durably, until --exp; gateways reading that denylist refuse "
+      .. "tokens with that jti from their next reload (or sync, for Redis). The denylist from --denylist or "
+      .. "TOKENPOLICY_DENYLIST: a file, or a redis:// or rediss:// URL.")
     :epilog("Examples:\n  tokenpolicy deny 6f1c9a2e-jti --exp +12h --denylist /var/lib/gw/denylist\n"
-      .. "  tokenpolicy deny 6f1c9a2e-jti --exp 2026-12-01T12:00:00Z")
+      .. "  tokenpolicy deny 6f1c9a2e-jti --exp 2026-12-01T12:00:00Z\n"
+      .. "  tokenpolicy deny 6f1c9a2e-jti --exp +1h --denylist redis://redis.internal:6379/0?prefix=gw: "
+      .. "--redis-password-file /etc/tokenpolicy/redis.pass")
   deny:argument("jti"):argname("JTI"):description("The token's jti claim (tokenpolicy inspect shows it).")
   deny:option("--exp"):argname("TIME"):count(1)
     :description("Until when: epoch seconds, +DURATION (+12h, +1d) or YYYY-MM-DDTHH:MM:SSZ; use the token's exp.")
-  deny:option("--denylist"):argname("FILE"):description("The denylist (default: TOKENPOLICY_DENYLIST).")
+  deny:option("--denylist"):argname("FILE|URL"):description("The denylist (default: TOKENPOLICY_DENYLIST).")
+  deny:option("--redis-password-file"):argname("FILE")
+    :description("The Redis password, from this file (default: TOKENPOLICY_REDIS_PASSWORD_FILE, else the "
+      .. "variable TOKENPOLICY_REDIS_PASSWORD).")
+  deny:option("--redis-ca-file"):argname("FILE")
+    :description("The CA of a rediss:// server (default: TOKENPOLICY_REDIS_CA_FILE, else the system's).")
   deny:flag("--json"):description("Print JSON.")
 
   local denylist = parser:command("denylist")
     :summary("Count, look up or purge a denylist.")
     :description("count: the entries (expired ones until purged). contains JTI: exit 0 if denied at --at "
-      .. "(default now), 1 if not. purge: remove the entries expired at --at.")
+      .. "(default now), 1 if not. purge: remove the entries expired at --at. The denylist from --denylist or "
+      .. "TOKENPOLICY_DENYLIST: a file, or a redis:// or rediss:// URL (read from Redis first).")
     :epilog("Examples:\n  tokenpolicy denylist count --denylist /var/lib/gw/denylist\n"
       .. "  tokenpolicy denylist contains 6f1c9a2e-jti\n  tokenpolicy denylist purge --at +0s")
   denylist:argument("action"):argname("ACTION"):choices { "count", "contains", "purge" }
     :description("count, contains or purge.")
   denylist:argument("jti"):args("?"):argname("JTI"):description("The jti (contains only).")
-  denylist:option("--denylist"):argname("FILE"):description("The denylist (default: TOKENPOLICY_DENYLIST).")
+  denylist:option("--denylist"):argname("FILE|URL"):description("The denylist (default: TOKENPOLICY_DENYLIST).")
+  denylist:option("--redis-password-file"):argname("FILE")
+    :description("The Redis password, from this file (default: TOKENPOLICY_REDIS_PASSWORD_FILE, else the "
+      .. "variable TOKENPOLICY_REDIS_PASSWORD).")
+  denylist:option("--redis-ca-file"):argname("FILE")
+    :description("The CA of a rediss:// server (default: TOKENPOLICY_REDIS_CA_FILE, else the system's).")
   denylist:option("--at"):argname("TIME"):description("The time to judge at (default now).")
   denylist:flag("--json"):description("Print JSON.")
 

@@ -422,7 +422,7 @@ local function check_denylist(value)
   end
   local mt = getmetatable(value)
   if type(mt) ~= "table" or mt.__name ~= "tokenpolicy.Denylist" then
-    return "must be a path or a tokenpolicy.Denylist (tp.denylist(path))"
+    return "must be a path, a redis:// URL or a tokenpolicy.Denylist (tp.denylist(path or URL))"
   end
 end
 
@@ -681,15 +681,18 @@ function M.logout(opts)
     return report
   end
   if opts.revoke and opts.denylist then
-    if type(opts.denylist) == "string" and opts.dry_run then
+    local redis = type(opts.denylist) == "string" and opts.denylist:match("^rediss?://") ~= nil
+    if type(opts.denylist) == "string" and opts.dry_run and not redis then
       -- Opening a denylist creates it: a dry run only names it.
       ctx.denylist, ctx.denylist_name = true, opts.denylist
     elseif type(opts.denylist) == "string" then
-      local dl, msg, code = core.denylist(opts.denylist)
+      -- A Redis denylist is only written to here (add): no sync first.
+      -- Its name is its tostring, which never shows a password.
+      local dl, msg, code = core.denylist(opts.denylist, redis and { sync = false } or nil)
       if not dl then
         return nil, msg, code
       end
-      ctx.denylist, ctx.denylist_name = dl, opts.denylist
+      ctx.denylist, ctx.denylist_name = dl, redis and tostring(dl) or opts.denylist
     else
       ctx.denylist, ctx.denylist_name = opts.denylist, tostring(opts.denylist)
     end
