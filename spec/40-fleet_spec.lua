@@ -48,7 +48,7 @@ end
 
 -- `tokenpolicy deny` through the CLI, the password inline in the URL.
 local function deny(redis, jti)
-  local url = ("redis://:%s@127.0.0.1:%d/0"):format(redis.password, redis.port)
+  local url = redis:url("/0", true)
   local r = expect.run_cli({ "deny", jti, "--exp", "+1h", "--denylist", url })
   assert(r.code == 0, "tokenpolicy deny failed: " .. r.err)
   assert.is_nil((r.out .. r.err):find(PASSWORD, 1, true))
@@ -68,7 +68,7 @@ end
 -- The gateway's key file and the settings shared by the fleet.
 local function settings(dir, redis, more)
   haproxy.write(dir .. "/keys.pem", crypto.public_of(pem))
-  local s = { KEYS_FILE = dir .. "/keys.pem", DENYLIST = redis.url, REDIS_PASSWORD_FILE = redis.password_file,
+  local s = { KEYS_FILE = dir .. "/keys.pem", DENYLIST = redis:url("/0"), REDIS_PASSWORD_FILE = redis.password_file,
     SYNC_EVERY = 0.2, NBTHREAD = 2, LEEWAY = 1, MAX_TOKEN_LIFETIME = "1h" }
   for k, v in pairs(more or {}) do s[k] = v end
   return s

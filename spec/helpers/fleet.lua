@@ -1,18 +1,20 @@
 -- A fleet for integration specs: N real HAProxy gateways (Debian's haproxy,
 -- each its own process, port and sandbox, running examples/haproxy/haproxy.cfg)
--- sharing one real redis-server.
+-- sharing one real redis-server (helpers.redis).
 --
 --   local fleet = require "helpers.fleet"
---   local redis = fleet.redis_start{ password = "..." }     -- 127.0.0.1, a free port
---   local gws = fleet.start(3, { mode = "lua-load", settings = { KEYS_FILE = ..., DENYLIST = redis.url } })
+--   local srv = fleet.redis_start{ password = "..." }  -- helpers.redis, persistent
+--   local gws = fleet.start(3, { mode = "lua-load", settings = { KEYS_FILE = ..., DENYLIST = srv:url("/0"),
+--     REDIS_PASSWORD_FILE = srv.password_file } })
 --   local status = haproxy.get(gws[1], { authorization = "Bearer ..." })
---   fleet.stop(gws); fleet.redis_stop(redis)
+--   fleet.stop(gws); fleet.redis_stop(srv)
 --
 -- The gateways are started as spec/helpers/haproxy.lua starts one (same
 -- example, same environment variables), with the fleet's settings besides:
 -- DENYLIST_FILE, SYNC_EVERY and REDIS_PASSWORD_FILE, which the example's
 -- lua-load file reads.
 local haproxy = require "helpers.haproxy"
+local redis = require "helpers.redis"
 local expect = require "helpers.expect"
 local tp = require "tokenpolicy"
 
@@ -25,9 +27,6 @@ local START_TIMEOUT = 10
 local SETTINGS = { "KEYS_FILE", "JWKS_URI", "ISS", "AUD", "ALGS", "LEEWAY", "MAX_TOKEN_LIFETIME", "ARVADOS_CONFIG",
   "DENYLIST", "HEADER", "CACHE_SIZE", "RELOAD_EVERY", "MIN_REFETCH", "REALM", "SCOPE", "NBTHREAD",
   "DENYLIST_FILE", "SYNC_EVERY", "REDIS_PASSWORD_FILE" }
--- Servers and programs we start run without the sanitizer preload of
--- `make asan` (not ours to check).
-local CLEAN = "env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS "
 
 local function slurp(path)
   return expect.read_file(path, true)
@@ -54,85 +53,37 @@ end
 
 -- Redis ---------------------------------------------------------------------
 
-local function redis_cli(r, args)
-  local auth = r.password and ("--no-auth-warning -a " .. quote(r.password) .. " ") or ""
-  local pipe = assert(io.popen(CLEAN .. "redis-cli -h 127.0.0.1 -p " .. r.port .. " " .. auth .. args .. " 2>&1"))
-  local out = pipe:read("a")
-  pipe:close()
-  return out
-end
-fleet.redis_cli = redis_cli
-
-local function redis_launch(r)
-  os.remove(r.dir .. "/redis.pid")
-  local conf = table.concat({
-    "bind 127.0.0.1", "port " .. r.port, "dir " .. r.dir, "daemonize yes",
-    "pidfile " .. r.dir .. "/redis.pid", "logfile " .. r.dir .. "/redis.log",
-    -- Persistence, as docs/haproxy.md asks of a fleet's Redis: a restart
-    -- (fleet.redis_restart) keeps the revocations.
-    "appendonly yes", "appendfsync always", "save \"\"",
-    r.password and ("requirepass " .. r.password) or "",
-  }, "\n") .. "\n"
-  expect.write_file(r.dir .. "/redis.conf", conf)
-  if not os.execute(CLEAN .. "redis-server " .. quote(r.dir .. "/redis.conf") .. " >/dev/null 2>&1") then
-    return false
-  end
-  for _ = 1, 100 do
-    if redis_cli(r, "ping"):find("PONG", 1, true) then
-      r.pid = slurp(r.dir .. "/redis.pid"):match("%d+")
-      return true
-    end
-    haproxy.sleep(0.05)
-  end
-  return false
-end
-
---- Starts a redis-server on 127.0.0.1 at a free port, in a private
--- temporary directory, with the append-only file on: `{ port=, url=, dir=,
--- password= }` (url without the password: give it through a file,
--- r.password_file, which holds it).
+--- Starts a redis-server with helpers.redis (127.0.0.1, a free port, the
+-- append-only file on, as docs/haproxy.md asks of a fleet's Redis, so
+-- fleet.redis_up finds the revocations again), with a password and a
+-- file holding it (`password_file`, mode 0600) for the gateways.
+-- @treturn table helpers.redis's server (`port`, `password`, `url(...)`,
+--   `cli(...)`) with `password_file`
 function fleet.redis_start(opts)
   opts = opts or {}
-  local r = { dir = haproxy.sandbox(), password = opts.password }
-  if r.password then
-    r.password_file = r.dir .. "/redis.password"
-    expect.write_file(r.password_file, r.password .. "\n")
-    os.execute("chmod 600 " .. quote(r.password_file))  -- the core refuses one others may read
+  local srv = redis.start { password = opts.password, persist = true }
+  if srv.password then
+    srv.password_file = srv.dir .. "/gateway.password"
+    expect.write_file(srv.password_file, srv.password .. "\n")
+    os.execute("chmod 600 " .. quote(srv.password_file))  -- the core refuses one others may read
   end
-  for _ = 1, 8 do
-    r.port = random_port()
-    if redis_launch(r) then
-      r.url = "redis://127.0.0.1:" .. r.port .. "/0"
-      return r
-    end
-  end
-  local log = slurp(r.dir .. "/redis.log")
-  os.execute("rm -rf " .. quote(r.dir))
-  error("redis-server did not start:\n" .. log, 2)
+  return srv
 end
 
---- Stops the server (its data stays in its directory for a restart).
-function fleet.redis_down(r)
-  if not r.pid then return end
-  os.execute("kill " .. r.pid .. " 2>/dev/null")
-  for i = 1, 100 do
-    if not alive(r.pid) then break end
-    if i == 60 then os.execute("kill -9 " .. r.pid .. " 2>/dev/null") end
-    haproxy.sleep(0.05)
-  end
-  r.pid = nil
+--- Stops the server, keeping its data for fleet.redis_up.
+function fleet.redis_down(srv)
+  srv:halt()
 end
 
 --- Starts the server again on the same port with the same data.
-function fleet.redis_up(r)
-  assert(redis_launch(r), "redis-server did not start again:\n" .. slurp(r.dir .. "/redis.log"))
+function fleet.redis_up(srv)
+  local ok, err = srv:start_server()
+  assert(ok, "redis-server did not start again: " .. tostring(err))
 end
 
 --- Stops the server and removes its directory.
-function fleet.redis_stop(r)
-  if not r then return end
-  fleet.redis_down(r)
-  os.execute("rm -rf " .. quote(r.dir))
+function fleet.redis_stop(srv)
+  if srv then srv:stop() end
 end
 
 -- HAProxy gateways -----------------------------------------------------------
