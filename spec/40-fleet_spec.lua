@@ -98,6 +98,42 @@ describe("tokenpolicy.haproxy fleet options, in process", function()
     end)
   end
 
+  it("takes a Redis Denylist made already, but not the redis options with it", function()
+    local made = assert(tp.denylist("redis://127.0.0.1:6379/0", { sync = false }))
+    local file = assert(tp.denylist(os.tmpname()))
+    assert.are.same({ true, false, true, false },
+      { gateway.is_redis(made), gateway.is_redis(file), gateway.is_redis("rediss://10.0.0.5"),
+        gateway.is_redis("/var/lib/redis") })
+    assert.are.equal(made, gateway.check_options{ keys_file = "k", denylist = made, denylist_file = "/x" }.denylist)
+    assert.has_error(function()
+      gateway.check_options{ keys_file = "k", denylist = made, redis = { password_file = "/p" } }
+    end, "bad argument #1 to 'register' (the option 'redis' goes with a redis:// URL, not with a Denylist made "
+      .. "already)")
+  end)
+
+  it("never reloads a Redis denylist in the reload task (that would block): only the sync task syncs it",
+    function()
+    local srv = fleet.redis_start { password = PASSWORD }
+    local lines = {}
+    local log = { Info = function(l) lines[#lines + 1] = l end, Warning = function(l) lines[#lines + 1] = l end }
+    local dir = haproxy.sandbox()
+    haproxy.write(dir .. "/keys.pem", crypto.public_of(pem or crypto.rsa_private(2048)))
+    local ok, err = pcall(function()
+      local made = assert(tp.denylist(srv:url("/0"), { password_file = srv.password_file }))
+      local gw = gateway.gateway(gateway.check_options{ keys_file = dir .. "/keys.pem", denylist = made }, log)
+      assert.are.equal(made, gw.denylist)
+      assert.are.same({ ("denylist redis://127.0.0.1:%d"):format(srv.port), "127.0.0.1" },
+        { gw.redis_what, gw.redis_address })
+      fleet.redis_down(srv)
+      local before = #lines
+      assert.is_false(gw:reload_denylist())  -- no file to reload, and no network
+      assert.are.equal(before, #lines)
+    end)
+    fleet.redis_stop(srv)
+    os.execute("rm -rf " .. dir)
+    assert(ok, err)
+  end)
+
   it("syncs every 0.2 s by default and takes fractions of a second", function()
     assert.are.equal(0.2, gateway.check_options{ keys_file = "k", denylist = "redis://127.0.0.1" }.sync_every)
     assert.are.equal(0.05, gateway.check_options{ keys_file = "k", denylist = "rediss://127.0.0.1",

@@ -65,7 +65,7 @@ end
 local function denylist_option(value)
   local t = type(value)
   if t ~= "string" and not (t == "userdata" and tostring(value):find("^tokenpolicy%.Denylist")) then
-    return "must be a denylist file path, a redis:// URL or a Denylist, got " .. t
+    return "must be a denylist file path or a Denylist, got " .. t  -- a redis:// URL is a string too
   end
 end
 
@@ -173,6 +173,10 @@ end
 -- @param value the `denylist` option
 -- @treturn boolean
 function M.is_redis(value)
+  if type(value) == "userdata" then
+    -- A Denylist made with tp.denylist("redis://...") names its URL.
+    return tostring(value):find("^tokenpolicy%.Denylist rediss?://") ~= nil
+  end
   return type(value) == "string" and value:find("^rediss?://") ~= nil
 end
 
@@ -192,6 +196,9 @@ function M.check_options(opts)
   local redis = M.is_redis(opts.denylist)
   if (opts.denylist_file ~= nil or opts.redis ~= nil) and not redis then
     util.argerror(1, "register", "the options 'denylist_file' and 'redis' go with a redis:// or rediss:// denylist", 4)
+  end
+  if opts.redis ~= nil and type(opts.denylist) ~= "string" then
+    util.argerror(1, "register", "the option 'redis' goes with a redis:// URL, not with a Denylist made already", 4)
   end
   local checked = {}
   for name, value in pairs(M.defaults) do
@@ -613,6 +620,8 @@ end
 -- cannot be reached or refuses the password does not stop HAProxy: one
 -- line says so, requests are served with what is known (the
 -- `denylist_file`, if any), and the sync task keeps trying.
+-- A Redis Denylist given as an object is synced the same way (never
+-- with its blocking `reload` after load).
 function Gateway:open_redis(opts)
   -- sync = false: the object even when Redis cannot be reached (the full
   -- sync follows below, and its failure is not fatal).
@@ -620,7 +629,10 @@ function Gateway:open_redis(opts)
   for name, value in pairs(opts.redis or {}) do
     redis_opts[name] = value
   end
-  local dl, err = tp.denylist(opts.denylist, redis_opts)
+  local dl, err = opts.denylist, nil
+  if type(dl) == "string" then
+    dl, err = tp.denylist(opts.denylist, redis_opts)
+  end
   if not dl then
     -- A URL or an option that is wrong, a password file that cannot be
     -- read: the configuration is wrong, so HAProxy does not start. The
