@@ -467,13 +467,14 @@ function Gateway:sync()
     self:redis_status("redis_unavailable", ("redis_unavailable: %s: %s"):format(step, tostring(err or "no answer")))
     return nil, false
   end
-  local added, message, code = dl:sync_apply(reply)
+  -- added, received, more; or nil, message, code (the view unchanged)
+  local added, second, third = dl:sync_apply(reply)
   if added == nil then
-    self:redis_status(code or "redis_error", message)
+    self:redis_status(third or "redis_error", second)
     return nil, false
   end
   self:redis_status(nil)
-  return added, code == true  -- added, received, more
+  return added, third == true
 end
 
 --- The sync task: a sync every `sync_every` seconds, for ever. A sync
