@@ -64,7 +64,9 @@ end
 -- A fleet: TOKENPOLICY_DENYLIST is a redis:// URL shared by the gateways,
 -- its password in a file (never in the URL: HAProxy's environment is
 -- readable by root in /proc), with a local denylist file beside it.
-local redis_password_file = setting("REDIS_PASSWORD_FILE")
+-- With rediss://, TOKENPOLICY_REDIS_CA_FILE is the CA that signed Redis's
+-- certificate.
+local redis_opts = { password_file = setting("REDIS_PASSWORD_FILE"), ca_file = setting("REDIS_CA_FILE") }
 
 require("tokenpolicy.haproxy").register{
   name = "tokenpolicy-auth",
@@ -78,7 +80,7 @@ require("tokenpolicy.haproxy").register{
   denylist = setting("DENYLIST"),
   denylist_file = setting("DENYLIST_FILE"),
   sync_every = number_setting("SYNC_EVERY"),
-  redis = redis_password_file and { password_file = redis_password_file } or nil,
+  redis = next(redis_opts) and redis_opts or nil,
   header = setting("HEADER"),
   cache_size = integer_setting("CACHE_SIZE"),
   reload_every = integer_setting("RELOAD_EVERY"),

@@ -11,7 +11,7 @@
 --
 -- The gateways are started as spec/helpers/haproxy.lua starts one (same
 -- example, same environment variables), with the fleet's settings besides:
--- DENYLIST_FILE, SYNC_EVERY and REDIS_PASSWORD_FILE, which the example's
+-- DENYLIST_FILE, SYNC_EVERY, REDIS_PASSWORD_FILE and REDIS_CA_FILE, which the example's
 -- lua-load file reads.
 local haproxy = require "helpers.haproxy"
 local redis = require "helpers.redis"
@@ -26,7 +26,7 @@ local START_TIMEOUT = 10
 -- The example's settings (as helpers.haproxy knows them) and the fleet's.
 local SETTINGS = { "KEYS_FILE", "JWKS_URI", "ISS", "AUD", "ALGS", "LEEWAY", "MAX_TOKEN_LIFETIME", "ARVADOS_CONFIG",
   "DENYLIST", "HEADER", "CACHE_SIZE", "RELOAD_EVERY", "MIN_REFETCH", "REALM", "SCOPE", "NBTHREAD",
-  "DENYLIST_FILE", "SYNC_EVERY", "REDIS_PASSWORD_FILE" }
+  "DENYLIST_FILE", "SYNC_EVERY", "REDIS_PASSWORD_FILE", "REDIS_CA_FILE" }
 
 local function slurp(path)
   return expect.read_file(path, true)
@@ -63,7 +63,7 @@ end
 --   `cli(...)`) with `password_file`
 function fleet.redis_start(opts)
   opts = opts or {}
-  local srv = redis.start { password = opts.password, persist = true }
+  local srv = redis.start { password = opts.password, persist = true, tls = opts.tls }
   if srv.password then
     srv.password_file = srv.dir .. "/gateway.password"
     expect.write_file(srv.password_file, srv.password .. "\n")
