@@ -202,6 +202,7 @@ for _, mode in ipairs { "lua-load", "lua-load-per-thread" } do
       -- receiving, a reply cut short): the line ends the same way.
       local down = "entries known; retrying every 0.2 s)"
       local back = ("tokenpolicy-auth: denylist redis://127.0.0.1:%d: answering again"):format(redis.port)
+      haproxy.sleep(0.5)  -- two more syncs: every Lua state of every gateway has it
       local ok, err = pcall(function()
         fleet.redis_down(redis)
         for _, h in ipairs(list) do

@@ -202,21 +202,33 @@ local function poll(list, pending, headers)
   return got, tonumber(out:match("(%d+%.%d+)%s*$"))
 end
 
---- Polls every gateway with `headers` until each answers `status`:
--- returns the seconds it took from `since` (fleet.now()) for the last one,
--- or raises after `timeout` seconds naming the gateways that did not.
-function fleet.wait_all(list, headers, status, since, timeout)
-  local pending = {}
-  for i = 1, #list do pending[i] = true end
+--- Polls every gateway with `headers` until each answers `status`
+-- `streak` times in a row (default 4: with lua-load-per-thread each thread
+-- has its own view, and HAProxy spreads new connections over its
+-- threads): returns the seconds from `since` (fleet.now()) to the first
+-- answer of the last gateway's streak, or raises after `timeout` seconds
+-- naming the gateways that did not.
+function fleet.wait_all(list, headers, status, since, timeout, streak)
+  streak = streak or 4
+  local pending, run, first = {}, {}, {}
+  for i = 1, #list do pending[i], run[i] = true, 0 end
   local deadline = since + (timeout or 5)
   while true do
     local got, now = poll(list, pending, headers)
     local left = 0
     for i in pairs(pending) do
-      if got[i] == status then pending[i] = nil else left = left + 1 end
+      if got[i] == status then
+        run[i] = run[i] + 1
+        if run[i] == 1 then first[i] = now end
+      else
+        run[i] = 0
+      end
+      if run[i] >= streak then pending[i] = nil else left = left + 1 end
     end
     if left == 0 then
-      return now - since
+      local last = since
+      for i = 1, #list do last = math.max(last, first[i]) end
+      return last - since
     end
     if now > deadline then
       local names = {}
