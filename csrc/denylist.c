@@ -427,8 +427,7 @@ static int push_slot(lua_State *L, int idx, int slot)
     return lua_gettop(L);
 }
 
-/* Pushes the link of the Redis denylist at idx and returns its index;
- * fname names the method for the error a file denylist raises. */
+/* Pushes the link of the Redis denylist at idx and returns its index. */
 static int push_link(lua_State *L, int idx)
 {
     return push_slot(L, idx, UV_LINK);
@@ -1176,6 +1175,10 @@ static int tp_denylist_close(lua_State *L)
     denylist *d = (denylist *)luaL_checkudata(L, 1, TP_DENYLIST_CLASS);
     if (d->open) {
         d->open = 0;
+        if (d->redis) {
+            tp_redis_forget(L, push_link(L, 1));  /* the password goes now, not at collection */
+            lua_pop(L, 1);
+        }
         dtable_free(&d->tab);
         lua_pushnil(L);
         tp_setuservalue(L, 1);

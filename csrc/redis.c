@@ -32,6 +32,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,9 +83,9 @@ typedef struct rlink {
     char last_id[48];       /* the stream id the view is current to */
 } rlink;
 
-static int rlink__gc(lua_State *L)
+/* Wipes the password and frees what the link holds (idempotent). */
+static void rlink_clear(rlink *r)
 {
-    rlink *r = (rlink *)luaL_checkudata(L, 1, TP_REDIS_LINK_CLASS);
     if (r->password) {
         OPENSSL_cleanse(r->password, r->password_len);
         free(r->password);
@@ -92,6 +93,11 @@ static int rlink__gc(lua_State *L)
     }
     free(r->ca_file);
     r->ca_file = NULL;
+}
+
+static int rlink__gc(lua_State *L)
+{
+    rlink_clear((rlink *)luaL_checkudata(L, 1, TP_REDIS_LINK_CLASS));
     return 0;
 }
 
@@ -785,8 +791,7 @@ static int net_receive(lua_State *L, const rlink *r, rwork *w, long deadline)
     }
 }
 
-/* One whole blocking exchange of w->out; the answer ends up in w->in. */
-static int exchange(lua_State *L, const rlink *r, rwork *w)
+static int exchange_io(lua_State *L, const rlink *r, rwork *w)
 {
     long deadline = now_ms() + r->connect_ms;
     int rc;
@@ -795,6 +800,32 @@ static int exchange(lua_State *L, const rlink *r, rwork *w)
     deadline = now_ms() + r->io_ms;
     if ((rc = net_send(L, r, w, deadline)) != 0) return rc;
     return net_receive(L, r, w, deadline);
+}
+
+/* One whole blocking exchange of w->out; the answer ends up in w->in.
+ * OpenSSL writes to the socket with write(2), so a server gone mid-way
+ * would raise SIGPIPE and end a process that has not ignored it (a
+ * script, the command line): it is blocked for the exchange, and one it
+ * raised is taken back before the mask is restored.  The exchange raises
+ * no Lua error between the two, so the mask is always restored. */
+static int exchange(lua_State *L, const rlink *r, rwork *w)
+{
+    sigset_t pipe, old, pending;
+    int rc, was_pending = 0;
+    if (!r->tls) return exchange_io(L, r, w);  /* send() has MSG_NOSIGNAL */
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &old);
+    if (sigpending(&pending) == 0) was_pending = sigismember(&pending, SIGPIPE) == 1;
+    rc = exchange_io(L, r, w);
+    if (!was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+        const struct timespec zero = { 0, 0 };
+        int got;
+        do got = sigtimedwait(&pipe, NULL, &zero);
+        while (got < 0 && errno == EINTR);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
 }
 
 /* ---- the URL and the options --------------------------------------------- */
@@ -998,7 +1029,7 @@ static int read_password_file(lua_State *L, rlink *r, const char *path)
 
 /* A timeout option in seconds (fractions allowed), as milliseconds: the
  * one kind of option the shared readers do not cover (as in http.c). */
-static long opt_seconds(lua_State *L, int arg, const char *name, long dflt_ms)
+static long timeout_ms_of(lua_State *L, int arg, const char *name, long dflt_ms)
 {
     long ms = dflt_ms;
     if (lua_type(L, arg) == LUA_TTABLE) {
@@ -1038,8 +1069,8 @@ int tp_redis_open(lua_State *L, int url_idx, int opts, int *sync)
     r = (rlink *)tp_newuserdata(L, sizeof *r);
     memset(r, 0, sizeof *r);
     luaL_setmetatable(L, TP_REDIS_LINK_CLASS);
-    r->connect_ms = opt_seconds(L, opts, "connect_timeout", 1000);
-    r->io_ms = opt_seconds(L, opts, "timeout", 1000);
+    r->connect_ms = timeout_ms_of(L, opts, "connect_timeout", 1000);
+    r->io_ms = timeout_ms_of(L, opts, "timeout", 1000);
     r->log_max = tp_opt_integer(L, opts, "log_max", RD_LOG_MAX, 100);
     r->full_due = 1;
     memcpy(r->last_id, "0-0", 4);
@@ -1068,6 +1099,11 @@ int tp_redis_open(lua_State *L, int url_idx, int opts, int *sync)
         if ((rc = set_password(L, r, v, vlen)) != 0) return rc;
     }
     return 0;
+}
+
+void tp_redis_forget(lua_State *L, int link)
+{
+    rlink_clear(to_link(L, link));
 }
 
 void tp_redis_push_name(lua_State *L, int link)

@@ -435,6 +435,8 @@ TP_INTERNAL int tp_redis_url(const char *s, size_t len);
  * misuse) and pushes the link; returns 0, or 3 with the fail triple pushed
  * above it.  *sync: whether the caller should sync at once. */
 TP_INTERNAL int tp_redis_open(lua_State *L, int url, int opts, int *sync);
+/* redis.c: wipes the link's password (Denylist:close). */
+TP_INTERNAL void tp_redis_forget(lua_State *L, int link);
 /* redis.c: pushes "redis://host:port/db prefix P" (never a password). */
 TP_INTERNAL void tp_redis_push_name(lua_State *L, int link);
 /* redis.c: the blocking operations and the sans-IO pair, for the

@@ -372,7 +372,7 @@ local function open_denylist(args, sync)
   local where = args.denylist
   if where == nil or where == "" then where = os.getenv("TOKENPOLICY_DENYLIST") end
   if where == nil or where == "" then
-    usage("give --denylist FILE or URL (or set TOKENPOLICY_DENYLIST)")
+    usage("give --denylist FILE (or set TOKENPOLICY_DENYLIST)")
   end
   local opts
   if is_redis_url(where) then
@@ -763,6 +763,15 @@ local function unechoed(msg, argv)
   return msg
 end
 
+-- The options of a command that may open a redis:// denylist.
+local function add_redis_options(cmd)
+  cmd:option("--redis-password-file"):argname("FILE")
+    :description("The Redis password, from this file (default: TOKENPOLICY_REDIS_PASSWORD_FILE, else the "
+      .. "variable TOKENPOLICY_REDIS_PASSWORD).")
+  cmd:option("--redis-ca-file"):argname("FILE")
+    :description("The CA of a rediss:// server (default: TOKENPOLICY_REDIS_CA_FILE, else the system's).")
+end
+
 local function build_parser(argv)
   local parser = argparse(PROG)
     :description("Find, inspect, verify and end your bearer tokens (Rucio, WLCG, Arvados).")
@@ -829,11 +838,7 @@ local function build_parser(argv)
   logout:option("--denylist"):description("Add JWTs the issuer cannot revoke to this denylist (a file, or a "
     .. "redis:// or rediss:// URL shared by gateways).")
     :argname("FILE|URL")
-  logout:option("--redis-password-file"):argname("FILE")
-    :description("The Redis password, from this file (default: TOKENPOLICY_REDIS_PASSWORD_FILE, else the "
-      .. "variable TOKENPOLICY_REDIS_PASSWORD).")
-  logout:option("--redis-ca-file"):argname("FILE")
-    :description("The CA of a rediss:// server (default: TOKENPOLICY_REDIS_CA_FILE, else the system's).")
+  add_redis_options(logout)
   logout:flag("--dry-run"):description("Change nothing; report what would be done.")
   logout:flag("--json"):description("Print JSON.")
 
@@ -880,11 +885,7 @@ local function build_parser(argv)
   deny:option("--exp"):argname("TIME"):count(1)
     :description("Until when: epoch seconds, +DURATION (+12h, +1d) or YYYY-MM-DDTHH:MM:SSZ; use the token's exp.")
   deny:option("--denylist"):argname("FILE|URL"):description("The denylist (default: TOKENPOLICY_DENYLIST).")
-  deny:option("--redis-password-file"):argname("FILE")
-    :description("The Redis password, from this file (default: TOKENPOLICY_REDIS_PASSWORD_FILE, else the "
-      .. "variable TOKENPOLICY_REDIS_PASSWORD).")
-  deny:option("--redis-ca-file"):argname("FILE")
-    :description("The CA of a rediss:// server (default: TOKENPOLICY_REDIS_CA_FILE, else the system's).")
+  add_redis_options(deny)
   deny:flag("--json"):description("Print JSON.")
 
   local denylist = parser:command("denylist")
@@ -898,11 +899,7 @@ local function build_parser(argv)
     :description("count, contains or purge.")
   denylist:argument("jti"):args("?"):argname("JTI"):description("The jti (contains only).")
   denylist:option("--denylist"):argname("FILE|URL"):description("The denylist (default: TOKENPOLICY_DENYLIST).")
-  denylist:option("--redis-password-file"):argname("FILE")
-    :description("The Redis password, from this file (default: TOKENPOLICY_REDIS_PASSWORD_FILE, else the "
-      .. "variable TOKENPOLICY_REDIS_PASSWORD).")
-  denylist:option("--redis-ca-file"):argname("FILE")
-    :description("The CA of a rediss:// server (default: TOKENPOLICY_REDIS_CA_FILE, else the system's).")
+  add_redis_options(denylist)
   denylist:option("--at"):argname("TIME"):description("The time to judge at (default now).")
   denylist:flag("--json"):description("Print JSON.")
 

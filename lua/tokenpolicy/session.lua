@@ -422,7 +422,7 @@ local function check_denylist(value)
   end
   local mt = getmetatable(value)
   if type(mt) ~= "table" or mt.__name ~= "tokenpolicy.Denylist" then
-    return "must be a path, a redis:// URL or a tokenpolicy.Denylist (tp.denylist(path or URL))"
+    return "must be a path or a tokenpolicy.Denylist (tp.denylist(path))"
   end
 end
 
