@@ -125,8 +125,10 @@ M.defaults = {
   reload_every = 60,
   min_refetch = 30,
   jwks_timeout = 5,
-  sync_every = 0.2,
 }
+
+--- The default of `sync_every`, filled in only with a Redis denylist.
+M.sync_every = 0.2
 
 -- RFC 6750 section 2.1: credentials = "Bearer" 1*SP b64token, the scheme
 -- case-insensitive (RFC 9110 section 11.1). Only the scheme is matched in
@@ -206,6 +208,9 @@ function M.check_options(opts)
   end
   for name, value in pairs(opts) do
     checked[name] = value
+  end
+  if redis and checked.sync_every == nil then
+    checked.sync_every = M.sync_every
   end
   return checked
 end
@@ -687,7 +692,8 @@ function M.gateway(opts, log)
     name = opts.name, header = opts.header, keys_file = opts.keys_file,
     jwks_uri = opts.jwks_uri, jwks_timeout = opts.jwks_timeout,
     reload_every = opts.reload_every, min_refetch = opts.min_refetch, problems = {}, log = log,
-    sync_every = opts.sync_every, redis_timeout = math.max(opts.sync_every, REDIS_TIMEOUT),
+    sync_every = opts.sync_every or M.sync_every,
+    redis_timeout = math.max(opts.sync_every or M.sync_every, REDIS_TIMEOUT),
     wanted = false, refreshed_at = 0, generation = 0, answered = 0, in_flight = 0,
   }, Gateway)
   if self.keys_file then
