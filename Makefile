@@ -14,14 +14,14 @@ HEADERS := $(wildcard csrc/*.h)
 # Debian packages the build, the specs and the demo need.
 DEB_PACKAGES := liblua5.4-dev liblua5.3-dev lua5.4 lua5.3 libcjose-dev \
 	libjansson-dev libyajl-dev libcurl4-openssl-dev libssl-dev lua-busted lua-check luarocks openssl nodejs lua-yaml \
-	lua-argparse bsdutils postgresql lua-dbi-postgresql haproxy curl libhiredis-dev redis-server \
+	lua-argparse bsdutils postgresql lua-dbi-postgresql haproxy curl groff-base libhiredis-dev redis-server lua-ldoc \
 	$(CI_PACKAGES)
 
 BUILD   ?= build
 MODULES := $(foreach v,$(LUA_VERSIONS),$(BUILD)/$(v)/tokenpolicy/core.so)
 
-.PHONY: all deps test spec lint asan valgrind werror cppcheck fuzz fuzz-build bench bench-migrate bench-haproxy bench-fleet \
-	demo clean
+.PHONY: all deps test spec spec-valgrind-skipped lint docs asan valgrind werror cppcheck fuzz fuzz-build bench \
+	bench-migrate bench-haproxy bench-fleet demo clean install uninstall
 
 all: $(MODULES)
 
@@ -72,6 +72,21 @@ lint: deps
 	@luacheck -q --no-color $(LUA_FILES)
 	@luacheck -q --no-color --globals _ -- bin/tokenpolicy
 
+# The API reference: LDoc (config.ld) reads the doc comments of csrc/ and
+# lua/tokenpolicy/ into $(BUILD)/docs.  LDoc reports most problems as
+# warnings and still succeeds, so any line it prints beyond its three
+# progress lines fails the target (spec/43-reference_spec.lua checks that
+# every public function is in the result).
+LDOC_PROGRESS := ^(reading configuration from |found master module|output written to )
+docs: deps
+	@rm -rf $(BUILD)/docs
+	@out=$$(ldoc --fatalwarnings --testing -d $(BUILD)/docs . 2>&1); rc=$$?; \
+	bad=$$(printf '%s\n' "$$out" | grep -Ev '$(LDOC_PROGRESS)' | grep .); \
+	if [ $$rc != 0 ] || [ -n "$$bad" ]; then \
+		printf '%s\n' "$$bad"; echo "make docs: LDoc warnings (status $$rc)"; exit 1; \
+	fi; \
+	echo "API reference: $(BUILD)/docs/index.html"
+
 # The whole suite with AddressSanitizer and UBSan; the runtime is preloaded
 # because the Lua interpreters themselves are not instrumented.
 asan: deps
@@ -83,6 +98,13 @@ asan: deps
 # suppressions in .ci/valgrind.supp, the specs it skips in .ci/valgrind-skip.txt.
 valgrind: deps all
 	@bash spec/run.sh -m valgrind -j $(VALGRIND_JOBS) $(BUILD) $(LUA_VERSIONS)
+
+# The specs valgrind skips (.ci/valgrind-skip.txt), on the same normal build:
+# with `make valgrind` every spec runs on that build once (CI runs these two,
+# not `make spec`, and every spec again under `make asan`).
+spec-valgrind-skipped: deps all
+	@bash spec/run.sh -o .ci/valgrind-skip.txt -j $(SPEC_JOBS) -t "valgrind-skipped specs, plain" \
+		$(BUILD) $(LUA_VERSIONS)
 
 # gcc and clang, warnings as errors (WARN has -Werror): gcc builds $(BUILD),
 # clang build/clang.
@@ -176,3 +198,59 @@ demo: deps all
 
 clean:
 	rm -rf build build-asan
+
+# ---- Install (docs/install.md).  The C core for every Lua in LUA_VERSIONS,
+# every lua/tokenpolicy/**/*.lua, the command, the man pages (man/*.[0-9])
+# and the docs, under $(DESTDIR)$(PREFIX): for PREFIX=/usr/local, the places
+# Debian's lua5.4 and lua5.3 search by default, so the installed command
+# needs no LUA_PATH.  Nothing is fetched and no path is compiled in.
+# install writes every file it puts and every directory it creates to
+# INSTALL_MANIFEST (paths without DESTDIR, so a staged tree can be moved);
+# uninstall removes exactly those, directories only when empty.
+PREFIX       ?= /usr/local
+DESTDIR      ?=
+BINDIR       ?= $(PREFIX)/bin
+LUA_CMODDIR  ?= $(PREFIX)/lib/lua
+LUA_MODDIR   ?= $(PREFIX)/share/lua
+MANDIR       ?= $(PREFIX)/share/man
+DOCDIR       ?= $(PREFIX)/share/doc/tokenpolicy
+INSTALL_MANIFEST ?= $(PREFIX)/share/tokenpolicy/install-manifest
+INSTALL_LUA  = $(shell cd lua && find tokenpolicy -type f -name '*.lua' | LC_ALL=C sort)
+INSTALL_MAN  = $(wildcard man/*.[0-9])
+INSTALL_DOCS = $(wildcard docs/*.md docs/*.svg)
+
+# Shell functions of the install recipe: mkd DIR makes $(DESTDIR)DIR and
+# lists each directory it had to create; put MODE SRC DIR [NAME] installs
+# SRC as $(DESTDIR)DIR/NAME and lists it.
+INSTALL_FUNCS = dest='$(DESTDIR)'; \
+	mkd() { p=$$1; while [ -n "$$p" ] && [ ! -d "$$dest$$p" ]; do echo "d $$p" >>"$$list"; p=$${p%/*}; done; \
+		mkdir -p "$$dest$$1"; }; \
+	put() { n=$${4:-$$(basename "$$2")}; mkd "$$3"; install -m "$$1" "$$2" "$$dest$$3/$$n"; echo "f $$3/$$n" >>"$$list"; }
+
+install: all
+	@set -e; list=$$(mktemp); trap 'rm -f "$$list"' EXIT; $(INSTALL_FUNCS); \
+	manifest='$(DESTDIR)$(INSTALL_MANIFEST)'; \
+	if [ -f "$$manifest" ]; then cat "$$manifest" >>"$$list"; fi; \
+	for v in $(LUA_VERSIONS); do \
+		put 644 $(BUILD)/$$v/tokenpolicy/core.so '$(LUA_CMODDIR)'/$$v/tokenpolicy; \
+		for f in $(INSTALL_LUA); do \
+			put 644 lua/$$f '$(LUA_MODDIR)'/$$v/$$(dirname $$f); \
+		done; \
+	done; \
+	put 755 bin/tokenpolicy '$(BINDIR)'; \
+	for f in $(INSTALL_MAN); do put 644 $$f '$(MANDIR)'/man$${f##*.}; done; \
+	for f in $(INSTALL_DOCS); do put 644 $$f '$(DOCDIR)'; done; \
+	mkd "$$(dirname '$(INSTALL_MANIFEST)')"; echo 'f $(INSTALL_MANIFEST)' >>"$$list"; \
+	LC_ALL=C sort -u "$$list" >"$$manifest"; chmod 644 "$$manifest"; \
+	echo "installed tokenpolicy under $(DESTDIR)$(PREFIX) (the list: $$manifest)"
+
+# Files first, then the directories install created, deepest first, each
+# only if nothing else has been put in it since.
+uninstall:
+	@set -e; dest='$(DESTDIR)'; manifest="$$dest"'$(INSTALL_MANIFEST)'; \
+	if [ ! -f "$$manifest" ]; then echo "tokenpolicy is not installed under $$dest$(PREFIX) (no $$manifest)"; exit 0; fi; \
+	entries=$$(cat "$$manifest"); \
+	echo "$$entries" | sed -n 's/^f //p' | while IFS= read -r f; do rm -f "$$dest$$f"; done; \
+	echo "$$entries" | sed -n 's/^d //p' | LC_ALL=C sort -r | while IFS= read -r d; do \
+		rmdir "$$dest$$d" 2>/dev/null || true; done; \
+	echo "removed tokenpolicy from $$dest$(PREFIX)"

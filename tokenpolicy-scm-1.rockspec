@@ -19,42 +19,48 @@ dependencies = {
   -- tokenpolicy command; neither is listed, so that `luarocks make` works
   -- offline with Debian's packages.
 }
+-- Only the libraries are looked for: Debian keeps curl.h in the multiarch
+-- include directory (/usr/include/x86_64-linux-gnu/curl/curl.h), where the
+-- compiler finds it by itself but luarocks' header check does not, and the
+-- library is there only with the -dev package, so this check still says
+-- which one is missing.  X_DIR, X_INCDIR and X_LIBDIR (X one of the names
+-- below) on the luarocks command line still point the build elsewhere.
 external_dependencies = {
-  CJOSE = { header = "cjose/cjose.h", library = "cjose" },
-  JANSSON = { header = "jansson.h", library = "jansson" },
-  YAJL = { header = "yajl/yajl_parse.h", library = "yajl" },
-  CURL = { header = "curl/curl.h", library = "curl" },
-  HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
-  SSL = { header = "openssl/ssl.h", library = "ssl" },
-  CRYPTO = { header = "openssl/evp.h", library = "crypto" },
+  CJOSE = { library = "cjose" },
+  JANSSON = { library = "jansson" },
+  YAJL = { library = "yajl" },
+  CURL = { library = "curl" },
+  HIREDIS = { library = "hiredis" },
+  SSL = { library = "ssl" },
+  CRYPTO = { library = "crypto" },
 }
+-- The "command" type rather than "builtin": one compiler run builds the C
+-- core straight into the rock's lib directory from every csrc/*.c, so that
+-- `luarocks make` leaves no object file or module in the checkout (builtin
+-- leaves csrc/*.o and tokenpolicy/core.so), and every
+-- lua/tokenpolicy/**/*.lua is copied by a wildcard, so a new module is never
+-- missed (spec/06-rockspec_spec.lua checks both).
 build = {
-  type = "builtin",
-  modules = {
-    ["tokenpolicy.core"] = {
-      sources = { "csrc/core.c", "csrc/denylist.c", "csrc/files.c", "csrc/http.c", "csrc/json.c", "csrc/jwks.c", "csrc/jwt.c", "csrc/keys.c", "csrc/policy.c", "csrc/redis.c", "csrc/util.c", "csrc/verifier.c" },
-      defines = { "_POSIX_C_SOURCE=200809L", "_DEFAULT_SOURCE" },
-      incdirs = { "$(CJOSE_INCDIR)", "$(JANSSON_INCDIR)", "$(YAJL_INCDIR)", "$(CURL_INCDIR)", "$(HIREDIS_INCDIR)", "$(SSL_INCDIR)", "$(CRYPTO_INCDIR)" },
-      libdirs = { "$(CJOSE_LIBDIR)", "$(JANSSON_LIBDIR)", "$(YAJL_LIBDIR)", "$(CURL_LIBDIR)", "$(HIREDIS_LIBDIR)", "$(SSL_LIBDIR)", "$(CRYPTO_LIBDIR)" },
-      libraries = { "cjose", "jansson", "yajl", "curl", "hiredis", "ssl", "crypto" },
-    },
-    ["tokenpolicy"] = "lua/tokenpolicy/init.lua",
-    ["tokenpolicy.arvados_config"] = "lua/tokenpolicy/arvados_config.lua",
-    ["tokenpolicy.classify"] = "lua/tokenpolicy/classify.lua",
-    ["tokenpolicy.discovery"] = "lua/tokenpolicy/discovery.lua",
-    ["tokenpolicy.ini"] = "lua/tokenpolicy/ini.lua",
-    ["tokenpolicy.session"] = "lua/tokenpolicy/session.lua",
-    ["tokenpolicy.migrate"] = "lua/tokenpolicy/migrate.lua",
-    ["tokenpolicy.store.memory"] = "lua/tokenpolicy/store/memory.lua",
-    ["tokenpolicy.store.files"] = "lua/tokenpolicy/store/files.lua",
-    ["tokenpolicy.store.arvados_pg"] = "lua/tokenpolicy/store/arvados_pg.lua",
-    ["tokenpolicy.cli"] = "lua/tokenpolicy/cli.lua",
-    ["tokenpolicy.haproxy"] = "lua/tokenpolicy/haproxy.lua",
-    ["tokenpolicy.util"] = "lua/tokenpolicy/util.lua",
-  },
+  type = "command",
+  install_command = [[
+set -e
+mkdir -p "$(LIBDIR)/tokenpolicy"
+$(CC) $(CFLAGS) $(LIBFLAG) -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I"$(LUA_INCDIR)" \
+  -I"$(CJOSE_INCDIR)" -I"$(JANSSON_INCDIR)" -I"$(YAJL_INCDIR)" -I"$(CURL_INCDIR)" -I"$(HIREDIS_INCDIR)" \
+  -I"$(SSL_INCDIR)" -I"$(CRYPTO_INCDIR)" \
+  -o "$(LIBDIR)/tokenpolicy/core.so" csrc/*.c \
+  -L"$(CJOSE_LIBDIR)" -L"$(JANSSON_LIBDIR)" -L"$(YAJL_LIBDIR)" -L"$(CURL_LIBDIR)" -L"$(HIREDIS_LIBDIR)" \
+  -L"$(SSL_LIBDIR)" -L"$(CRYPTO_LIBDIR)" -lcjose -ljansson -lyajl -lcurl -lhiredis -lssl -lcrypto
+cd lua
+for f in $(find tokenpolicy -type f -name '*.lua'); do
+  mkdir -p "$(LUADIR)/${f%/*}"
+  cp "$f" "$(LUADIR)/$f"
+done
+]],
   install = {
     bin = { tokenpolicy = "bin/tokenpolicy" },
   },
+  copy_directories = { "docs" },
 }
 test = {
   type = "busted",

@@ -20,6 +20,10 @@ static int tp_core_openssl_error_pending(lua_State *L)
     return 1;
 }
 
+/***
+ * The version: `"tokenpolicy <version>"`.
+ * @field _VERSION
+ */
 __attribute__((visibility("default"))) int luaopen_tokenpolicy_core(lua_State *L);
 
 int luaopen_tokenpolicy_core(lua_State *L)

@@ -1,3 +1,8 @@
+/***
+ * Denylists: the jti values of revoked tokens, kept in a journal file
+ * that processes share (docs/denylist.md).
+ * @module tokenpolicy.core
+ */
 /* A persistent jti denylist: a journal of "jti exp" lines shared by
  * processes.
  *
@@ -708,6 +713,14 @@ static int load(lua_State *L, int idx, denylist *d, dwork *w, int *changed)
             lua_settop(L, top);
             return 0;
         }
+        /* A list that was read and is now gone keeps its entries: a
+         * gateway that cannot see its file any more (HAProxy's chroot,
+         * a volume unmounted, an operator's mistake) would otherwise let
+         * every revoked token through again.  Only a list that never
+         * existed is an empty one. */
+        if (d->known && d->exists)
+            return tp_fail(L, "not_found", "denylist %s has disappeared; its %I entries are kept (open it anew "
+                           "to start an empty list)", path, (lua_Integer)d->tab.n);
         dtable_free(&w->tab);  /* a missing file is an empty list */
         missing = 1;
     } else {

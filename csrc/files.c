@@ -1,3 +1,8 @@
+/***
+ * Token files and the facts discovery needs: safe reads, writes and
+ * removals, stat, users and groups (docs/files.md).
+ * @module tokenpolicy.core
+ */
 /* Files: the facts discovery needs about paths and users (lstat, the
  * password database), and the safe token file primitives.
  *
@@ -75,6 +80,13 @@ static const char *a_file_type(mode_t mode)
 }
 
 /* Pushes {type=, mode=, uid=, gid=, size=, mtime=} for st. */
+/* Results that print themselves in the REPL (see their __tostring). */
+#define TP_FILES_STATUS_CLASS "tokenpolicy.FileStatus"
+#define TP_FILES_USER_CLASS "tokenpolicy.User"
+#define TP_FILES_REMOVAL_CLASS "tokenpolicy.Removal"
+#define TP_FILES_GROUPS_CLASS "tokenpolicy.GroupIds"
+#define TP_FILES_NAMES_CLASS "tokenpolicy.DirNames"
+
 static void push_stat(lua_State *L, const struct stat *st)
 {
     lua_createtable(L, 0, 9);
@@ -99,6 +111,7 @@ static void push_stat(lua_State *L, const struct stat *st)
     lua_setfield(L, -2, "ino");
     lua_pushinteger(L, (lua_Integer)st->st_dev);
     lua_setfield(L, -2, "dev");
+    luaL_setmetatable(L, TP_FILES_STATUS_CLASS);
 }
 
 /***
@@ -153,6 +166,7 @@ static int tp_files_user(lua_State *L)
     lua_setfield(L, -2, "name");
     lua_pushstring(L, pw.pw_dir);
     lua_setfield(L, -2, "home");
+    luaL_setmetatable(L, TP_FILES_USER_CLASS);
     return 1;
 }
 
@@ -233,6 +247,7 @@ static int tp_files_groups(lua_State *L)
         lua_pushinteger(L, (lua_Integer)gids[i]);
         lua_rawseti(L, -2, ++count);
     }
+    luaL_setmetatable(L, TP_FILES_GROUPS_CLASS);
     return 1;
 }
 
@@ -1041,6 +1056,7 @@ static int remove_token(lua_State *L, work *w, const char *path, const char *nam
     lua_pushvalue(L, 1);
     lua_rawseti(L, -2, 1);
     lua_setfield(L, -2, "removed");
+    luaL_setmetatable(L, TP_FILES_REMOVAL_CLASS);
     return 1;
 }
 
@@ -1284,6 +1300,7 @@ static int remove_tree(lua_State *L, work *w, const char *path, const char *name
     lua_settop(L, t.skipped);
     lua_setfield(L, result, "skipped");
     lua_setfield(L, result, "removed");
+    luaL_setmetatable(L, TP_FILES_REMOVAL_CLASS);
     return 1;
 }
 
@@ -1612,6 +1629,7 @@ static int list_dir(lua_State *L, work *w, const char *path, const char *name, u
         lua_pushstring(L, names[i]);
         lua_rawseti(L, -2, i + 1);
     }
+    luaL_setmetatable(L, TP_FILES_NAMES_CLASS);
     return 1;
 }
 
@@ -1707,6 +1725,135 @@ static int tp_files_rewrite_config(lua_State *L)
     return n;
 }
 
+/* ---- how results print ---------------------------------------------------- */
+
+/* An integer field of the table at index 1 (0 when absent). */
+static lua_Integer int_field(lua_State *L, const char *name)
+{
+    lua_Integer v;
+    lua_getfield(L, 1, name);
+    v = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Pushes the value at idx as text, every control byte shown as '?': a name
+ * someone else chose (in /tmp) must not reach a terminal as an escape
+ * sequence. */
+static void push_shown(lua_State *L, int idx)
+{
+    size_t len;
+    const char *s;
+    luaL_Buffer b;
+    s = luaL_tolstring(L, idx, &len);
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        luaL_addchar(&b, (c < 0x20 || c == 0x7f) ? '?' : (char)c);
+    }
+    luaL_pushresult(&b);
+    lua_remove(L, -2);
+}
+
+/* Appends to the string at the top the items of the list at list (an
+ * absolute index), shown as push_shown shows them, sep between two. */
+static void add_items(lua_State *L, int list, const char *sep)
+{
+    lua_Integer n = (lua_Integer)lua_rawlen(L, list);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_pushstring(L, i == 1 ? "" : sep);
+        lua_rawgeti(L, list, i);
+        push_shown(L, -1);
+        lua_remove(L, -2);
+        lua_concat(L, 3);
+    }
+}
+
+/* "tokenpolicy.FileStatus: file, mode 0600, uid 1000, gid 1000, 42 bytes,
+ * modified 2026-11-23 14:52:54 UTC": what `ls -l` would say. */
+static int tp_files_status__tostring(lua_State *L)
+{
+    char mode[8], when[32];
+    lua_Integer size;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    size = int_field(L, "size");
+    lua_getfield(L, 1, "type");
+    lua_pushfstring(L, "%s: %s, mode %s, uid %I, gid %I, %I byte%s, modified %s", TP_FILES_STATUS_CLASS,
+                    luaL_optstring(L, -1, "?"), octal(mode, (mode_t)int_field(L, "mode")), int_field(L, "uid"),
+                    int_field(L, "gid"), size, size == 1 ? "" : "s", tp_format_utc(when, int_field(L, "mtime")));
+    return 1;
+}
+
+/* "tokenpolicy.User: alice (uid 1000), home /home/alice" */
+static int tp_files_user__tostring(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_pushfstring(L, "%s: ", TP_FILES_USER_CLASS);
+    lua_getfield(L, 1, "name");
+    push_shown(L, -1);
+    lua_remove(L, -2);
+    lua_pushfstring(L, " (uid %I), home ", int_field(L, "uid"));
+    lua_getfield(L, 1, "home");
+    push_shown(L, -1);
+    lua_remove(L, -2);
+    lua_concat(L, 4);
+    return 1;
+}
+
+/* "tokenpolicy.Removal: 2 removed, 1 skipped", then one line per path:
+ * "  removed /tmp/x/a", "  skipped /tmp/x/b: <reason>". */
+static int tp_files_removal__tostring(lua_State *L)
+{
+    lua_Integer removed, skipped;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_getfield(L, 1, "removed");
+    lua_getfield(L, 1, "skipped");
+    removed = lua_istable(L, 2) ? (lua_Integer)lua_rawlen(L, 2) : 0;
+    skipped = lua_istable(L, 3) ? (lua_Integer)lua_rawlen(L, 3) : 0;
+    lua_pushfstring(L, "%s: %I removed, %I skipped", TP_FILES_REMOVAL_CLASS, removed, skipped);
+    for (lua_Integer i = 1; i <= removed; i++) {
+        lua_pushliteral(L, "\n  removed ");
+        lua_rawgeti(L, 2, i);
+        push_shown(L, -1);
+        lua_remove(L, -2);
+        lua_concat(L, 3);
+    }
+    for (lua_Integer i = 1; i <= skipped; i++) {
+        lua_pushliteral(L, "\n  skipped ");
+        lua_rawgeti(L, 3, i);
+        lua_getfield(L, -1, "path");
+        push_shown(L, -1);
+        lua_remove(L, -2);
+        lua_pushliteral(L, ": ");
+        lua_getfield(L, -3, "reason");
+        push_shown(L, -1);
+        lua_remove(L, -2);
+        lua_remove(L, -4);
+        lua_concat(L, 5);
+    }
+    return 1;
+}
+
+/* "tokenpolicy.GroupIds: 1000, 27" and "tokenpolicy.DirNames: 2 names: a, b". */
+static int tp_files_groups__tostring(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_pushfstring(L, "%s: ", TP_FILES_GROUPS_CLASS);
+    add_items(L, 1, ", ");
+    return 1;
+}
+
+static int tp_files_names__tostring(lua_State *L)
+{
+    lua_Integer n;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    n = (lua_Integer)lua_rawlen(L, 1);
+    lua_pushfstring(L, "%s: %I name%s%s", TP_FILES_NAMES_CLASS, n, n == 1 ? "" : "s", n ? ": " : "");
+    add_items(L, 1, ", ");
+    return 1;
+}
+
 void tp_open_files(lua_State *L)
 {
     static const luaL_Reg functions[] = {
@@ -1748,5 +1895,17 @@ void tp_open_files(lua_State *L)
     tp_register_class(L, TP_FILES_INFO_CLASS, info_meta, NULL, 0);
     tp_register_class(L, TP_FILES_FINDING_CLASS, finding_meta, NULL, 0);
     tp_register_class(L, TP_FILES_FINDINGS_CLASS, findings_meta, NULL, 0);
+    {
+        static const luaL_Reg status_meta[] = { { "__tostring", tp_files_status__tostring }, { NULL, NULL } };
+        static const luaL_Reg user_meta[] = { { "__tostring", tp_files_user__tostring }, { NULL, NULL } };
+        static const luaL_Reg removal_meta[] = { { "__tostring", tp_files_removal__tostring }, { NULL, NULL } };
+        static const luaL_Reg groups_meta[] = { { "__tostring", tp_files_groups__tostring }, { NULL, NULL } };
+        static const luaL_Reg names_meta[] = { { "__tostring", tp_files_names__tostring }, { NULL, NULL } };
+        tp_register_class(L, TP_FILES_STATUS_CLASS, status_meta, NULL, 0);
+        tp_register_class(L, TP_FILES_USER_CLASS, user_meta, NULL, 0);
+        tp_register_class(L, TP_FILES_REMOVAL_CLASS, removal_meta, NULL, 0);
+        tp_register_class(L, TP_FILES_GROUPS_CLASS, groups_meta, NULL, 0);
+        tp_register_class(L, TP_FILES_NAMES_CLASS, names_meta, NULL, 0);
+    }
     luaL_setfuncs(L, functions, 0);
 }

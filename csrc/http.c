@@ -38,6 +38,7 @@
 #define HTTP_MAX_TIMEOUT 86400
 #define TP_METADATA_CLASS "tokenpolicy.OidcMetadata"
 #define TP_INTROSPECTION_CLASS "tokenpolicy.Introspection"
+#define TP_ARVADOS_TOKEN_CLASS "tokenpolicy.ArvadosToken"
 
 /* ---- libcurl's global state --------------------------------------------- */
 
@@ -1118,9 +1119,30 @@ static int arvados_call(lua_State *L, int kind, const char *what)
         n = fail_status(L, c, &req, status, 1);
     } else {
         n = push_object(L, c, &req);
+        if (n == 1 && lua_istable(L, -1))
+            luaL_setmetatable(L, TP_ARVADOS_TOKEN_CLASS);
     }
     http_call_close(c);  /* early: the connection need not wait for the GC */
     return n;
+}
+
+/* "tokenpolicy.ArvadosToken: uuid zzzzz-gj3su-..., owner zzzzz-tpzed-...,
+ * expires 2026-11-23T16:00:00.000000000Z" ("expires never" for a null
+ * expires_at): the record, never its api_token. */
+static int tp_arvados_token__tostring(lua_State *L)
+{
+    int pieces = 1;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    luaL_checkstack(L, 8, "tostring");
+    lua_pushliteral(L, TP_ARVADOS_TOKEN_CLASS ":");
+    pieces += push_member(L, " ", "uuid", "uuid", 0);
+    pieces += push_member(L, pieces > 1 ? ", " : " ", "owner_uuid", "owner", 0);
+    if (!push_member(L, pieces > 1 ? ", " : " ", "expires_at", "expires", 0)) {
+        lua_pushstring(L, pieces > 1 ? ", expires never" : " expires never");
+    }
+    lua_concat(L, pieces + 1);
+    return 1;
 }
 
 /***
@@ -1189,6 +1211,10 @@ void tp_open_http(lua_State *L)
     tp_register_class(L, TP_HTTP_CLASS, call_meta, NULL, 0);
     tp_register_class(L, TP_METADATA_CLASS, metadata_meta, NULL, 0);
     tp_register_class(L, TP_INTROSPECTION_CLASS, introspection_meta, NULL, 0);
+    {
+        static const luaL_Reg arvados_meta[] = { { "__tostring", tp_arvados_token__tostring }, { NULL, NULL } };
+        tp_register_class(L, TP_ARVADOS_TOKEN_CLASS, arvados_meta, NULL, 0);
+    }
     luaL_setfuncs(L, functions, 0);
     /* fetch_keys imports through the Lua-visible keys (keys.c registers it
      * first), so keys.c needs no C entry point for JSON text. */

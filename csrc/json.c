@@ -1,3 +1,7 @@
+/***
+ * JSON for Lua code (integers stay integers) and `tokenpolicy.null`.
+ * @module tokenpolicy.core
+ */
 /* JSON <-> Lua on jansson, the JSON null sentinel, json_encode and
  * json_decode for Lua code, and the resource box. */
 #include <errno.h>
@@ -554,6 +558,13 @@ static int tp_json_decode(lua_State *L)
     return 1;
 }
 
+/***
+ * The JSON null: `json_decode` and `decode` give it for a JSON null, and
+ * `json_encode` writes it as null (a Lua nil cannot be a table's value).
+ * It is one value per Lua state, prints as `tokenpolicy.null`, and is
+ * compared with `==`.
+ * @field null
+ */
 void tp_open_json(lua_State *L)
 {
     static const luaL_Reg functions[] = {

@@ -88,7 +88,9 @@ static int jwks_fetch(lua_State *L, int idx, tp_jwks *s, lua_Integer now)
     lua_getfield(L, uv, "fetch");
     lua_getfield(L, uv, "url");
     lua_getfield(L, uv, "http");
-    lua_call(L, 2, 3);
+    /* four results: the set, or nil, message, code and (for `unavailable`)
+     * the Retry-After seconds, which a failed refresh passes on */
+    lua_call(L, 2, 4);
     s->fetches++;
     s->attempt_at = now;
     s->attempted = 1;
@@ -100,6 +102,7 @@ static int jwks_fetch(lua_State *L, int idx, tp_jwks *s, lua_Integer now)
         lua_remove(L, uv);
         return 1;
     }
+    lua_setfield(L, uv, "retry_after");
     lua_setfield(L, uv, "code");
     lua_setfield(L, uv, "err");
     s->failed = 1;
@@ -107,15 +110,21 @@ static int jwks_fetch(lua_State *L, int idx, tp_jwks *s, lua_Integer now)
     return 0;
 }
 
-/* Pushes the fail triple of the last failed fetch. */
+/* Pushes the fail triple of the last failed fetch, and the Retry-After
+ * seconds as a fourth value when the provider gave them. */
 static int jwks_push_failure(lua_State *L, int idx)
 {
     tp_getuservalue(L, idx);
     lua_pushnil(L);
     lua_getfield(L, -2, "err");
     lua_getfield(L, -3, "code");
-    lua_remove(L, -4);
-    return 3;
+    if (lua_getfield(L, -4, "retry_after") == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_remove(L, -4);
+        return 3;
+    }
+    lua_remove(L, -5);
+    return 4;
 }
 
 /* Pushes the current set and returns 1, or pushes the fail triple of the
@@ -420,6 +429,8 @@ static int tp_jwks__tostring(lua_State *L)
     return 1;
 }
 
+#define TP_JWKS_STATS_CLASS "tokenpolicy.JwksStats"
+
 /***
  * Counters for monitoring: `fetches` (attempts), `fed` (successful
  * `set_keys` calls), `fetched_at` (when the current set was fetched or
@@ -441,6 +452,30 @@ static int tp_jwks_stats_method(lua_State *L)
     }
     lua_pushboolean(L, s->failed);
     lua_setfield(L, -2, "failed");
+    luaL_setmetatable(L, TP_JWKS_STATS_CLASS);
+    return 1;
+}
+
+/* "tokenpolicy.JwksStats: fetches 2, fed 0, keys of 2026-11-23 14:52:54
+ * UTC, failed false" ("no keys yet" before the first set). */
+static int tp_jwks_stats__tostring(lua_State *L)
+{
+    char when[32];
+    lua_Integer fetches, fed;
+    int failed;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "fetches");
+    lua_getfield(L, 1, "fed");
+    lua_getfield(L, 1, "failed");
+    fetches = lua_tointeger(L, -3);
+    fed = lua_tointeger(L, -2);
+    failed = lua_toboolean(L, -1);
+    if (lua_getfield(L, 1, "fetched_at") == LUA_TNUMBER)
+        lua_pushfstring(L, "keys of %s", tp_format_utc(when, lua_tointeger(L, -1)));
+    else
+        lua_pushliteral(L, "no keys yet");
+    lua_pushfstring(L, "%s: fetches %I, fed %I, %s, failed %s", TP_JWKS_STATS_CLASS, fetches, fed,
+                    lua_tostring(L, -1), failed ? "true" : "false");
     return 1;
 }
 
@@ -461,6 +496,10 @@ void tp_open_jwks(lua_State *L)
      * before this), so this file needs no C entry point into keys.c. */
     lua_getfield(L, -1, "keys");
     tp_register_class(L, TP_JWKS_CLASS, meta, methods, 1);
+    {
+        static const luaL_Reg stats_meta[] = { { "__tostring", tp_jwks_stats__tostring }, { NULL, NULL } };
+        tp_register_class(L, TP_JWKS_STATS_CLASS, stats_meta, NULL, 0);
+    }
     /* Fetching is given, not linked: the fetch function (fetch_keys from
      * http.c, registered before this) becomes an upvalue of jwks and is
      * kept in each source that has a URI. */

@@ -1,3 +1,7 @@
+/***
+ * JWTs: decode, verify and sign compact JWS tokens.
+ * @module tokenpolicy.core
+ */
 /* JWT (compact JWS) decode, verify and sign on cjose and jansson.
  *
  * cjose takes the algorithm from the token header, so every binding that

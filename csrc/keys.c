@@ -1,3 +1,7 @@
+/***
+ * Key sets: JWK Sets, single JWKs and PEM (docs/jwks.md).
+ * @module tokenpolicy.core
+ */
 /* Key sets: import JWK Sets, single JWKs and PEM (SPKI public keys, X.509
  * certificates, PKCS#1/PKCS#8 private keys) into cjose keys, with the
  * metadata verify needs to bind algorithms to keys. */
@@ -43,6 +47,7 @@
 #define TP_KEYINFO_CLASS "tokenpolicy.KeyInfo"
 #define TP_SKIPPED_CLASS "tokenpolicy.SkippedKey"
 #define TP_KEYLIST_CLASS "tokenpolicy.KeyList"
+#define TP_KIDS_CLASS "tokenpolicy.KeyIds"
 
 const tp_alg_info tp_algs[TP_ALG_COUNT] = {
     [TP_ALG_HS256] = { "HS256", TP_KTY_OCT, 32, 0 },
@@ -1346,6 +1351,28 @@ static int tp_keyset_kids(lua_State *L)
         lua_pushstring(L, set->key[i].kid);
         lua_rawseti(L, -2, ++n);
     }
+    luaL_setmetatable(L, TP_KIDS_CLASS);
+    return 1;
+}
+
+/* "tokenpolicy.KeyIds: k1, k2" (each kid as tp_printable shows it: a kid
+ * comes from whoever published the key set). */
+static int tp_kids__tostring(lua_State *L)
+{
+    char shown[40];
+    lua_Integer n;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    n = (lua_Integer)lua_rawlen(L, 1);
+    lua_pushfstring(L, "%s:%s", TP_KIDS_CLASS, n ? " " : " none");
+    for (lua_Integer i = 1; i <= n; i++) {
+        size_t len;
+        const char *kid;
+        lua_rawgeti(L, 1, i);
+        kid = lua_tolstring(L, -1, &len);
+        lua_pushfstring(L, "%s%s", i == 1 ? "" : ", ", kid ? tp_printable(shown, kid, len) : "?");
+        lua_remove(L, -2);
+        lua_concat(L, 2);
+    }
     return 1;
 }
 
@@ -1609,11 +1636,13 @@ void tp_open_keys(lua_State *L)
     };
     static const luaL_Reg keyinfo_meta[] = { { "__tostring", tp_keyinfo__tostring }, { NULL, NULL } };
     static const luaL_Reg skipped_meta[] = { { "__tostring", tp_skippedkey__tostring }, { NULL, NULL } };
+    static const luaL_Reg kids_meta[] = { { "__tostring", tp_kids__tostring }, { NULL, NULL } };
     static const luaL_Reg keylist_meta[] = { { "__tostring", tp_keylist__tostring }, { NULL, NULL } };
     tp_register_class(L, TP_KEYSET_CLASS, meta, methods, 0);
     tp_register_class(L, TP_KEYINFO_CLASS, keyinfo_meta, NULL, 0);
     tp_register_class(L, TP_SKIPPED_CLASS, skipped_meta, NULL, 0);
     tp_register_class(L, TP_KEYLIST_CLASS, keylist_meta, NULL, 0);
+    tp_register_class(L, TP_KIDS_CLASS, kids_meta, NULL, 0);
     lua_pushcfunction(L, tp_keys);
     lua_setfield(L, -2, "keys");
 }

@@ -1,3 +1,8 @@
+/***
+ * Lifetime policies: durations and the Arvados token lifetime rules
+ * (docs/policy.md).
+ * @module tokenpolicy.core
+ */
 /* Lifetime policy: Go-style durations, the Arvados token lifetime rules
  * (API.MaxTokenLifetime, Login.TokenLifetime, Login.IssueTrustedTokens,
  * Workbench.IdleTimeout), and the evaluation of JWTs and token records
@@ -17,6 +22,7 @@
 
 #define TP_POLICY_CLASS "tokenpolicy.Policy"
 #define TP_VERDICT_CLASS "tokenpolicy.Verdict"
+#define TP_SETTINGS_CLASS "tokenpolicy.PolicySettings"
 
 /* Rucio's auth_oidc_refresh_before_exp default: 20 minutes. */
 #define TP_DEFAULT_REFRESH 1200
@@ -510,12 +516,42 @@ static int tp_policy_settings(lua_State *L)
     lua_setfield(L, -2, "issue_trusted_tokens");
     lua_pushstring(L, p->compat == COMPAT_DOCS ? "docs" : "arvados");
     lua_setfield(L, -2, "compat");
+    luaL_setmetatable(L, TP_SETTINGS_CLASS);
     return 1;
 }
 
 static const char *span_or_off(char *buf, lua_Integer seconds)
 {
     return seconds ? tp_format_span_exact(buf, seconds) : "off";
+}
+
+/* A duration field of the settings table at index 1, as the policy prints it. */
+static const char *settings_span(lua_State *L, char *buf, const char *name)
+{
+    lua_Integer v;
+    lua_getfield(L, 1, name);
+    v = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return span_or_off(buf, v);
+}
+
+/* "tokenpolicy.PolicySettings (compat docs): max_token_lifetime 1d, ...":
+ * the policy's own line, read from the table (which a caller may edit
+ * before passing it to `policy`). */
+static int tp_settings__tostring(lua_State *L)
+{
+    char max[32], login[32], idle[32], refresh[32];
+    int trusted;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "issue_trusted_tokens");
+    trusted = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "compat");
+    lua_pushfstring(L, "%s (compat %s): max_token_lifetime %s, login_token_lifetime %s, idle_timeout %s, "
+                    "issue_trusted_tokens %s, refresh_before_exp %s", TP_SETTINGS_CLASS, luaL_optstring(L, -1, "?"),
+                    settings_span(L, max, "max_token_lifetime"), settings_span(L, login, "login_token_lifetime"),
+                    settings_span(L, idle, "idle_timeout"), trusted ? "true" : "false",
+                    settings_span(L, refresh, "refresh_before_exp"));
+    return 1;
 }
 
 static int tp_policy__tostring(lua_State *L)
@@ -1377,7 +1413,9 @@ void tp_open_policy(lua_State *L)
         { "policy", tp_policy_new },
         { NULL, NULL }
     };
+    static const luaL_Reg settings_meta[] = { { "__tostring", tp_settings__tostring }, { NULL, NULL } };
     int i;
+    tp_register_class(L, TP_SETTINGS_CLASS, settings_meta, NULL, 0);
     tp_register_class(L, TP_VERDICT_CLASS, verdict_meta, NULL, 0);
     luaL_checkstack(L, UV_COUNT, "tokenpolicy upvalues");
     for (i = 0; verdict_keys[i]; i++)

@@ -1,3 +1,7 @@
+/***
+ * base64url encoding and decoding.
+ * @module tokenpolicy.core
+ */
 /* Shared helpers: the fail triple, option checking, safe text for
  * messages, time formatting, base64url validation and the base64url
  * functions exposed to Lua (on cjose's codec). */

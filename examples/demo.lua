@@ -1,5 +1,11 @@
--- make demo: mint a token with a fresh key, show what is in it, verify it,
--- and show what verify says about tokens that must not pass.
+-- A tour of tokenpolicy: mint a token with a fresh key, show what is in it,
+-- verify it, and show what verify says about tokens that must not pass;
+-- then find, read and remove a token in a sandbox, judge tokens against
+-- the Arvados admin guide's policy, and run the `tokenpolicy` command in a
+-- sandbox (nothing real is read or touched).
+--
+-- Run from the checkout: `make demo`, which is
+--   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/5.4/?.so;;' lua5.4 examples/demo.lua
 local tp = require "tokenpolicy"
 
 local function section(title)

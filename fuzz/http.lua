@@ -22,6 +22,7 @@ local F = require "fuzzlib"
 -- five digits so that no Content-Length changes.
 local BASE
 local HOST
+local ANSWERS = ""  -- the answers of this input, as the peer sends them
 local TOKEN = "fuzz-token-Zq8xWv3Kp0"
 local SECRET = "fuzz-client-secret-Hj4Lm9"
 local ARV = "v2/zzzzz-gj3su-0123456789abcde/fuzzArvadosSecretT0k3n"
@@ -85,7 +86,12 @@ local function check(what, ...)
   local n = select("#", ...)
   local v, msg, code, retry = ...
   F.result(what, ...)
-  local secrets = SENT[what] or {}
+  -- A secret the peer's own answer holds may come back in what the call
+  -- shows of that answer (an issuer named so): not a leak of ours.
+  local secrets = {}
+  for _, s in ipairs(SENT[what] or {}) do
+    if not ANSWERS:find(s, 1, true) then secrets[#secrets + 1] = s end
+  end
   if TRACE then io.stderr:write(what, ": ", tostring(v), " ", tostring(msg), " ", tostring(retry), "\n") end
   if v == nil then
     for _, s in ipairs(secrets) do F.no_secret(what, msg, s) end
@@ -109,6 +115,7 @@ return function(data)
   HOST = ("127.0.0.1:%05d"):format(port)
   BASE = "http://" .. HOST
   rest = rest:gsub("127%.0%.0%.1:00009", HOST)
+  ANSWERS = rest
   fuzz_answers(F.split(rest, SEP, 8))
   check(call())
   if tp._http_calls_open() ~= 0 then

@@ -5,6 +5,7 @@
 -- thousands of times, and syncing a tmpfs costs nothing (a SIGKILL tests
 -- the rename, not the disk).
 local tp = require "tokenpolicy"
+local expect = require "helpers.expect"
 
 local LUA = "lua" .. _VERSION:match("%d+%.%d+")
 local WRITER = "spec/helpers/denylist_writer.lua"
@@ -148,12 +149,26 @@ describe("denylist", function()
       assert.matches("line 1", msg)
     end)
 
-    it("sees a removed file as empty on reload", function()
+    it("keeps its entries when its file disappears, and reads the file that comes back", function()
+      -- a gateway that can no longer see its file (a chroot, an unmounted
+      -- volume) must not let revoked tokens through again
       local list = assert(tp.denylist(path))
       assert(list:add("x", 50))
       os.remove(path)
+      for _ = 1, 2 do
+        assert.are.equal("not_found: denylist " .. path .. " has disappeared; its 1 entries are kept (open it "
+          .. "anew to start an empty list)", expect.fails("not_found", list:reload()))
+        assert.are.equal(1, list:count())
+        assert.is_true(list:contains("x", 10))
+      end
+      -- a new object starts from the missing file as an empty list
+      local fresh = assert(tp.denylist(path))
+      assert.are.equal(0, fresh:count())
+      assert(fresh:add("z", 50))
       assert.is_true(list:reload())
-      assert.are.equal(0, list:count())
+      assert.are.equal(1, list:count())
+      assert.is_false(list:contains("x", 10))
+      assert.is_true(list:contains("z", 10))
     end)
 
     it("keeps every entry through growth and purges (the C hash table)", function()

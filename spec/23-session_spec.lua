@@ -165,6 +165,26 @@ describe("session.status", function()
       account = "alice" }))
   end)
 
+  it("lists the WLCG token Rucio uses with OIDC under rucio when only Rucio's are asked for", function()
+    rucio_token(s, ".rucio_jdoe", "root", NATIVE, NOW + 3600)
+    write(s.bt, jwt { sub = "carol", exp = NOW + 7200 })
+    s.env.RUCIO_AUTH_TYPE = "oidc"
+    local bt = "~run/bt_u" .. UID .. " active jwt valid " .. (NOW + 7200) .. " -"
+    -- in discovery's order: Rucio with OIDC reads the WLCG token first
+    assert.are.same({
+      "rucio root def wlcg " .. bt,
+      "rucio root def default ~tmp/.rucio_jdoe/auth_token_for_account_root - rucio valid " .. (NOW + 3600) .. " -",
+    }, summary(tp.status { env = s.env, uid = UID, now = NOW, scheme = "rucio" }))
+    -- every scheme: that file once, under wlcg
+    assert.are.same({
+      "rucio root def default ~tmp/.rucio_jdoe/auth_token_for_account_root - rucio valid " .. (NOW + 3600) .. " -",
+      "wlcg nil nil default " .. bt,
+    }, summary(tp.status { env = s.env, uid = UID, now = NOW }))
+    -- logging out of Rucio alone leaves the token other WLCG tools share
+    local report = assert(tp.logout { env = s.env, uid = UID, now = NOW, scheme = "rucio", dry_run = true })
+    assert.is_nil(tostring(report):find("bt_u", 1, true))
+  end)
+
   it("reports a FIFO at bt_u<uid> without hanging", function()
     sh("mkfifo '" .. s.bt .. "'")
     local list = tp.status { env = s.env, uid = UID, now = NOW, scheme = "wlcg" }

@@ -189,6 +189,17 @@ describe("the tokenpolicy command", function()
         .. "see 'tokenpolicy help --help'" },
       { { "verify", "-", "--jwks", "x", "--leeway", "soon" },
         "tokenpolicy: --leeway must be a number of seconds; see 'tokenpolicy verify --help'" },
+      -- an empty value is never a path, URL, account or token (the fuzzer
+      -- found `verify --jwks ''` gave "internal error")
+      { { "verify", "--jwks", "", "--alg", "HS256", "x" },
+        "tokenpolicy: --jwks needs a value, not an empty string; see 'tokenpolicy verify --help'" },
+      { { "verify", "--jwks=", "x" },
+        "tokenpolicy: --jwks needs a value, not an empty string; see 'tokenpolicy verify --help'" },
+      { { "status", "--account", "" },
+        "tokenpolicy: --account needs a value, not an empty string; see 'tokenpolicy status --help'" },
+      { { "inspect", "" }, "tokenpolicy: the token is an empty string; see 'tokenpolicy inspect --help'" },
+      { { "deny", "", "--exp", "+1h", "--denylist", "x" },
+        "tokenpolicy: the jti is an empty string; see 'tokenpolicy deny --help'" },
     }
     for _, case in ipairs(cases) do
       it(table.concat(case[1], " "), function()

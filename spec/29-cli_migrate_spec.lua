@@ -98,7 +98,7 @@ describe("tokenpolicy check-long-lived / fix-long-lived", function()
       local r = run({ "fix-long-lived", "--records", records, "--max-token-lifetime", "1h", "--now", tostring(NOW),
         "--dry-run" }, { TZ = case[1] })
       assert.are.same({ code = 0, err = "", out = "Setting token expiration to: " .. case[2] .. "\n" .. WARNING
-        .. "2 tokens updated.\n" }, r)
+        .. "2 tokens would be updated (dry run: nothing was changed).\n" }, r)
     end
   end)
 

@@ -22,13 +22,10 @@ local function sh(cmd)
   return os.execute(CLEAN .. cmd)
 end
 
--- A wall-clock time with fractions (date +%s.%N).
-local function clock()
-  local p = io.popen(CLEAN .. "date +%s.%N")
-  local t = tonumber(p:read("l"))
-  p:close()
-  return t
-end
+-- A monotonic time in seconds with fractions, read in the process
+-- (luasystem, which busted depends on): a command started to read the
+-- clock would add its own start-up to what is measured.
+local clock = require("system").monotime
 
 -- Sends a sync_request to the server through bash's /dev/tcp and returns
 -- every byte of the answer (the server closes after QUIT): what HAProxy's

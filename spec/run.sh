@@ -11,6 +11,9 @@
 #   -j JOBS      busted processes at once (default: cores + 2, since most
 #                specs spend their time waiting on peers and servers)
 #   -t TITLE     what the summary calls this run (default: the mode)
+#   -o LIST      only the specs LIST names (full names, one per line, as
+#                .ci/valgrind-skip.txt has them): CI runs the specs valgrind
+#                skips this way on the normal build
 #   SPECS="spec/03-hostile_spec.lua ..." runs only those files.
 #
 # One busted process per spec file and Lua version.  A file never runs
@@ -23,28 +26,51 @@
 # when busted dies or exits non-zero without a failed test, when it does
 # not reach its end, and when a sanitizer or valgrind reports an error.
 set -u
-mode=normal jobs=$(( $(nproc 2>/dev/null || echo 2) + 2 )) title=
-while getopts m:j:t: opt; do
+mode=normal jobs=$(( $(nproc 2>/dev/null || echo 2) + 2 )) title= only=
+while getopts m:j:t:o: opt; do
   case $opt in
     m) mode=$OPTARG ;;
     j) jobs=$OPTARG ;;
     t) title=$OPTARG ;;
+    o) only=$OPTARG ;;
     *) exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
-[ $# -ge 2 ] || { echo "usage: spec/run.sh [-m normal|asan|valgrind] [-j JOBS] BUILD VERSION..." >&2; exit 2; }
+[ $# -ge 2 ] || { echo "usage: spec/run.sh [-m normal|asan|valgrind] [-j JOBS] [-t TITLE] [-o LIST] BUILD VERSION..." >&2; exit 2; }
+[ -z "$only" ] || [ "$mode" = normal ] || { echo "spec/run.sh: -o goes with -m normal" >&2; exit 2; }
 build=$1; shift
 versions=("$@")
 title=${title:-$mode}
 cd "$(dirname "$0")/.." || exit 2
+
+prefix=()
+filters=()
+# name_filters OPTION FILE: one busted OPTION=^name$ per spec FILE names
+# (its lines are plain text, so Lua's magic characters are escaped).
+name_filters() {
+  local line
+  while IFS= read -r line; do
+    case $line in ''|'#'*) continue ;; esac
+    filters+=("$1=^$(printf '%s' "$line" | sed 's/[][^$()%.*+?-]/%&/g')\$")
+  done <"$2"
+}
 
 # Longest first (valgrind CPU or waiting on peers; docs/ci.md has the
 # figures), so that no long file starts last while the others are done.
 FIRST="18-review_jwt 31-keys_scale 16-jwks 33-haproxy 03-hostile 04-interop 13-denylist 11-policy
   19-review_http 07-files 20-review_discovery 23-session 26-cli 30-store_pg"
 files=()
-if [ -n "${SPECS:-}" ]; then
+if [ -n "$only" ]; then
+  # The files that hold the specs LIST names (busted --list runs no test);
+  # a name that matches no spec is a stale line, and an error.
+  name_filters --filter "$only"
+  listing=$(LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$build/${1}/?.so;;" \
+    "lua$1" /usr/bin/busted --list "${filters[@]}" spec/ 2>&1) || { echo "$listing" >&2; exit 2; }
+  stale=$(grep -vE '^(#|$)' "$only" | grep -vxF -f <(printf '%s\n' "$listing" | sed 's/^[^:]*:[0-9]*: //'))
+  [ -z "$stale" ] || { printf 'spec/run.sh: in %s, no spec is named:\n%s\n' "$only" "$stale" >&2; exit 2; }
+  mapfile -t files < <(printf '%s\n' "$listing" | cut -d: -f1 | sort -u)
+elif [ -n "${SPECS:-}" ]; then
   read -r -a files <<<"$SPECS"
 else
   for name in $FIRST; do [ -f "spec/${name}_spec.lua" ] && files+=("spec/${name}_spec.lua"); done
@@ -53,8 +79,6 @@ else
   done
 fi
 
-prefix=()
-filters=()
 case $mode in
   normal) ;;
   asan)
@@ -77,11 +101,7 @@ case $mode in
       --show-leak-kinds=definite --error-exitcode=1 --num-callers=30 --trace-children=no
       --suppressions=.ci/valgrind.supp)
     # The specs that do not run under valgrind, each with its reason.
-    while IFS= read -r line; do
-      case $line in ''|'#'*) continue ;; esac
-      # the line is plain text: escape Lua's magic characters
-      filters+=("--filter-out=^$(printf '%s' "$line" | sed 's/[][^$()%.*+?-]/%&/g')\$")
-    done <.ci/valgrind-skip.txt ;;
+    name_filters --filter-out .ci/valgrind-skip.txt ;;
   *) echo "spec/run.sh: unknown mode $mode" >&2; exit 2 ;;
 esac
 

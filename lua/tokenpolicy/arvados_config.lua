@@ -1,7 +1,7 @@
 --- Reading an Arvados cluster configuration (config.yml) into a token policy.
 --
--- `require "tokenpolicy"` offers `policy_from_arvados` from this module,
--- loaded on first use; lyaml is loaded only when a file is to be read, so a
+-- `require "tokenpolicy"` offers `policy_from_arvados` from this module as
+-- `tp.policy_from_arvados`; lyaml is loaded only when a file is to be read, so a
 -- parsed table needs neither YAML nor I/O. The policy itself is the C
 -- core's (`tp.policy{...}`): this module only reads the configuration the
 -- way Arvados' config loader does.
@@ -199,6 +199,15 @@ local OPTIONS = {
   end,
 }
 
+-- The warnings list prints one warning a line (or "no warnings").
+local Warnings = {
+  __name = "tokenpolicy.ArvadosConfigWarnings",
+  __tostring = function(list)
+    if #list == 0 then return "no warnings" end
+    return table.concat(list, "\n")
+  end,
+}
+
 --- Builds a policy from an Arvados configuration: API.MaxTokenLifetime,
 -- Login.TokenLifetime, Login.IssueTrustedTokens, Workbench.IdleTimeout and
 -- SystemRootToken of one cluster, read as Arvados' config loader reads
@@ -253,7 +262,7 @@ function M.policy_from_arvados(config, opts)
     return fail("malformed", ("Clusters.%s is not a mapping"):format(printable(id)))
   end
 
-  local warnings = {}
+  local warnings = setmetatable({}, Warnings)
   local s, err = settings(cluster, "Clusters." .. printable(id), warnings)
   if not s then return fail("malformed", err) end
   s.compat = opts.compat

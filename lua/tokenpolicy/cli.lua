@@ -31,6 +31,9 @@ end
 --- Raised (as a table) to end a command with an exit code and one line.
 local Exit = {}
 Exit.__index = Exit
+Exit.__tostring = function(e)
+  return ("tokenpolicy: exit %d: %s"):format(e.code, e.line or "")
+end
 
 local function exit(code, line)
   error(setmetatable({ code = code, line = line }, Exit), 0)
@@ -924,12 +927,31 @@ end
 --- Runs the command line and returns the exit status.
 -- @tparam {string,...} argv the arguments (the launcher's `arg`)
 -- @treturn integer 0 fine, 1 a finding, 2 a usage or environment error
+-- An empty value is never a path, URL, account or token: a usage error
+-- naming the option (or the argument) it was given to, before any command
+-- reads it (the core raises on an empty path, as a misuse).
+local function refuse_empty(args, argv)
+  local see = ("; see 'tokenpolicy%s --help'"):format(args.command and (" " .. args.command) or "")
+  for name, value in pairs(args) do
+    if value == "" then
+      local option = "--" .. name:gsub("_", "-")
+      for _, word in ipairs(argv) do
+        if word == option or word:sub(1, #option + 1) == option .. "=" then
+          usage(("%s needs a value, not an empty string%s"):format(option, see))
+        end
+      end
+      usage(("the %s is an empty string%s"):format(name:gsub("_", " "), see))
+    end
+  end
+end
+
 function M.main(argv)
   local args_list = {}
   for i = 1, #argv do args_list[i] = argv[i] end
   local ok, status = pcall(function()
     local parser = build_parser(args_list)
     local args = parser:parse(args_list)
+    refuse_empty(args, args_list)
     local command = args.command
     if command == nil then
       io.stdout:write(parser:get_help(), "\n")

@@ -230,6 +230,16 @@ end
 local Gateway = {}
 Gateway.__index = Gateway
 
+--- One line: the action's name, where its keys come from and how many
+-- problems it has now (each was logged when it appeared).
+function Gateway:__tostring()
+  local problems = 0
+  for _ in pairs(self.problems) do problems = problems + 1 end
+  local source = self.keys_file and ("keys_file " .. self.keys_file) or ("jwks_uri " .. printable_uri(self.jwks_uri))
+  return ("tokenpolicy.haproxy.Gateway %s: %s, %d problem%s"):format(self.name, source, problems,
+    problems == 1 and "" or "s")
+end
+
 --- Logs a problem once: a problem that repeats at every reload is logged
 -- when it first appears and when it changes, not every time.
 function Gateway:problem(what, message)
@@ -239,6 +249,8 @@ function Gateway:problem(what, message)
   end
 end
 
+--- Logs, once, that a problem `problem` logged is over.
+-- @tparam string what the source of the problem, as given to `problem`
 function Gateway:solved(what)
   if self.problems[what] then
     self.problems[what] = nil
@@ -254,7 +266,10 @@ local function empty_set(text)
   return set ~= nil and #set == 0
 end
 
--- Feeds key material to the source; a failure keeps the previous keys.
+--- Feeds key material to the source; a failure keeps the previous keys.
+-- @tparam string what where the text came from, for the log
+-- @tparam string text a JWK Set, a JWK or PEM
+-- @treturn boolean whether the keys were replaced
 function Gateway:feed(what, text)
   if empty_set(text) then
     self:problem(what, "malformed: the key set is empty (keeping the previous keys)")
@@ -501,7 +516,7 @@ function Gateway:sync_loop()
   end
 end
 
--- One round of the task: every source of change, each cheap when nothing changed.
+--- One round of the task: every source of change, each cheap when nothing changed.
 function Gateway:refresh()
   if self.keys_file then
     self:reload_keys_file()

@@ -147,7 +147,8 @@ end
 local Fix = {}
 Fix.__index = Fix
 
---- The rake fix task's output lines.
+--- The rake fix task's output lines (a dry run's last line says what would
+-- be updated, and that nothing was).
 -- @treturn {string,...}
 function Fix:lines()
   if self.no_policy then
@@ -157,7 +158,12 @@ function Fix:lines()
   for _, w in ipairs(self.warnings) do
     lines[#lines + 1] = warning_line(w)
   end
-  lines[#lines + 1] = ("%d tokens updated."):format(self.updated)
+  -- a dry run says so on its last line: the same count, read as "would"
+  if self.dry_run then
+    lines[#lines + 1] = ("%d tokens would be updated (dry run: nothing was changed)."):format(self.updated)
+  else
+    lines[#lines + 1] = ("%d tokens updated."):format(self.updated)
+  end
   return lines
 end
 

@@ -299,9 +299,15 @@ local function collect(opts, tokens)
     e.findings = e.findings or {}
     list[#list + 1] = setmetatable(e, Entry)
   end
+  -- Rucio with OIDC uses the WLCG bearer token: listed under wlcg when
+  -- every scheme is (once), and under rucio when only Rucio's are asked
+  -- for, by status only: logout of Rucio alone leaves that token, which
+  -- other WLCG tools share.
+  local rucio_uses_wlcg = opts.scheme == "rucio" and not tokens
   for _, c in ipairs(candidates) do
     local key = c.path or ("$" .. tostring(c.variable))
-    if c.exists and not c.empty and not seen[key] and not (c.scheme == "rucio" and c.source == "wlcg") then
+    if c.exists and not c.empty and not seen[key]
+        and not (c.scheme == "rucio" and c.source == "wlcg" and not rucio_uses_wlcg) then
       seen[key] = true
       local e = {
         scheme = c.scheme, account = c.account, vo = c.vo, source = c.source, path = c.path,

@@ -86,7 +86,9 @@ Store.__index = Store
 -- prints, serialises or walks must not show it.
 local passwords = setmetatable({}, { __mode = "k" })
 
--- Removes the password (and any `password=` setting) from a driver message.
+--- Removes the password (and any `password=` setting) from a driver message.
+-- @param msg the driver's message (nil reads "unknown error")
+-- @treturn string
 function Store:scrub(msg)
   msg = tostring(msg or "unknown error")
   local password = passwords[self]
@@ -104,9 +106,12 @@ function Store:scrub(msg)
   return msg
 end
 
--- The fail triple for a driver error: `unreachable` when the connection
+--- The fail triple for a driver error: `unreachable` when the connection
 -- is gone, `io` for any other database error; the message is the
 -- driver's first lines, without its prefix.
+-- @tparam string what the step that failed
+-- @param msg the driver's message
+-- @return nil, message, code
 function Store:db_fail(what, msg)
   msg = self:scrub(msg)
   local code = "io"
@@ -120,7 +125,11 @@ function Store:db_fail(what, msg)
   return fail(code, ("PostgreSQL (%s): %s: %s"):format(self.where, what, msg))
 end
 
--- Prepares and runs `sql` with `...`; the statement or the fail triple.
+--- Prepares and runs `sql` with `...`; the statement or the fail triple.
+-- @tparam string what the step, for messages
+-- @tparam string sql
+-- @param ... the statement's parameters
+-- @return the executed statement, or the fail triple
 function Store:run(what, sql, ...)
   if not self.dbh then
     return fail("io", "the store is closed")
@@ -244,6 +253,11 @@ function Store:close()
     self.dbh:close()
     self.dbh = nil
   end
+end
+
+-- The database (never the password, which the store does not hold).
+Store.__tostring = function(self)
+  return ("tokenpolicy.store.arvados_pg (%s%s)"):format(self.where or "?", self.dbh and "" or ", closed")
 end
 
 -- The `password` setting of a conninfo string (to keep it out of messages).

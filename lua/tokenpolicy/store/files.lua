@@ -192,6 +192,22 @@ local function judge(entries, sel, default_now)
   return entries
 end
 
+-- What check and fix return prints its count, then each file's line and
+-- each path left alone with why.
+local Result = { __name = "tokenpolicy.store.files.Result" }
+function Result.__tostring(r)
+  local lines = { r.updated and ("%d token file%s %s"):format(r.updated, r.updated == 1 and "" or "s",
+                    r.dry_run and "would be removed" or "removed")
+                  or ("%d long-lived token file%s"):format(r.tokens, r.tokens == 1 and "" or "s") }
+  for _, e in ipairs(r.files) do
+    lines[#lines + 1] = e.line
+  end
+  for _, s in ipairs(r.skipped) do
+    lines[#lines + 1] = ("skipped %s: %s"):format(s.path, s.reason)
+  end
+  return table.concat(lines, "\n")
+end
+
 --- The store interface's check, plus `files` (the entries that break the
 -- policy, are expired or are readable by others, each with `state` and
 -- `line`) and `skipped`. `tokens` counts the policy-breaking files,
@@ -221,7 +237,7 @@ function Store:check(sel)
       files[#files + 1] = e
     end
   end
-  return { tokens = tokens, users = users, warnings = {}, files = files, skipped = skipped }
+  return setmetatable({ tokens = tokens, users = users, warnings = {}, files = files, skipped = skipped }, Result)
 end
 
 --- Removes the expired and policy-breaking token files (and the Rucio
@@ -269,7 +285,8 @@ function Store:fix(sel, opts)
       end
     end
   end
-  return { updated = #files, warnings = {}, files = files, removed = removed, skipped = skipped }
+  return setmetatable({ updated = #files, warnings = {}, files = files, removed = removed, skipped = skipped,
+                        dry_run = opts.dry_run or nil }, Result)
 end
 
 --- Nothing to release; present so that every store closes alike.
@@ -283,6 +300,7 @@ end
 --- Makes a store over the token caches under `opts.root`.
 -- @tparam table opts `{ root= }` (default "/tmp")
 -- @treturn table the store
+-- @function new
 local function new(opts)
   opts = util.check_opts(opts, { root = "string", now = "number" }, "store.files", 1)
   return setmetatable({ root = opts.root or "/tmp", now = opts.now }, Store)

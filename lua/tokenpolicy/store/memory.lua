@@ -94,12 +94,14 @@ function Store:close() -- luacheck: ignore 212
 end
 
 Store.__tostring = function(self)
-  return ("tokenpolicy.store.memory (%d records)"):format(#self.records)
+  local n = #self.records
+  return ("tokenpolicy.store.memory (%d record%s)"):format(n, n == 1 and "" or "s")
 end
 
 --- Makes a memory store over `records` (kept, not copied: fix updates them).
 -- @tparam {table,...} records
 -- @treturn table the store
+-- @function new
 local function new(records)
   if type(records) ~= "table" then
     util.argerror(1, "store.memory", "table of records expected, got " .. type(records), 3)
