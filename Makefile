@@ -21,7 +21,7 @@ BUILD   ?= build
 MODULES := $(foreach v,$(LUA_VERSIONS),$(BUILD)/$(v)/tokenpolicy/core.so)
 
 .PHONY: all deps test spec spec-valgrind-skipped lint docs asan valgrind werror cppcheck fuzz fuzz-build bench \
-	bench-migrate bench-haproxy demo clean install uninstall
+	bench-migrate bench-haproxy bench-fleet demo clean install uninstall
 
 all: $(MODULES)
 
@@ -174,6 +174,15 @@ bench-haproxy: deps all
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES='$(BENCH_HAPROXY_PACKAGES)'
 	@LUA_PATH='lua/?.lua;lua/?/init.lua;bench/?.lua;;' LUA_CPATH='$(BUILD)/5.4/?.so;;' \
 		lua5.4 bench/haproxy/run.lua $(BUILD)
+
+# Revocation across a fleet of HAProxy gateways sharing one Redis denylist
+# (bench/fleet.lua; ONLY=prmf, REVOCATIONS, DURATION, ROUNDS, ENTRIES).
+BENCH_FLEET_PACKAGES := haproxy wrk redis-server lua-socket curl
+
+bench-fleet: deps all $(BUILD)/bench/raw_openssl $(BUILD)/bench/decode_floor
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES='$(BENCH_FLEET_PACKAGES)'
+	@LUA_PATH='lua/?.lua;lua/?/init.lua;bench/?.lua;;' LUA_CPATH='$(BUILD)/5.4/?.so;;' \
+		lua5.4 bench/fleet.lua $(BUILD)
 
 $(BUILD)/bench/raw_openssl: bench/raw_openssl.c
 	@mkdir -p $(dir $@)

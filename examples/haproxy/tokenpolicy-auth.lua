@@ -45,6 +45,14 @@ local function list_setting(name)
   return list
 end
 
+local function number_setting(name)
+  local value = setting(name)
+  if value == nil then
+    return nil
+  end
+  return tonumber(value) or error(("TOKENPOLICY_%s must be a number, got %q"):format(name, value))
+end
+
 -- A JWKS URI, when given, replaces the key file.
 local jwks_uri = setting("JWKS_URI")
 -- An Arvados config.yml, when given, is the policy; else a maximum lifetime.
@@ -52,6 +60,13 @@ local policy = setting("ARVADOS_CONFIG")
 if policy == nil and setting("MAX_TOKEN_LIFETIME") then
   policy = { max_token_lifetime = setting("MAX_TOKEN_LIFETIME") }
 end
+
+-- A fleet: TOKENPOLICY_DENYLIST is a redis:// URL shared by the gateways,
+-- its password in a file (never in the URL: HAProxy's environment is
+-- readable by root in /proc), with a local denylist file beside it.
+-- With rediss://, TOKENPOLICY_REDIS_CA_FILE is the CA that signed Redis's
+-- certificate.
+local redis_opts = { password_file = setting("REDIS_PASSWORD_FILE"), ca_file = setting("REDIS_CA_FILE") }
 
 require("tokenpolicy.haproxy").register{
   name = "tokenpolicy-auth",
@@ -63,6 +78,9 @@ require("tokenpolicy.haproxy").register{
   leeway = integer_setting("LEEWAY"),
   policy = policy,
   denylist = setting("DENYLIST"),
+  denylist_file = setting("DENYLIST_FILE"),
+  sync_every = number_setting("SYNC_EVERY"),
+  redis = next(redis_opts) and redis_opts or nil,
   header = setting("HEADER"),
   cache_size = integer_setting("CACHE_SIZE"),
   reload_every = integer_setting("RELOAD_EVERY"),

@@ -16,6 +16,11 @@
 -- denylist through HAProxy's own non-blocking `core.httpclient` and the
 -- core's cheap `stat`. The request path only reads one header and calls the
 -- core's prepared verifier.
+--
+-- A Redis denylist (`denylist = "redis://..."`) is synced in full once while
+-- HAProxy loads the file, then by a task of its own every `sync_every`
+-- seconds over HAProxy's non-blocking `core.tcp` cosocket: the core formats
+-- the request and parses the answer (sans-IO), HAProxy moves the bytes.
 -- @module tokenpolicy.haproxy
 
 local tp = require "tokenpolicy"
@@ -60,7 +65,21 @@ end
 local function denylist_option(value)
   local t = type(value)
   if t ~= "string" and not (t == "userdata" and tostring(value):find("^tokenpolicy%.Denylist")) then
-    return "must be a denylist file path or a Denylist, got " .. t
+    return "must be a denylist file path or a Denylist, got " .. t  -- a redis:// URL is a string too
+  end
+end
+
+local function positive_number(value)
+  if type(value) ~= "number" or value ~= value or value <= 0 or value == math.huge then
+    return "must be a positive number of seconds, got " .. tostring(value)
+  end
+end
+
+-- The Redis options are tp.denylist's own (it checks their types and
+-- names): only the container is checked here.
+local function redis_option(value)
+  if type(value) ~= "table" then
+    return "must be a table of tp.denylist options (password_file, password_env, ...), got " .. type(value)
   end
 end
 
@@ -89,6 +108,9 @@ local OPTIONS = {
   leeway = positive_integer(0),
   policy = policy_option,
   denylist = denylist_option,
+  denylist_file = "string",
+  sync_every = positive_number,
+  redis = redis_option,
   header = header_option,
   cache_size = positive_integer(0),
   reload_every = positive_integer(1),
@@ -104,6 +126,9 @@ M.defaults = {
   min_refetch = 30,
   jwks_timeout = 5,
 }
+
+--- The default of `sync_every`, filled in only with a Redis denylist.
+M.sync_every = 0.2
 
 -- RFC 6750 section 2.1: credentials = "Bearer" 1*SP b64token, the scheme
 -- case-insensitive (RFC 9110 section 11.1). Only the scheme is matched in
@@ -146,6 +171,17 @@ function M.bearer(value, header)
   return nil, "missing_token"
 end
 
+--- Whether a denylist option names a Redis denylist.
+-- @param value the `denylist` option
+-- @treturn boolean
+function M.is_redis(value)
+  if type(value) == "userdata" then
+    -- A Denylist made with tp.denylist("redis://...") names its URL.
+    return tostring(value):find("^tokenpolicy%.Denylist rediss?://") ~= nil
+  end
+  return type(value) == "string" and value:find("^rediss?://") ~= nil
+end
+
 --- The options of `register`, checked, with the defaults filled in.
 -- Raises (as `register` does) on an unknown option, a wrong type, or
 -- neither or both of `keys_file` and `jwks_uri`.
@@ -159,12 +195,22 @@ function M.check_options(opts)
   if (opts.keys_file == nil) == (opts.jwks_uri == nil) then
     util.argerror(1, "register", "give exactly one of the options 'keys_file' and 'jwks_uri'", 4)
   end
+  local redis = M.is_redis(opts.denylist)
+  if (opts.denylist_file ~= nil or opts.redis ~= nil) and not redis then
+    util.argerror(1, "register", "the options 'denylist_file' and 'redis' go with a redis:// or rediss:// denylist", 4)
+  end
+  if opts.redis ~= nil and type(opts.denylist) ~= "string" then
+    util.argerror(1, "register", "the option 'redis' goes with a redis:// URL, not with a Denylist made already", 4)
+  end
   local checked = {}
   for name, value in pairs(M.defaults) do
     checked[name] = value
   end
   for name, value in pairs(opts) do
     checked[name] = value
+  end
+  if redis and checked.sync_every == nil then
+    checked.sync_every = M.sync_every
   end
   return checked
 end
@@ -340,21 +386,134 @@ function Gateway:fetch_jwks()
   return true
 end
 
---- Reloads the denylist when its file changed (one lstat otherwise).
+--- Reloads the denylist file when it changed (one lstat otherwise): the
+-- `denylist` file, or with Redis the `denylist_file` beside it. A Redis
+-- denylist is never reloaded here (`reload` blocks): its own task syncs it.
 function Gateway:reload_denylist()
-  if not self.denylist then
+  local list = self.file_list
+  if not list then
     return false
   end
-  local changed, err = self.denylist:reload()
+  local changed, err = list:reload()
   if changed == nil then
-    self:problem("denylist", err .. " (keeping the previous entries)")
+    self:problem(self.file_what, err .. " (keeping the previous entries)")
     return false
   end
-  self:solved("denylist")
+  self:solved(self.file_what)
   if changed then
-    self.log.Info(("%s: denylist: reloaded, %d entries"):format(self.name, self.denylist:count()))
+    self.log.Info(("%s: %s: reloaded, %d entries"):format(self.name, self.file_what, list:count()))
   end
   return changed
+end
+
+-- The Redis sync ----------------------------------------------------------
+
+-- Seconds a sync may take on its socket (connect, send, read), at least
+-- sync_every: a Redis that hangs holds up only the sync task.
+local REDIS_TIMEOUT = 1
+
+-- Syncs one tick may run back to back when the core asks for more.
+local MAX_BATCHES = 64
+
+--- The address HAProxy's `core.tcp` takes for a host: its sockets do not
+-- resolve names (`connect` refuses "localhost"), so the host of a Redis
+-- URL must be an IP address; "localhost" is taken as 127.0.0.1.
+-- @tparam string host as `dl:endpoint()` gives it
+-- @treturn[1] string the address to connect to
+-- @treturn[2] nil when the host is a name
+function M.socket_address(host)
+  if host == "localhost" then
+    return "127.0.0.1"
+  elseif host:find("^%d+%.%d+%.%d+%.%d+$") then
+    return host
+  elseif host:find(":", 1, true) and host:find("^[%x:.]+$") then
+    return "ipv6@" .. host
+  end
+  return nil
+end
+
+--- Records the outcome of a sync for the log: a failure is logged when
+-- Redis goes from answering to not, not at every sync (nor when the reason
+-- changes while it stays down: a Redis restarting is refused, then slow,
+-- then loading); the first good sync after one is logged too.
+-- @tparam ?string code nil for a good sync, else the failure's code
+-- @tparam ?string message the failure's message
+function Gateway:redis_status(code, message)
+  if code == nil then
+    if self.redis_down then
+      self.redis_down = nil
+      self.log.Info(("%s: %s: answering again, %d entries"):format(self.name, self.redis_what,
+        self.denylist:count()))
+    end
+    return
+  end
+  if not self.redis_down then
+    self.redis_down = code
+    self.log.Warning(("%s: %s: %s (keeping the %d entries known; retrying every %g s)"):format(self.name,
+      self.redis_what, message, self.denylist:count(), self.sync_every))
+  end
+end
+
+--- One sync over HAProxy's cosocket (task context only): connect, send
+-- the core's request (it ends with QUIT, so Redis closes the connection
+-- after its last answer), read to the end, and give the answer to the
+-- core. Every step yields to HAProxy instead of blocking, and is bounded by
+-- the socket's timeout. Whatever fails, the local view stays as it was.
+-- @treturn ?integer the entries added, nil when the sync failed
+-- @treturn boolean whether another sync should follow at once (the core
+--   says so after a full batch, or when a full sync is due)
+function Gateway:sync()
+  local dl = self.denylist
+  local socket = core.tcp()
+  socket:settimeout(self.redis_timeout)
+  local ok, err
+  if self.redis_tls then
+    ok, err = socket:connect_ssl(self.redis_address, self.redis_port)
+  else
+    ok, err = socket:connect(self.redis_address, self.redis_port)
+  end
+  local reply, step = nil, "connecting"
+  if ok then
+    step = "sending"
+    ok, err = socket:send(dl:sync_request())
+    if ok then
+      step = "receiving"
+      reply, err = socket:receive("*a")
+    end
+  end
+  socket:close()
+  if not reply then
+    -- The core's code and wording for the same failure of its own client.
+    self:redis_status("redis_unavailable", ("redis_unavailable: %s: %s"):format(step, tostring(err or "no answer")))
+    return nil, false
+  end
+  -- added, received, more; or nil, message, code (the view unchanged)
+  local added, second, third = dl:sync_apply(reply)
+  if added == nil then
+    self:redis_status(third or "redis_error", second)
+    return nil, false
+  end
+  self:redis_status(nil)
+  return added, third == true
+end
+
+--- The sync task: a sync every `sync_every` seconds, for ever. A sync
+-- that fails is retried at the next tick; a Redis that is down costs one
+-- refused connection (or one connect timeout) per tick.
+function Gateway:sync_loop()
+  local pause = math.max(1, math.floor(self.sync_every * 1000 + 0.5))
+  while true do
+    -- A full sync of a large set comes in batches: the next one at once,
+    -- up to MAX_BATCHES per tick.
+    for _ = 1, MAX_BATCHES do
+      local ok, added, more = pcall(self.sync, self)
+      if not ok then
+        self:redis_status("error", "error: " .. tostring(added))
+      end
+      if not (ok and more) then break end
+    end
+    core.msleep(pause)
+  end
 end
 
 --- One round of the task: every source of change, each cheap when nothing changed.
@@ -421,6 +580,15 @@ function Gateway:handle(txn)
   local token, code = M.bearer(txn.sf:req_fhdr(self.header), self.header)
   if token then
     local claims, _, fail_code = self.verifier:check(token)
+    -- With Redis, the denylist_file is checked too (the verifier holds the
+    -- Redis view): a revocation in either refuses the token.
+    local extra = self.extra_list
+    if claims and extra then
+      local jti = claims.jti
+      if type(jti) == "string" and extra:contains(jti) then
+        claims, fail_code = nil, "revoked"
+      end
+    end
     if claims then
       txn:set_var("txn.tp.ok", 1)
       txn:set_var("txn.tp.code", "")
@@ -460,15 +628,73 @@ local function build_policy(policy, log, name)
   return policy
 end
 
-local function build_denylist(denylist, name)
-  if type(denylist) ~= "string" then
-    return denylist
-  end
-  local list, err = tp.denylist(denylist)
+local function open_file_list(path, name, what)
+  local list, err = tp.denylist(path)
   if not list then
-    error(("%s: denylist %s: %s"):format(name, denylist, err), 0)
+    error(("%s: %s: %s"):format(name, what, err), 0)
   end
   return list
+end
+
+--- Opens the Redis denylist and syncs it in full, blocking (allowed here:
+-- HAProxy is still loading the file and serves nothing yet). A Redis that
+-- cannot be reached or refuses the password does not stop HAProxy: one
+-- line says so, requests are served with what is known (the
+-- `denylist_file`, if any), and the sync task keeps trying.
+-- A Redis Denylist given as an object is synced the same way (never
+-- with its blocking `reload` after load).
+function Gateway:open_redis(opts)
+  -- sync = false: the object even when Redis cannot be reached (the full
+  -- sync follows below, and its failure is not fatal).
+  local redis_opts = { sync = false }
+  for name, value in pairs(opts.redis or {}) do
+    redis_opts[name] = value
+  end
+  local dl, err = opts.denylist, nil
+  if type(dl) == "string" then
+    dl, err = tp.denylist(opts.denylist, redis_opts)
+  end
+  if not dl then
+    -- A URL or an option that is wrong, a password file that cannot be
+    -- read: the configuration is wrong, so HAProxy does not start. The
+    -- message never holds the password (tp.denylist's convention) but the
+    -- URL may: only its scheme and host are shown.
+    error(("%s: denylist %s: %s"):format(self.name, M.printable_redis(opts.denylist), err), 0)
+  end
+  local host, port, tls = dl:endpoint()
+  self.denylist, self.redis_port, self.redis_tls = dl, port, tls
+  self.redis_what = ("denylist %s://%s:%d"):format(tls and "rediss" or "redis", host, port)
+  self.redis_address = M.socket_address(host)
+  if not self.redis_address then
+    error(("%s: %s: the host must be an IP address (HAProxy's Lua sockets do not resolve names)"):format(
+      self.name, self.redis_what), 0)
+  end
+  if opts.denylist_file then
+    self.file_what = "denylist_file " .. opts.denylist_file
+    self.file_list = open_file_list(opts.denylist_file, self.name, self.file_what)
+    self.extra_list = self.file_list
+  end
+  local ok, message, code = dl:reload()
+  if ok == nil then
+    self.redis_down = code or "error"
+    local fallback = self.file_list
+      and ("serving with %s, %d entries"):format(self.file_what, self.file_list:count())
+      or "serving with no revocations"
+    self.log.Warning(("%s: %s: %s (%s until Redis answers; retrying every %g s)"):format(self.name,
+      self.redis_what, message, fallback, self.sync_every))
+  else
+    self.log.Info(("%s: %s: synced, %d entries"):format(self.name, self.redis_what, dl:count()))
+  end
+end
+
+--- A Redis URL as it may be shown: scheme, host and port, never the
+-- user or password.
+-- @tparam string url
+-- @treturn string
+function M.printable_redis(url)
+  local scheme, rest = url:match("^(rediss?://)(.*)$")
+  local authority = rest:match("^[^/?#]*")
+  return scheme .. authority:gsub("^.*@", "")
 end
 
 --- Builds the gateway of this Lua state: everything that may block
@@ -481,6 +707,8 @@ function M.gateway(opts, log)
     name = opts.name, header = opts.header, keys_file = opts.keys_file,
     jwks_uri = opts.jwks_uri, jwks_timeout = opts.jwks_timeout,
     reload_every = opts.reload_every, min_refetch = opts.min_refetch, problems = {}, log = log,
+    sync_every = opts.sync_every or M.sync_every,
+    redis_timeout = math.max(opts.sync_every or M.sync_every, REDIS_TIMEOUT),
     wanted = false, refreshed_at = 0, generation = 0, answered = 0, in_flight = 0,
   }, Gateway)
   if self.keys_file then
@@ -516,7 +744,16 @@ function M.gateway(opts, log)
       self:problem(what, err .. " (the task retries)")
     end
   end
-  self.denylist = build_denylist(opts.denylist, self.name)
+  if M.is_redis(opts.denylist) then
+    self:open_redis(opts)
+  elseif type(opts.denylist) == "string" then
+    self.file_what = "denylist"
+    self.file_list = open_file_list(opts.denylist, self.name, "denylist " .. opts.denylist)
+    self.denylist = self.file_list
+  else
+    self.denylist = opts.denylist
+    self.file_what, self.file_list = "denylist", opts.denylist
+  end
   self.verifier = tp.verifier{
     keys = self.keys, iss = opts.iss, aud = opts.aud, algs = opts.algs, typ = opts.typ,
     require = opts.require, leeway = opts.leeway, policy = build_policy(opts.policy, log, self.name),
@@ -554,6 +791,11 @@ function M.register(opts)
   core.register_task(function()
     gateway:run()
   end)
+  if gateway.redis_what then
+    core.register_task(function()
+      gateway:sync_loop()
+    end)
+  end
   return gateway
 end
 
