@@ -1251,13 +1251,21 @@ static denylist *check_redis(lua_State *L, const char *method)
  * to the end.  It holds the password when one is configured: send it,
  * never log it.
  * @function Denylist:sync_request
+ * @tparam[opt] table opts `{ full = true }`: read the whole set (merged into
+ *   the view) rather than what was added since the last sync; for the first
+ *   sync after an outage.  A full sync stays due until one has been applied.
  * @treturn string
  */
 static int tp_denylist_sync_request(lua_State *L)
 {
+    static const char *const options[] = { "full", NULL };
+    int full;
     check_redis(L, "sync_request");
+    lua_settop(L, 2);
+    tp_opts(L, 2, options);
+    full = tp_opt_boolean(L, 2, "full", 0);
     lua_settop(L, 1);
-    return tp_redis_sync_request(L, push_link(L, 1));
+    return tp_redis_sync_request(L, push_link(L, 1), full);
 }
 
 /***

@@ -1174,7 +1174,12 @@ int tp_redis_reload(lua_State *L, int dl, int link)
         sync_result res;
         int rc = run(L, r, w, r->full_due ? RQ_FULL : RQ_SINCE, (lua_Integer)time(NULL), NULL, 0, 0, &exec);
         if (rc == 0) rc = apply_sync(L, dl, r, w, exec, &res);
-        if (rc != 0) return rc;
+        if (rc != 0) {
+            /* after an outage, the whole set again (merged): whatever the
+             * server went through meanwhile, the view catches up on it */
+            r->full_due = 1;
+            return rc;
+        }
         rwork_clear(w);
         lua_settop(L, top);
         added += res.added;
@@ -1185,10 +1190,12 @@ int tp_redis_reload(lua_State *L, int dl, int link)
     return 2;
 }
 
-int tp_redis_sync_request(lua_State *L, int link)
+int tp_redis_sync_request(lua_State *L, int link, int full)
 {
     rlink *r = to_link(L, link);
-    rwork *w = rwork_new(L);
+    rwork *w;
+    if (full) r->full_due = 1;  /* until a full answer has been applied */
+    w = rwork_new(L);
     if (!build_request(r, w, r->full_due ? RQ_FULL : RQ_SINCE, (lua_Integer)time(NULL), NULL, 0, 0))
         return luaL_error(L, "out of memory");
     lua_pushlstring(L, w->out, w->out_len);

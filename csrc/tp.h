@@ -444,7 +444,7 @@ TP_INTERNAL void tp_redis_push_name(lua_State *L, int link);
 TP_INTERNAL int tp_redis_add(lua_State *L, int dl, int link, const char *jti, size_t len, lua_Integer exp);
 TP_INTERNAL int tp_redis_purge(lua_State *L, int dl, int link, lua_Integer now);
 TP_INTERNAL int tp_redis_reload(lua_State *L, int dl, int link);
-TP_INTERNAL int tp_redis_sync_request(lua_State *L, int link);
+TP_INTERNAL int tp_redis_sync_request(lua_State *L, int link, int full);
 TP_INTERNAL int tp_redis_sync_apply(lua_State *L, int dl, int link, const char *bytes, size_t len);
 TP_INTERNAL int tp_redis_endpoint(lua_State *L, int link);
 /* redis.c: registers its private classes (called by tp_open_denylist). */

@@ -301,6 +301,22 @@ describe("tp.denylist on Redis", function()
       assert.are.equal(5, b:count())
     end)
 
+    it("reads the whole set when asked to (the first sync after an outage), until one is applied", function()
+      local url = fresh()
+      local now = os.time()
+      local a = assert(tp.denylist(url))
+      assert(a:add("one", now + 600))
+      local b = assert(tp.denylist(url))
+      assert.is_nil(b:sync_request():find("tokenpolicy sync full", 1, true))
+      local request = b:sync_request { full = true }
+      assert.matches("tokenpolicy sync full", request, 1, true)
+      assert.matches("tokenpolicy sync full", b:sync_request(), 1, true)  -- still due
+      assert.are.same({ 0, 1, false }, { b:sync_apply(exchange(srv, dir, request)) })
+      assert.is_nil(b:sync_request():find("tokenpolicy sync full", 1, true))
+      assert.has_error(function() b:sync_request { fulll = true } end,
+        "bad argument #1 to 'sync_request' (unknown option 'fulll')")
+    end)
+
     it("removes entries from Redis at their exp, with no admin action", function()
       local url, prefix = fresh()
       local a = assert(tp.denylist(url))
@@ -365,6 +381,8 @@ describe("tp.denylist on Redis", function()
         assert.is_false(b:contains("while-down"))  -- no silent local-only add
         fails("redis_unavailable", b:purge())
         fails("redis_unavailable", tp.denylist(url))
+        -- the sync after an outage reads the whole set
+        assert.matches("tokenpolicy sync full", b:sync_request(), 1, true)
         -- back, without persistence: Redis forgot everything
         s:start_server()
         assert.are.same({ false, 0 }, { b:reload() })

@@ -454,6 +454,8 @@ function Gateway:redis_status(code, message)
   end
 end
 
+local FULL_SYNC = { full = true }
+
 --- One sync over HAProxy's cosocket (task context only): connect, send
 -- the core's request (it ends with QUIT, so Redis closes the connection
 -- after its last answer), read to the end, and give the answer to the
@@ -475,7 +477,9 @@ function Gateway:sync()
   local reply, step = nil, "connecting"
   if ok then
     step = "sending"
-    ok, err = socket:send(dl:sync_request())
+    -- after an outage, the whole set (merged into the view): whatever Redis
+    -- went through meanwhile, this gateway catches up on it
+    ok, err = socket:send(dl:sync_request(self.redis_down and FULL_SYNC or nil))
     if ok then
       step = "receiving"
       reply, err = socket:receive("*a")
