@@ -58,8 +58,9 @@ name_filters() {
 
 # Longest first (valgrind CPU or waiting on peers; docs/ci.md has the
 # figures), so that no long file starts last while the others are done.
-FIRST="18-review_jwt 31-keys_scale 16-jwks 33-haproxy 03-hostile 04-interop 13-denylist 11-policy
-  19-review_http 07-files 20-review_discovery 23-session 26-cli 30-store_pg"
+FIRST="37-faults 18-review_jwt 33-haproxy 40-fleet 31-keys_scale 38-secrets 35-neighbours 05-examples
+  39-redis_denylist 06-rockspec 16-jwks 03-hostile 04-interop 13-denylist 26-cli 11-policy 19-review_http
+  07-files 20-review_discovery 23-session 30-store_pg"
 files=()
 if [ -n "$only" ]; then
   # The files that hold the specs LIST names (busted --list runs no test);
