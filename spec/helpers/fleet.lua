@@ -9,39 +9,17 @@
 --   local status = haproxy.get(gws[1], { authorization = "Bearer ..." })
 --   fleet.stop(gws); fleet.redis_stop(srv)
 --
--- The gateways are started as spec/helpers/haproxy.lua starts one (same
--- example, same environment variables), with the fleet's settings besides:
--- DENYLIST_FILE, SYNC_EVERY, REDIS_PASSWORD_FILE and REDIS_CA_FILE, which the example's
--- lua-load file reads.
+-- The gateways are started by spec/helpers/haproxy.lua (same example, same
+-- environment variables, the fleet's among them: DENYLIST_FILE, SYNC_EVERY,
+-- REDIS_PASSWORD_FILE and REDIS_CA_FILE, which the example's lua-load file
+-- reads).
 local haproxy = require "helpers.haproxy"
 local redis = require "helpers.redis"
 local expect = require "helpers.expect"
-local tp = require "tokenpolicy"
 
 local fleet = {}
 
 local quote = expect.quote
-local ROOT = tp.cwd()
-local START_TIMEOUT = 10
--- The example's settings (as helpers.haproxy knows them) and the fleet's.
-local SETTINGS = { "KEYS_FILE", "JWKS_URI", "ISS", "AUD", "ALGS", "LEEWAY", "MAX_TOKEN_LIFETIME", "ARVADOS_CONFIG",
-  "DENYLIST", "HEADER", "CACHE_SIZE", "RELOAD_EVERY", "MIN_REFETCH", "REALM", "SCOPE", "NBTHREAD",
-  "DENYLIST_FILE", "SYNC_EVERY", "REDIS_PASSWORD_FILE", "REDIS_CA_FILE" }
-
-local function slurp(path)
-  return expect.read_file(path, true)
-end
-
--- True while the process runs (a zombie counts as ended).
-local function alive(pid)
-  local state = slurp("/proc/" .. pid .. "/stat"):match("^%d+ %b() (%a)")
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
-
-local function random_port()
-  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
-  return math.random(20000, 59999)
-end
 
 --- The current time in seconds, with fractions (for latencies).
 function fleet.now()
@@ -90,70 +68,12 @@ end
 
 -- HAProxy gateways -----------------------------------------------------------
 
-local function environment(opts, port)
-  local build = haproxy.build_dir()
-  local asan = os.getenv("ASAN_OPTIONS")
-  local parts = {
-    "ASAN_OPTIONS=" .. quote((asan and asan ~= "" and asan .. ":" or "") .. "detect_leaks=0"),
-    "TOKENPOLICY_HAPROXY_DIR=" .. quote(ROOT .. "/examples/haproxy"),
-    "TOKENPOLICY_LUA_DIR=" .. quote(ROOT .. "/lua"),
-    "TOKENPOLICY_BUILD=" .. quote(build),
-    "TOKENPOLICY_RUN_DIR=" .. quote(opts.dir),
-    "TOKENPOLICY_BIND=" .. quote("127.0.0.1:" .. port),
-  }
-  local settings, known = opts.settings or {}, {}
-  for _, name in ipairs(SETTINGS) do
-    known[name] = true
-    if settings[name] ~= nil then
-      parts[#parts + 1] = "TOKENPOLICY_" .. name .. "=" .. quote(settings[name])
-    else
-      table.insert(parts, 1, "-u TOKENPOLICY_" .. name)
-    end
-  end
-  for name in pairs(settings) do
-    assert(known[name], "unknown setting " .. name)
-  end
-  return "env " .. table.concat(parts, " ")
-end
-
-local function start_once(opts, port)
-  local cfg, log, pidfile = opts.dir .. "/haproxy.cfg", opts.dir .. "/haproxy.log", opts.dir .. "/haproxy.pid"
-  expect.write_file(cfg, haproxy.config(opts.mode))
-  os.remove(log)
-  assert(os.execute("{ " .. environment(opts, port) .. " haproxy -db -f " .. quote(cfg) .. " >" .. quote(log)
-    .. " 2>&1 </dev/null & echo $! >" .. quote(pidfile) .. "; }"))
-  local pid = assert(slurp(pidfile):match("^(%d+)"), "no pid for haproxy")
-  local states = opts.mode == "lua-load-per-thread" and tonumber((opts.settings or {}).NBTHREAD or 1) or 1
-  local h = { pid = pid, port = port, dir = opts.dir, log = log, base = "http://127.0.0.1:" .. port, states = states }
-  for _ = 1, START_TIMEOUT / 0.05 do
-    if not alive(pid) then
-      return nil, slurp(log)
-    end
-    if haproxy.get(h, {}, { max_time = 1 }) then
-      return h
-    end
-    haproxy.sleep(0.05)
-  end
-  local output = slurp(log)
-  haproxy.stop(h)
-  error("haproxy did not answer within " .. START_TIMEOUT .. " s:\n" .. output, 3)
-end
-
---- Starts one gateway: opts.mode ("lua-load" or "lua-load-per-thread"),
--- opts.settings (TOKENPOLICY_<name> values, the fleet's included), opts.dir
--- (default: a new sandbox). Returns what helpers.haproxy's start returns;
+--- Starts one gateway as helpers.haproxy starts one: opts.mode
+-- ("lua-load" or "lua-load-per-thread"), opts.settings (TOKENPOLICY_<name>
+-- values, the fleet's included), opts.dir (default: a new sandbox).
 -- haproxy.get, haproxy.stop, haproxy.output and haproxy.count work on it.
 function fleet.start_gateway(opts)
-  opts = { mode = opts.mode, settings = opts.settings, dir = opts.dir or haproxy.sandbox() }
-  local why
-  for _ = 1, 8 do
-    local h, log = start_once(opts, random_port())
-    if h then return h end
-    why = log
-    if not log:find("cannot bind socket", 1, true) then break end
-  end
-  os.execute("rm -rf " .. quote(opts.dir))
-  error("haproxy did not start:\n" .. tostring(why), 2)
+  return haproxy.start { mode = opts.mode, settings = opts.settings, dir = opts.dir or haproxy.sandbox() }
 end
 
 --- Starts n gateways with the same options, each in its own sandbox.

@@ -18,7 +18,9 @@ local haproxy = {}
 
 local START_TIMEOUT = 10 -- seconds until HAProxy answers
 local SETTINGS = { "KEYS_FILE", "JWKS_URI", "ISS", "AUD", "ALGS", "LEEWAY", "MAX_TOKEN_LIFETIME", "ARVADOS_CONFIG",
-  "DENYLIST", "HEADER", "CACHE_SIZE", "RELOAD_EVERY", "MIN_REFETCH", "REALM", "SCOPE", "NBTHREAD" }
+  "DENYLIST", "HEADER", "CACHE_SIZE", "RELOAD_EVERY", "MIN_REFETCH", "REALM", "SCOPE", "NBTHREAD",
+  -- a fleet's (helpers.fleet): a Redis denylist and its file fallback
+  "DENYLIST_FILE", "SYNC_EVERY", "REDIS_PASSWORD_FILE", "REDIS_CA_FILE" }
 local expect = require "helpers.expect"
 
 -- The checkout (the working directory of busted, as spec/run.sh runs it).
