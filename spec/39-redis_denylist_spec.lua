@@ -518,24 +518,31 @@ end)
 describe("tp.denylist on Redis over TLS", function()
   local srv
   fixture({ tls = true }, function(s) srv = s end)
+  -- Generous timeouts: under valgrind a handshake (and reading the system's
+  -- CA store) takes seconds, and these cases are about certificates.
+  local function tls(opts)
+    opts = opts or {}
+    opts.timeout, opts.connect_timeout = 10, 10
+    return opts
+  end
 
   it("works with the server's CA, by address and by name", function()
-    local dl = assert(tp.denylist(srv:url("/0?prefix=tls:"), { ca_file = srv.ca_file }))
+    local dl = assert(tp.denylist(srv:url("/0?prefix=tls:"), tls { ca_file = srv.ca_file }))
     assert(dl:add("over-tls", os.time() + 600))
     assert.are.same({ "127.0.0.1", srv.port, true }, { dl:endpoint() })
     local by_name = assert(tp.denylist(("rediss://localhost:%d/0?prefix=tls:"):format(srv.port),
-      { ca_file = srv.ca_file }))
+      tls { ca_file = srv.ca_file }))
     assert.is_true(by_name:contains("over-tls"))
     assert.matches("^tokenpolicy.Denylist rediss://localhost:%d+/0 prefix tls: %(1 entry%)$", tostring(by_name))
   end)
 
   it("fails with redis_tls on a certificate from another CA, or for another name", function()
-    local msg = fails("redis_tls", tp.denylist(srv:url("/0"), { ca_file = srv.wrong_ca_file }))
+    local msg = fails("redis_tls", tp.denylist(srv:url("/0"), tls { ca_file = srv.wrong_ca_file }))
     assert.matches("certificate is not trusted", msg, 1, true)
     -- the system store does not know the spec's CA either
-    fails("redis_tls", tp.denylist(srv:url("/0")))
+    fails("redis_tls", tp.denylist(srv:url("/0"), tls()))
     -- a name the certificate does not carry (it has 127.0.0.1 and localhost)
-    fails("redis_tls", tp.denylist(("rediss://127.0.0.2:%d/0"):format(srv.port), { ca_file = srv.ca_file }))
+    fails("redis_tls", tp.denylist(("rediss://127.0.0.2:%d/0"):format(srv.port), tls { ca_file = srv.ca_file }))
   end)
 
   it("fails clearly when a plain redis:// URL meets a TLS port", function()
