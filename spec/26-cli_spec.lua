@@ -510,6 +510,18 @@ describe("the tokenpolicy command", function()
       return tp.stat(path) ~= nil
     end
 
+    it("status --json carries a value that is not UTF-8 as U+FFFD (found by the cli fuzz target)", function()
+      -- a token file whose name holds bytes no JSON string can: json_encode raised
+      local path = box .. "/tok\255en"
+      write(env.RUCIO_CONFIG, "[client]\naccount = alice\nauth_token_file_path = " .. path .. "\n", "644")
+      assert(tp.write_token(path, secret(RUCIO_ALICE)))
+      local r = run({ "status", "--scheme", "rucio", "--json" }, { env = env })
+      assert.are.equal("", r.err)
+      local shown = {}
+      for _, e in ipairs(assert(tp.json_decode(r.out))) do shown[e.path] = e.source end
+      assert.are.equal("config", shown[box .. "/tok\u{FFFD}en"], r.out)
+    end)
+
     it("status lists every token of every scheme and account, and exits 1 for the expired one", function()
       local r = run({ "status" }, { env = env })
       assert.are.equal(1, r.code, r.err)

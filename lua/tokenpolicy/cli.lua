@@ -93,12 +93,28 @@ end
 local LIST_FIELDS = { findings = true, actions = true, warnings = true, algs = true, reasons = true }
 local EMPTY_LIST = "\1tokenpolicy-empty-list\1"
 
--- JSON of a result (made by `plain`); an empty top-level list is `[]`.
-local function json(value, empty_is_array)
-  if empty_is_array and type(value) == "table" and next(value) == nil then
-    return "[]"
+-- A string as JSON can carry it: JSON is UTF-8 without NUL (the core's
+-- json_encode refuses anything else), while a path, a rucio.cfg value or a
+-- file's name may hold any byte. Each byte that is not part of a valid
+-- character, and each NUL, becomes U+FFFD; the core's encoder judges.
+local REPLACEMENT = "\u{FFFD}"
+local function json_text(s)
+  if not s:find("[\0\128-\255]") or pcall(lib().json_encode, s) then return s end
+  local parts, at = {}, 1
+  while at <= #s do
+    local n, bad = utf8.len(s, at)
+    if n then
+      parts[#parts + 1] = s:sub(at)
+      break
+    end
+    parts[#parts + 1] = s:sub(at, bad - 1) .. REPLACEMENT
+    at = bad + 1
   end
-  return (lib().json_encode(value):gsub('":"\\u0001tokenpolicy%-empty%-list\\u0001"', '":[]'))
+  local text = table.concat(parts):gsub("\0", REPLACEMENT)
+  if pcall(lib().json_encode, text) then return text end
+  -- what Lua 5.3's laxer utf8.len lets through (surrogates, code points
+  -- over U+10FFFF): every byte outside ASCII goes
+  return (s:gsub("[\0\128-\255]", REPLACEMENT))
 end
 
 -- Plain copies of result tables (no metatables, no functions), so that
@@ -106,6 +122,7 @@ end
 local function plain(value, seen)
   if type(value) ~= "table" then
     if type(value) == "function" or type(value) == "thread" then return nil end
+    if type(value) == "string" then return json_text(value) end
     return value
   end
   seen = seen or {}
@@ -117,12 +134,20 @@ local function plain(value, seen)
       if LIST_FIELDS[k] and type(v) == "table" and next(v) == nil then
         copy[k] = EMPTY_LIST
       else
-        copy[k] = plain(v, seen)
+        copy[type(k) == "string" and json_text(k) or k] = plain(v, seen)
       end
     end
   end
   seen[value] = nil
   return copy
+end
+
+-- JSON of a result (copied by `plain`); an empty top-level list is `[]`.
+local function json(value, empty_is_array)
+  if empty_is_array and type(value) == "table" and next(value) == nil then
+    return "[]"
+  end
+  return (lib().json_encode(plain(value)):gsub('":"\\u0001tokenpolicy%-empty%-list\\u0001"', '":[]'))
 end
 
 -- Reading tokens -------------------------------------------------------------
