@@ -78,7 +78,7 @@ local SUMMARY = {
   { "arvados_current", "arvados_current{host=, token=} -> the Arvados token record of a token" },
   { "arvados_delete_token", "arvados_delete_token{host=, token=, uuid=}: delete an Arvados token" },
   { "arvados_logout", "arvados_logout{host=, token=}: end an Arvados login session" },
-  { "denylist", "denylist(path or redis://URL, opts) -> Denylist of revoked jti values (add, contains, purge, reload)" },
+  { "denylist", "denylist(path or redis://URL, opts) -> Denylist of revoked jtis (add, contains, purge, reload)" },
   { "json_encode", "json_encode(value) -> JSON text (tokenpolicy.null is null)" },
   { "json_decode", "json_decode(text) -> value, strictly (integers stay integers)" },
   { "b64url_encode", "b64url_encode(bytes) -> unpadded base64url" },
