@@ -32,7 +32,7 @@ end
 describe("denylist", function()
   local dir, path
   before_each(function()
-    dir = assert(io.popen("mktemp -d " .. BASE .. "/tp-denylist.XXXXXX")):read("l")
+    dir = assert(io.popen("env -u LD_PRELOAD mktemp -d " .. BASE .. "/tp-denylist.XXXXXX")):read("l")
     path = dir .. "/denied"
   end)
   after_each(function()
