@@ -375,12 +375,41 @@ static int tp_util_format_duration(lua_State *L)
     return 1;
 }
 
+/***
+ * The value when it is a string that may stand in an HTTP header field:
+ * no control character (bytes 0-31 and 127; a CR LF would end the field
+ * and forge the next one), else nil.  Bytes of 128 and above (UTF-8) are
+ * kept.  The HAProxy action passes claims to the backend through it.
+ * @function header_text
+ * @param value anything
+ * @treturn ?string the value, or nil
+ */
+static int tp_util_header_text(lua_State *L)
+{
+    size_t len;
+    const unsigned char *p;
+    if (lua_type(L, 1) != LUA_TSTRING) {
+        lua_pushnil(L);
+        return 1;
+    }
+    p = (const unsigned char *)lua_tolstring(L, 1, &len);
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] < 32 || p[i] == 127) {
+            lua_pushnil(L);
+            return 1;
+        }
+    }
+    lua_settop(L, 1);
+    return 1;
+}
+
 void tp_open_util(lua_State *L)
 {
     static const luaL_Reg functions[] = {
         { "b64url_encode", tp_util_b64url_encode },
         { "b64url_decode", tp_util_b64url_decode },
         { "format_duration", tp_util_format_duration },
+        { "header_text", tp_util_header_text },
         { NULL, NULL }
     };
     luaL_setfuncs(L, functions, 0);

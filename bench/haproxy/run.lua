@@ -32,6 +32,11 @@
 --   CALLGRIND    1 (valgrind installed): instructions per request by shared
 --                object for the configurations run (and, with EXPERIMENTS,
 --                the variants and the calls outside HAProxy)
+--   CACHESIM     1 (with CALLGRIND): callgrind simulates the caches too (a
+--                1 MiB last level, about a core's share here), for last-level
+--                misses per request; the Ir summary is then not printed
+--   KEEP_CALLGRIND  a directory: keep each configuration's callgrind file
+--                (<id>.callgrind) and its request count (<id>.requests)
 --
 -- HAProxy processes and the temporary directory are removed at the end,
 -- also when the run fails.
@@ -519,7 +524,8 @@ end
 local function callgrind_haproxy(cfg, fx)
   local path = write_config(cfg)
   local out = DIR .. "/" .. cfg.id .. ".callgrind"
-  local pid = capture(HAPROXY_ENV .. " valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="
+  local cache_sim = os.getenv("CACHESIM") == "1" and "--cache-sim=yes --LL=1048576,16,64 " or ""
+  local pid = capture(HAPROXY_ENV .. " valgrind --tool=callgrind " .. cache_sim .. "--instr-atstart=no --callgrind-out-file="
     .. q(out) .. " haproxy -db -f " .. q(path) .. " >" .. q(DIR .. "/valgrind.log") .. " 2>&1 & echo $!")
     :match("%d+")
   started[pid] = true
@@ -530,6 +536,11 @@ local function callgrind_haproxy(cfg, fx)
   local requests = wrk(fx, DURATION, 10).requests
   run("callgrind_control -i off " .. pid .. " >/dev/null 2>&1")
   stop(pid, 60)
+  local keep = os.getenv("KEEP_CALLGRIND")
+  if keep then
+    write_file(keep .. "/" .. cfg.id .. ".requests", tostring(requests))
+    run("cp " .. q(out) .. " " .. q(keep .. "/" .. cfg.id .. ".callgrind"))
+  end
   return ir_by_object(out, requests)
 end
 

@@ -83,6 +83,7 @@ local SUMMARY = {
   { "json_decode", "json_decode(text) -> value, strictly (integers stay integers)" },
   { "b64url_encode", "b64url_encode(bytes) -> unpadded base64url" },
   { "b64url_decode", "b64url_decode(text) -> bytes, canonical unpadded base64url only" },
+  { "header_text", "header_text(value) -> value if a string without control characters (fit for a header)" },
   { "null", "null: the JSON null value (prints as tokenpolicy.null)" },
   { "help", "help([name]) -> this list, or the line of one function" },
 }
