@@ -525,7 +525,8 @@ local function callgrind_haproxy(cfg, fx)
   local path = write_config(cfg)
   local out = DIR .. "/" .. cfg.id .. ".callgrind"
   local cache_sim = os.getenv("CACHESIM") == "1" and "--cache-sim=yes --LL=1048576,16,64 " or ""
-  local pid = capture(HAPROXY_ENV .. " valgrind --tool=callgrind " .. cache_sim .. "--instr-atstart=no --callgrind-out-file="
+  local pid = capture(HAPROXY_ENV .. " valgrind --tool=callgrind " .. cache_sim
+    .. "--instr-atstart=no --callgrind-out-file="
     .. q(out) .. " haproxy -db -f " .. q(path) .. " >" .. q(DIR .. "/valgrind.log") .. " 2>&1 & echo $!")
     :match("%d+")
   started[pid] = true
