@@ -85,11 +85,10 @@ typedef struct vfield {
 
 /* A read-only view of a decoded header or payload.  With slow set the
  * fields were not read and the table in the uservalue answers everything.
- * A claims view made where the cache may keep it has room after its text
- * for the token, which the cache entry then points to (see the cache). */
+ * A view read the fast way is self-contained: the cache keeps a copy of
+ * its bytes (view_size) and makes a new view from them on a hit. */
 typedef struct tp_view {
     size_t len;
-    size_t room;            /* bytes after text[len], for the token */
     int slow;
     int crit_array;         /* crit is an array, of crit_items elements */
     uint32_t crit_items;
@@ -97,14 +96,18 @@ typedef struct tp_view {
     char text[1];           /* len bytes of JSON and a NUL */
 } tp_view;
 
-/* Pushes a new view of len bytes of text, with room bytes more after it
- * (metatable at mt). */
-static tp_view *view_new(lua_State *L, const unsigned char *text, size_t len, size_t room, int mt)
+/* The bytes of a view of len bytes of text. */
+static size_t view_size(size_t len)
 {
-    tp_view *w = (tp_view *)tp_newuserdata(L, offsetof(tp_view, text) + len + 1 + room);
+    return offsetof(tp_view, text) + len + 1;
+}
+
+/* Pushes a new view of len bytes of text (metatable at mt). */
+static tp_view *view_new(lua_State *L, const unsigned char *text, size_t len, int mt)
+{
+    tp_view *w = (tp_view *)tp_newuserdata(L, view_size(len));
     memset(w, 0, offsetof(tp_view, text));
     w->len = len;
-    w->room = room;
     memcpy(w->text, text, len);
     w->text[len] = '\0';
     lua_pushvalue(L, mt);
@@ -582,24 +585,30 @@ static void claims_facts(lua_State *L, const tp_verifier *v, const tp_verify_opt
  * A bounded cache of verified tokens, one per verifier (so one per Lua
  * state: no locks).  Key: a keyed hash of the stripped token (SipHash
  * through OpenSSL's EVP_MAC, with a random key drawn when the verifier is
- * made), then a full byte comparison; value: the claims and header views
- * and the token's times.  The entries array and the bucket heads are one
- * Lua userdata, and the views are kept in a Lua table (2 slots per entry),
- * so the cache holds no C memory of its own.  The token's bytes are kept
- * in its claims view, after the text (room made by read_claims): one Lua
- * object less per entry than a string of its own, which matters because
- * Lua 5.3's collector visits every object of the heap in each cycle, and
- * in HAProxy each request's own garbage starts cycles often (with 1,000
- * cached tokens, the collector took a third of a request's time).
- * Eviction is CLOCK: a hit sets an entry's bit, the hand clears bits until
- * it finds an entry without one. */
+ * made), then a full byte comparison; value: the token's times and the
+ * bytes of its claims and header views.  Eviction is CLOCK: a hit sets an
+ * entry's bit, the hand clears bits until it finds an entry without one.
+ *
+ * Each entry's bytes (the token, then copies of its two views) are one
+ * block of C memory, freed when the entry goes; a hit makes new views from
+ * them.  They are kept out of the Lua heap on purpose: Lua 5.3's collector
+ * visits every live object in each cycle, and in HAProxy each request's own
+ * garbage (its coroutine, the txn objects) starts a cycle every few
+ * hundred requests, so a cache of Lua objects was walked again and again,
+ * from memory no cache line held any more (bench-haproxy: the collector
+ * and those misses took about a third of a cached request's time).  Views
+ * read the slow way (claims that are not plain ASCII) hold a Lua table, so
+ * for those the views themselves are kept, in the refs table (2 slots per
+ * entry).  The entries array and the bucket heads are a Lua userdata. */
 
 #define CACHE_MAX 1000000
 
 typedef struct centry {
     uint64_t hash;
-    const char *token;      /* the stripped token (in the claims view's room) */
-    size_t len;
+    unsigned char *bytes;   /* malloc'd: the stripped token, then the views' copies */
+    size_t len;             /* the token's */
+    size_t claims_size;     /* the claims view copy's (0: the views are in the refs table) */
+    size_t header_size;     /* the header view copy's, after the claims view's */
     lua_Integer exp, nbf, iat;
     int32_t next;           /* the next entry of the bucket, or -1 */
     unsigned char live, ref, has_nbf, has_iat;
@@ -645,14 +654,26 @@ static int cache_mac_new(tp_verifier *v)
     return ok;
 }
 
-/* Empties the cache: a new refs table lets the old views go. */
-static void cache_flush(lua_State *L, tp_verifier *v, int uv)
+/* Frees every entry's bytes and empties the index (no Lua call: the
+ * verifier's __gc uses it too). */
+static void cache_free_all(tp_verifier *v)
 {
     if (!v->ents) return;
+    for (uint32_t i = 0; i < v->used; i++) {
+        free(v->ents[i].bytes);
+        v->ents[i].bytes = NULL;
+    }
     for (uint32_t i = 0; i < v->nbuckets; i++) v->heads[i] = -1;
     memset(v->ents, 0, (size_t)v->cache_size * sizeof *v->ents);
     v->used = v->hand = 0;
     v->entries = 0;
+}
+
+/* Empties the cache: a new refs table lets the old views go. */
+static void cache_flush(lua_State *L, tp_verifier *v, int uv)
+{
+    if (!v->ents) return;
+    cache_free_all(v);
     lua_createtable(L, 0, 0);
     lua_rawseti(L, uv, UV_CACHE_REFS);
 }
@@ -662,7 +683,7 @@ static int32_t cache_find(const tp_verifier *v, uint64_t hash, const char *token
 {
     for (int32_t i = v->heads[hash & (v->nbuckets - 1)]; i >= 0; i = v->ents[i].next) {
         const centry *e = &v->ents[i];
-        if (e->hash == hash && e->len == len && memcmp(e->token, token, len) == 0) return i;
+        if (e->hash == hash && e->len == len && memcmp(e->bytes, token, len) == 0) return i;
     }
     return -1;
 }
@@ -673,6 +694,8 @@ static void cache_unlink(tp_verifier *v, int32_t i)
     while (*link != i) link = &v->ents[*link].next;
     *link = v->ents[i].next;
     v->ents[i].live = 0;
+    free(v->ents[i].bytes);
+    v->ents[i].bytes = NULL;
     v->entries--;
 }
 
@@ -732,7 +755,10 @@ static void cache_add(lua_State *L, tp_verifier *v, int uv, uint64_t hash, const
                       int cl, int hdr, const tp_jwt_claims *c, int setidx)
 {
     centry *e;
-    tp_view *w;
+    const tp_view *cw, *hw;
+    unsigned char *bytes;
+    size_t claims_size = 0, header_size = 0;
+    int in_lua;
     int32_t i;
     if (c->exp != 1) return;
     if (!v->ents) {
@@ -753,16 +779,32 @@ static void cache_add(lua_State *L, tp_verifier *v, int uv, uint64_t hash, const
         lua_pushvalue(L, setidx);
         lua_rawseti(L, uv, UV_CACHE_SET);
     }
-    w = (tp_view *)lua_touserdata(L, cl);
-    if (w->room < len) return;  /* made without room: not cached */
+    cw = (const tp_view *)lua_touserdata(L, cl);
+    hw = (const tp_view *)lua_touserdata(L, hdr);
+    in_lua = cw->slow || hw->slow;
+    if (!in_lua) {
+        claims_size = view_size(cw->len);
+        header_size = view_size(hw->len);
+    }
+    if (len > SIZE_MAX - claims_size - header_size || !(bytes = malloc(len + claims_size + header_size)))
+        return;  /* no memory: simply not cached */
+    memcpy(bytes, token, len);
+    if (!in_lua) {
+        memcpy(bytes + len, cw, claims_size);
+        memcpy(bytes + len + claims_size, hw, header_size);
+    }
     i = cache_slot(v);
     e = &v->ents[i];
-    memcpy(w->text + w->len + 1, token, len);
-    e->token = w->text + w->len + 1;  /* kept with the view by the refs table */
+    free(e->bytes);  /* NULL, unless a memory error once left this slot half made */
+    e->bytes = bytes;
+    e->claims_size = claims_size;
+    e->header_size = header_size;
+    /* The refs table holds the views of slow entries only (nil otherwise,
+     * so that a slot's former views can go). */
     lua_rawgeti(L, uv, UV_CACHE_REFS);
-    lua_pushvalue(L, cl);
+    if (in_lua) lua_pushvalue(L, cl); else lua_pushnil(L);
     lua_rawseti(L, -2, 2 * i + 1);
-    lua_pushvalue(L, hdr);
+    if (in_lua) lua_pushvalue(L, hdr); else lua_pushnil(L);
     lua_rawseti(L, -2, 2 * i + 2);
     lua_pop(L, 1);
     e->hash = hash;
@@ -780,6 +822,45 @@ static void cache_add(lua_State *L, tp_verifier *v, int uv, uint64_t hash, const
 }
 
 /* ---- check -------------------------------------------------------------- */
+
+static int judge(lua_State *L, const tp_verifier *v, int uv, int cl, lua_Integer now);
+
+/* Pushes a view copied from a cache entry's bytes. */
+static void view_from_copy(lua_State *L, const unsigned char *copy, size_t size)
+{
+    void *w = tp_newuserdata(L, size);
+    memcpy(w, copy, size);
+    lua_pushvalue(L, UP_VIEW_MT);
+    lua_setmetatable(L, -2);
+}
+
+/* Answers v:check from entry i: its claims view (judged again) and its
+ * header view, or the fail triple of the verdict or the denylist.  The
+ * header view is the verifier's last one when the bytes are the same (as
+ * they are for the tokens of one issuer and key). */
+static int cache_hit(lua_State *L, const tp_verifier *v, int uv, const centry *e, int32_t i, lua_Integer now)
+{
+    const unsigned char *header;
+    int cl;
+    if (!e->claims_size) {  /* views read the slow way: kept as they are */
+        lua_rawgeti(L, uv, UV_CACHE_REFS);
+        lua_rawgeti(L, -1, 2 * i + 1);
+        cl = lua_gettop(L);
+        if (judge(L, v, uv, cl, now)) return 3;
+        lua_rawgeti(L, cl - 1, 2 * i + 2);
+        return 2;
+    }
+    view_from_copy(L, e->bytes + e->len, e->claims_size);
+    cl = lua_gettop(L);
+    if (judge(L, v, uv, cl, now)) return 3;
+    header = e->bytes + e->len + e->claims_size;
+    if (lua_rawgeti(L, uv, UV_HEADER) == LUA_TUSERDATA && lua_rawlen(L, -1) == e->header_size &&
+        memcmp(lua_touserdata(L, -1), header, e->header_size) == 0)
+        return 2;
+    lua_pop(L, 1);
+    view_from_copy(L, header, e->header_size);
+    return 2;
+}
 
 /* The fail message of each policy verdict state other than "valid". */
 static const struct { const char *state, *message; } verdict_messages[] = {
@@ -900,7 +981,7 @@ static int read_header(lua_State *L, int uv, const tp_jws *j, tp_jwt_header *h)
         }
     }
     lua_pop(L, 1);
-    w = view_new(L, j->part[0], j->plen[0], 0, UP_VIEW_MT);
+    w = view_new(L, j->part[0], j->plen[0], UP_VIEW_MT);
     if (scan_view(L, w, NULL, 0, NULL, NULL)) {
         header_facts(w, h);
         lua_pushvalue(L, -1);
@@ -915,13 +996,12 @@ static int read_header(lua_State *L, int uv, const tp_jws *j, tp_jwt_header *h)
     return 0;
 }
 
-/* Pushes the claims view of the decoded payload, with room bytes after
- * its text for the cache, and checks the claims.  Returns 0, or 3 with the
- * fail triple pushed. */
+/* Pushes the claims view of the decoded payload and checks the claims.
+ * Returns 0, or 3 with the fail triple pushed. */
 static int read_claims(lua_State *L, const tp_verifier *v, const tp_verify_opts *o, const tp_jws *j,
-                       const tp_jwt_header *h, tp_jwt_claims *facts, size_t room)
+                       const tp_jwt_header *h, tp_jwt_claims *facts)
 {
-    tp_view *w = view_new(L, j->part[1], j->plen[1], room, UP_VIEW_MT);
+    tp_view *w = view_new(L, j->part[1], j->plen[1], UP_VIEW_MT);
     tp_jwt_claims *c = facts;
     const char *msg;
     int aud_ok = 0;
@@ -990,12 +1070,7 @@ static int tp_verifier_check(lua_State *L)
             if (i >= 0) {
                 v->hits++;
                 v->ents[i].ref = 1;
-                lua_rawgeti(L, uv, UV_CACHE_REFS);
-                lua_rawgeti(L, -1, 2 * i + 1);
-                cl = lua_gettop(L);
-                if (judge(L, v, uv, cl, o.now)) return 3;
-                lua_rawgeti(L, cl - 1, 2 * i + 2);
-                return 2;
+                return cache_hit(L, v, uv, &v->ents[i], i, o.now);
             }
         }
         v->misses++;
@@ -1011,7 +1086,7 @@ static int tp_verifier_check(lua_State *L)
     if (tp_jwt_check_alg(L, &h, o.algs, &alg) || tp_jwt_check_signature(L, keys, &h, alg, &j, &set))
         return 3;
     setidx = v->source ? lua_gettop(L) : keys;  /* a source's set is left pushed */
-    if (read_claims(L, v, &o, &j, &h, &c, hash ? slen : 0)) return 3;
+    if (read_claims(L, v, &o, &j, &h, &c)) return 3;
     cl = lua_gettop(L);
     if (judge(L, v, uv, cl, o.now)) return 3;
     if (hash && lua_touserdata(L, setidx) == (void *)set)
@@ -1083,7 +1158,8 @@ static int tp_verifier__gc(lua_State *L)
 {
     tp_verifier *v = (tp_verifier *)luaL_checkudata(L, 1, TP_VERIFIER_CLASS);
     EVP_MAC_CTX_free(v->mac);
-    v->mac = NULL;
+    v->mac = NULL;  /* no caching from now on, should the verifier still be called */
+    cache_free_all(v);
     return 0;
 }
 

@@ -281,7 +281,11 @@ describe("verifier", function()
       local token = tp.sign(claims(), rsa)
       local c1, h1 = assert(v:check(token, NOW))
       local c2, h2 = assert(v:check(token, NOW + 1))
-      assert.are.equal(c1, c2)
+      -- A hit makes a new claims view from the entry's bytes (kept out of
+      -- the Lua heap); the header view of one issuer's tokens is shared.
+      assert.are_not.equal(c1, c2)
+      assert.are.same(c1:totable(), c2:totable())
+      assert.are.equal("alice", c2.sub)
       assert.are.equal(h1, h2)
       assert.are.same({ 1, 1, 1, 0 }, stats_of(v))
       -- the same token with a Bearer prefix is the same entry
@@ -384,6 +388,61 @@ describe("verifier", function()
       assert(v:check(token, NOW + 60))
       fails("expired", v:check(token, NOW + 1800))
       assert.are.equal(2, v:stats().hits)
+    end)
+
+    it("keeps its entries out of the Lua heap, and its hits read like the first check", function()
+      local v = tp.verifier { keys = rsa, cache = 600 }
+      local tokens = {}
+      for i = 1, 500 do tokens[i] = tp.sign(claims { jti = ("j"):rep(40) .. i, scope = ("s "):rep(100) }, rsa) end
+      collectgarbage()
+      collectgarbage()
+      local before = collectgarbage("count")
+      for i = 1, 500 do assert(v:check(tokens[i], NOW)) end
+      collectgarbage()
+      collectgarbage()
+      -- 500 tokens of over 1,000 bytes each, with their views: were they
+      -- Lua objects, the heap would grow by more than 800 KiB.
+      assert.is_true(collectgarbage("count") - before < 100, "the Lua heap grew by "
+        .. (collectgarbage("count") - before) .. " KiB")
+      for i = 1, 500 do
+        local c, h = assert(v:check(tokens[i], NOW + 1))
+        assert.are.equal(("j"):rep(40) .. i, c.jti)
+        assert.are.same(assert(tp.verify(tokens[i], rsa, { now = NOW })), c:totable())
+        assert.are.equal("RS256", h.alg)
+      end
+      assert.are.same({ 500, 500, 500, 0 }, stats_of(v))
+    end)
+
+    it("keeps the views of claims read the slow way as they are", function()
+      local v = tp.verifier { keys = rsa, cache = 4 }
+      local token = tp.sign(claims { name = "Jos\u{e9} \"the\" user", weight = 1.5 }, rsa)
+      local c1, h1 = assert(v:check(token, NOW))
+      local c2, h2 = assert(v:check(token, NOW + 1))
+      assert.are.equal(c1, c2)
+      assert.are.equal(h1, h2)
+      assert.are.equal("Jos\u{e9} \"the\" user", c2.name)
+      assert.are.equal(1.5, c2.weight)
+      assert.are.same({ 1, 1, 1, 0 }, stats_of(v))
+    end)
+
+    it("frees what it evicts and serves every token right while entries come and go", function()
+      local v = tp.verifier { keys = rsa, cache = 3 }
+      local tokens = {}
+      for i = 1, 8 do
+        -- every other one read the slow way, so both kinds of entry replace each other
+        local extra = { jti = "e" .. i }
+        if i % 2 == 0 then extra.name = "caf\u{e9} " .. i end
+        tokens[i] = tp.sign(claims(extra), rsa)
+      end
+      for round = 1, 4 do
+        for i = 1, 8 do
+          local c = assert(v:check(tokens[i], NOW + round))
+          assert.are.equal("e" .. i, c.jti)
+          assert.are.equal(i % 2 == 0 and ("caf\u{e9} " .. i) or nil, c.name)
+        end
+      end
+      -- 8 tokens in turn through 3 entries: each one was evicted before it came back
+      assert.are.same({ 0, 32, 3, 29 }, stats_of(v))
     end)
 
     it("empties on flush", function()
