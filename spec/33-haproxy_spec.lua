@@ -69,6 +69,32 @@ end
 describe("tokenpolicy.haproxy in process", function()
   after_each(function() collectgarbage() end)
 
+  describe("header_text (what may go into txn.tp.sub, .scope and .jti)", function()
+    local cases = {
+      { "user-17", "user-17" },
+      { "openid storage.read:/data", "openid storage.read:/data" },
+      { "Jos\u{e9} \u{1F600}", "Jos\u{e9} \u{1F600}" },   -- UTF-8 is kept
+      { "", "" },
+      { "a\r\nX-Forged: 1", nil },
+      { "tab\there", nil },
+      { "nul\0byte", nil },
+      { "del\127", nil },
+      { "\31", nil },
+      { 42, nil },
+      { true, nil },
+      { {}, nil },
+    }
+    for _, case in ipairs(cases) do
+      it(("gives %q for %q"):format(tostring(case[2]), tostring(case[1])), function()
+        assert.are.equal(case[2], tp.header_text(case[1]))
+      end)
+    end
+    it("gives nil for nothing", function()
+      assert.is_nil(tp.header_text())
+      assert.are.equal(1, select("#", tp.header_text()))
+    end)
+  end)
+
   describe("bearer", function()
     -- The action passes what bearer returns to v:check, which strips the
     -- scheme and spaces and checks the token's characters in C.
