@@ -558,9 +558,8 @@ static const char *req_string(lua_State *L, int arg, const char *name, int requi
         if (required) luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a string", name));
         return NULL;
     }
-    for (size_t i = 0; i < len; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            luaL_argerror(L, arg, lua_pushfstring(L, "%s contains a control character", name));
+    if (tp_has_control(s, len))
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s contains a control character", name));
     if (required && len == 0) luaL_argerror(L, arg, lua_pushfstring(L, "%s must not be empty", name));
     return s;
 }

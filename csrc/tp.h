@@ -268,6 +268,12 @@ TP_INTERNAL size_t tp_b64url_decoded_len(size_t len);
  * is not canonical unpadded base64url (see util.c). */
 TP_INTERNAL int tp_b64url_decode(const char *in, size_t len, unsigned char *out, char *scratch);
 
+/* ---- text (util.c) ----------------------------------------------------- */
+
+/* Whether len bytes at s hold a control character (0-31 or 127): what may
+ * not go into an HTTP header field (a CR LF would forge the next one). */
+TP_INTERNAL int tp_has_control(const char *s, size_t len);
+
 /* ---- registration of each area into the module table at -1 ------------- */
 
 TP_INTERNAL void tp_open_util(lua_State *L);

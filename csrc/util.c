@@ -384,20 +384,20 @@ static int tp_util_format_duration(lua_State *L)
  * @param value anything
  * @treturn ?string the value, or nil
  */
+int tp_has_control(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return 1;
+    return 0;
+}
+
 static int tp_util_header_text(lua_State *L)
 {
-    size_t len;
-    const unsigned char *p;
-    if (lua_type(L, 1) != LUA_TSTRING) {
+    size_t len = 0;
+    const char *s = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &len) : NULL;
+    if (!s || tp_has_control(s, len)) {
         lua_pushnil(L);
         return 1;
-    }
-    p = (const unsigned char *)lua_tolstring(L, 1, &len);
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] < 32 || p[i] == 127) {
-            lua_pushnil(L);
-            return 1;
-        }
     }
     lua_settop(L, 1);
     return 1;

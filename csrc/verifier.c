@@ -115,6 +115,12 @@ static tp_view *view_new(lua_State *L, const unsigned char *text, size_t len, in
     return w;
 }
 
+/* Whether view w holds exactly the len bytes of text. */
+static int view_has_text(const tp_view *w, const void *text, size_t len)
+{
+    return w->len == len && memcmp(w->text, text, len) == 0;
+}
+
 /* The view at idx, checked against the metatable upvalue (cheaper than a
  * registry lookup by name); raises for anything else. */
 static tp_view *self_view(lua_State *L, int idx)
@@ -823,45 +829,6 @@ static void cache_add(lua_State *L, tp_verifier *v, int uv, uint64_t hash, const
 
 /* ---- check -------------------------------------------------------------- */
 
-static int judge(lua_State *L, const tp_verifier *v, int uv, int cl, lua_Integer now);
-
-/* Pushes a view copied from a cache entry's bytes. */
-static void view_from_copy(lua_State *L, const unsigned char *copy, size_t size)
-{
-    void *w = tp_newuserdata(L, size);
-    memcpy(w, copy, size);
-    lua_pushvalue(L, UP_VIEW_MT);
-    lua_setmetatable(L, -2);
-}
-
-/* Answers v:check from entry i: its claims view (judged again) and its
- * header view, or the fail triple of the verdict or the denylist.  The
- * header view is the verifier's last one when the bytes are the same (as
- * they are for the tokens of one issuer and key). */
-static int cache_hit(lua_State *L, const tp_verifier *v, int uv, const centry *e, int32_t i, lua_Integer now)
-{
-    const unsigned char *header;
-    int cl;
-    if (!e->claims_size) {  /* views read the slow way: kept as they are */
-        lua_rawgeti(L, uv, UV_CACHE_REFS);
-        lua_rawgeti(L, -1, 2 * i + 1);
-        cl = lua_gettop(L);
-        if (judge(L, v, uv, cl, now)) return 3;
-        lua_rawgeti(L, cl - 1, 2 * i + 2);
-        return 2;
-    }
-    view_from_copy(L, e->bytes + e->len, e->claims_size);
-    cl = lua_gettop(L);
-    if (judge(L, v, uv, cl, now)) return 3;
-    header = e->bytes + e->len + e->claims_size;
-    if (lua_rawgeti(L, uv, UV_HEADER) == LUA_TUSERDATA && lua_rawlen(L, -1) == e->header_size &&
-        memcmp(lua_touserdata(L, -1), header, e->header_size) == 0)
-        return 2;
-    lua_pop(L, 1);
-    view_from_copy(L, header, e->header_size);
-    return 2;
-}
-
 /* The fail message of each policy verdict state other than "valid". */
 static const struct { const char *state, *message; } verdict_messages[] = {
     { "expired", "the policy ends the token's validity (past its exp, or its login session is over)" },
@@ -965,6 +932,46 @@ static int judge(lua_State *L, const tp_verifier *v, int uv, int cl, lua_Integer
     return 0;
 }
 
+/* Pushes a view copied from a cache entry's bytes. */
+static void view_from_copy(lua_State *L, const unsigned char *copy, size_t size)
+{
+    void *w = tp_newuserdata(L, size);
+    memcpy(w, copy, size);
+    lua_pushvalue(L, UP_VIEW_MT);
+    lua_setmetatable(L, -2);
+}
+
+/* Answers v:check from entry i: its claims view (judged again) and its
+ * header view, or the fail triple of the verdict or the denylist.  The
+ * header view is the verifier's last one when the bytes are the same (as
+ * they are for the tokens of one issuer and key). */
+static int cache_hit(lua_State *L, const tp_verifier *v, int uv, const centry *e, int32_t i, lua_Integer now)
+{
+    const unsigned char *copy;
+    int cl;
+    if (!e->claims_size) {  /* views read the slow way: kept as they are */
+        lua_rawgeti(L, uv, UV_CACHE_REFS);
+        lua_rawgeti(L, -1, 2 * i + 1);
+        cl = lua_gettop(L);
+        if (judge(L, v, uv, cl, now)) return 3;
+        lua_rawgeti(L, cl - 1, 2 * i + 2);
+        return 2;
+    }
+    view_from_copy(L, e->bytes + e->len, e->claims_size);
+    cl = lua_gettop(L);
+    if (judge(L, v, uv, cl, now)) return 3;
+    /* The copy follows the token and may be unaligned: only its text is
+     * read in place (its length follows from its size). */
+    copy = e->bytes + e->len + e->claims_size;
+    if (lua_rawgeti(L, uv, UV_HEADER) == LUA_TUSERDATA &&
+        view_has_text((const tp_view *)lua_touserdata(L, -1), copy + offsetof(tp_view, text),
+                      e->header_size - view_size(0)))
+        return 2;
+    lua_pop(L, 1);
+    view_from_copy(L, copy, e->header_size);
+    return 2;
+}
+
 /* Pushes the header view of the decoded header and sets its facts: the
  * verifier's last header view when the bytes are the same (tokens of one
  * issuer share their header), else a new one.  Returns 0, or 3 with the
@@ -975,7 +982,7 @@ static int read_header(lua_State *L, int uv, const tp_jws *j, tp_jwt_header *h)
     const char *msg;
     if (lua_rawgeti(L, uv, UV_HEADER) == LUA_TUSERDATA) {
         w = (tp_view *)lua_touserdata(L, -1);
-        if (w->len == j->plen[0] && memcmp(w->text, j->part[0], w->len) == 0) {
+        if (view_has_text(w, j->part[0], j->plen[0])) {
             header_facts(w, h);
             return 0;
         }
